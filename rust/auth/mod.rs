@@ -1,0 +1,10 @@
+//! Bearer-token authentication: JWS verification, claim checks and the verified-token cache.
+
+mod cache;
+mod claims;
+mod keys;
+mod verifier;
+
+pub use cache::TokenCache;
+pub use keys::{KeyError, KeySet};
+pub use verifier::{Verified, Verifier};

@@ -1,0 +1,383 @@
+//! JWS compact verification (RFC 7515) and JWT claim checks (RFC 7519, RFC 8725).
+
+use super::cache::TokenCache;
+use super::claims::{ClaimsSeed, Header};
+use super::keys::{KeyError, KeySet};
+use crate::reason::{Reason, Refusal};
+use crate::settings::JwtSettings;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::de::DeserializeSeed;
+use std::sync::Arc;
+
+/// The longest token accepted, in bytes; larger ones are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// What a verified token established.
+#[derive(Debug)]
+pub struct Verified {
+    /// The customer the token names.
+    pub customer: Arc<str>,
+    /// The first second at which this verification may no longer be reused.
+    pub cache_until_s: u64,
+}
+
+/// Verifies bearer tokens against the configured keys and claims.
+pub struct Verifier {
+    keys: KeySet,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_s: u64,
+    customer_claim: String,
+    require_exp: bool,
+    cache_ttl_s: u64,
+    cache: TokenCache,
+}
+
+fn refuse(reason: Reason, detail: impl Into<String>) -> Refusal {
+    Refusal::new(reason, detail)
+}
+
+impl Verifier {
+    /// Builds a verifier; the key errors name each key's index in `settings.keys`.
+    pub fn build(settings: &JwtSettings) -> Result<Self, Vec<KeyError>> {
+        Ok(Verifier {
+            keys: KeySet::build(&settings.keys)?,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            leeway_s: settings.leeway_s,
+            customer_claim: settings.customer_claim.clone(),
+            require_exp: settings.require_exp,
+            cache_ttl_s: settings.cache_ttl_s,
+            cache: TokenCache::new(settings.cache_size),
+        })
+    }
+
+    /// The verified-token cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Verifies an `Authorization` header value at `now_s` (seconds since the epoch).
+    pub fn verify_header(
+        &self,
+        authorization: Option<&str>,
+        now_s: u64,
+    ) -> Result<Arc<Verified>, Refusal> {
+        let Some(value) = authorization else {
+            return Err(refuse(Reason::MissingToken, "no Authorization header"));
+        };
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => {
+                return Err(refuse(
+                    Reason::Malformed,
+                    "Authorization is not of the form 'Bearer <token>'",
+                ))
+            }
+        };
+        self.verify(token, now_s)
+    }
+
+    /// Verifies a compact JWS token, answering from the cache when it can.
+    pub fn verify(&self, token: &str, now_s: u64) -> Result<Arc<Verified>, Refusal> {
+        if let Some(verified) = self.cache.get(token, now_s) {
+            return Ok(verified);
+        }
+        let verified = Arc::new(self.verify_uncached(token, now_s)?);
+        self.cache.insert(token, verified.clone(), now_s);
+        Ok(verified)
+    }
+
+    fn verify_uncached(&self, token: &str, now_s: u64) -> Result<Verified, Refusal> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(refuse(
+                Reason::Malformed,
+                format!("token longer than {MAX_TOKEN_BYTES} bytes"),
+            ));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(refuse(
+                Reason::Malformed,
+                "a JWS compact token has exactly three dot-separated parts",
+            ));
+        };
+        let header_json = decode_part(header_b64, "header")?;
+        let header: Header = serde_json::from_slice(&header_json)
+            .map_err(|err| refuse(Reason::Malformed, format!("header: {err}")))?;
+        if header.crit.is_some() {
+            return Err(refuse(
+                Reason::Malformed,
+                "header: critical extensions are not supported",
+            ));
+        }
+        if header.alg.eq_ignore_ascii_case("none") {
+            return Err(refuse(Reason::AlgNotAllowed, "alg none is never accepted"));
+        }
+        let key = self
+            .keys
+            .find(header.kid.as_deref())
+            .ok_or_else(|| match &header.kid {
+                Some(kid) => refuse(Reason::UnknownKid, format!("no key with kid {kid:?}")),
+                None => refuse(
+                    Reason::UnknownKid,
+                    "the token has no kid and several keys are configured",
+                ),
+            })?;
+        if key.alg != header.alg {
+            return Err(refuse(
+                Reason::AlgNotAllowed,
+                format!("key allows {}, token uses {}", key.alg, header.alg),
+            ));
+        }
+        let signature = decode_part(signature_b64, "signature")?;
+        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        if !key.verify(signing_input, &signature) {
+            return Err(refuse(Reason::BadSignature, "signature does not verify"));
+        }
+        let payload = decode_part(payload_b64, "payload")?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&payload);
+        let claims = ClaimsSeed {
+            customer_claim: &self.customer_claim,
+        }
+        .deserialize(&mut deserializer)
+        .and_then(|claims| deserializer.end().map(|()| claims))
+        .map_err(|err| refuse(Reason::Malformed, format!("claims: {err}")))?;
+
+        let now = now_s as f64;
+        let leeway = self.leeway_s as f64;
+        match claims.exp {
+            Some(exp) if now >= exp + leeway => {
+                return Err(refuse(
+                    Reason::Expired,
+                    format!("expired at {exp}, now {now_s}, leeway {}s", self.leeway_s),
+                ))
+            }
+            None if self.require_exp => {
+                return Err(refuse(Reason::Malformed, "claims: exp is required"))
+            }
+            _ => {}
+        }
+        if let Some(nbf) = claims.nbf {
+            if now + leeway < nbf {
+                return Err(refuse(
+                    Reason::NotYetValid,
+                    format!(
+                        "not valid before {nbf}, now {now_s}, leeway {}s",
+                        self.leeway_s
+                    ),
+                ));
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            if claims.iss.as_deref() != Some(issuer.as_str()) {
+                return Err(refuse(
+                    Reason::WrongIssuer,
+                    format!(
+                        "iss {:?} is not {issuer:?}",
+                        claims.iss.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        if let Some(audience) = &self.audience {
+            if !claims
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.contains(audience))
+            {
+                return Err(refuse(
+                    Reason::WrongAudience,
+                    format!("aud does not include {audience:?}"),
+                ));
+            }
+        }
+        let customer = match claims.customer {
+            Some(customer) if !customer.is_empty() => customer,
+            _ if claims.customer_not_string => {
+                return Err(refuse(
+                    Reason::MissingCustomer,
+                    format!("claim {:?} is not a string", self.customer_claim),
+                ))
+            }
+            _ => {
+                return Err(refuse(
+                    Reason::MissingCustomer,
+                    format!("claim {:?} is missing or empty", self.customer_claim),
+                ))
+            }
+        };
+        let cache_until_s = match claims.exp {
+            Some(exp) => (exp + leeway).ceil() as u64,
+            None => now_s + self.cache_ttl_s,
+        };
+        Ok(Verified {
+            customer: Arc::from(customer.as_ref()),
+            cache_until_s,
+        })
+    }
+}
+
+fn decode_part(part: &str, name: &str) -> Result<Vec<u8>, Refusal> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|err| refuse(Reason::Malformed, format!("{name}: not base64url: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::KeySettings;
+    use ring::hmac;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn settings() -> JwtSettings {
+        JwtSettings {
+            issuer: Some("iss-a".into()),
+            audience: Some("aud-a".into()),
+            leeway_s: 10,
+            customer_claim: "sub".into(),
+            require_exp: true,
+            cache_size: 100,
+            cache_ttl_s: 60,
+            keys: vec![KeySettings {
+                kid: "k1".into(),
+                alg: "HS256".into(),
+                secret_b64: URL_SAFE_NO_PAD.encode(SECRET),
+            }],
+        }
+    }
+
+    fn sign(header: &str, claims: &str, secret: &[u8]) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    fn token(claims: &str) -> String {
+        sign(r#"{"alg":"HS256","kid":"k1"}"#, claims, SECRET)
+    }
+
+    fn reason(verifier: &Verifier, token: &str, now: u64) -> Reason {
+        verifier.verify(token, now).unwrap_err().reason
+    }
+
+    const GOOD: &str = r#"{"sub":"c-1","iss":"iss-a","aud":"aud-a","exp":1000,"nbf":100}"#;
+
+    #[test]
+    fn accepts_a_good_token_and_caches_it() {
+        let verifier = Verifier::build(&settings()).unwrap();
+        let verified = verifier.verify(&token(GOOD), 500).unwrap();
+        assert_eq!(&*verified.customer, "c-1");
+        assert_eq!(verified.cache_until_s, 1010);
+        assert_eq!(verifier.cache().len(), 1);
+    }
+
+    #[test]
+    fn claim_checks_have_their_reasons() {
+        let v = Verifier::build(&settings()).unwrap();
+        assert_eq!(reason(&v, &token(GOOD), 1010), Reason::Expired);
+        assert_eq!(reason(&v, &token(GOOD), 89), Reason::NotYetValid);
+        let wrong_iss = GOOD.replace("iss-a", "iss-b");
+        assert_eq!(reason(&v, &token(&wrong_iss), 500), Reason::WrongIssuer);
+        let wrong_aud = GOOD.replace(r#""aud-a""#, r#"["x","y"]"#);
+        assert_eq!(reason(&v, &token(&wrong_aud), 500), Reason::WrongAudience);
+        let no_sub = GOOD.replace(r#""sub":"c-1","#, "");
+        assert_eq!(reason(&v, &token(&no_sub), 500), Reason::MissingCustomer);
+        let num_sub = GOOD.replace(r#""c-1""#, "42");
+        assert_eq!(reason(&v, &token(&num_sub), 500), Reason::MissingCustomer);
+        let no_exp = GOOD.replace(r#""exp":1000,"#, "");
+        assert_eq!(reason(&v, &token(&no_exp), 500), Reason::Malformed);
+    }
+
+    #[test]
+    fn audience_may_be_a_list() {
+        let v = Verifier::build(&settings()).unwrap();
+        let many = GOOD.replace(r#""aud-a""#, r#"["x","aud-a"]"#);
+        assert!(v.verify(&token(&many), 500).is_ok());
+    }
+
+    #[test]
+    fn header_attacks_are_refused() {
+        let v = Verifier::build(&settings()).unwrap();
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#),
+            URL_SAFE_NO_PAD.encode(GOOD)
+        );
+        assert_eq!(reason(&v, &none, 500), Reason::AlgNotAllowed);
+        let hs512 = sign(r#"{"alg":"HS512","kid":"k1"}"#, GOOD, SECRET);
+        assert_eq!(reason(&v, &hs512, 500), Reason::AlgNotAllowed);
+        let other_kid = sign(r#"{"alg":"HS256","kid":"k2"}"#, GOOD, SECRET);
+        assert_eq!(reason(&v, &other_kid, 500), Reason::UnknownKid);
+        let crit = sign(r#"{"alg":"HS256","kid":"k1","crit":["x"]}"#, GOOD, SECRET);
+        assert_eq!(reason(&v, &crit, 500), Reason::Malformed);
+        let wrong_key = sign(r#"{"alg":"HS256","kid":"k1"}"#, GOOD, &[7u8; 32]);
+        assert_eq!(reason(&v, &wrong_key, 500), Reason::BadSignature);
+    }
+
+    #[test]
+    fn structural_damage_is_malformed() {
+        let v = Verifier::build(&settings()).unwrap();
+        let good = token(GOOD);
+        let truncated = reason(&v, &good[..good.len() - 5], 500);
+        assert!(matches!(
+            truncated,
+            Reason::Malformed | Reason::BadSignature
+        ));
+        let unsigned = &good[..=good.rfind('.').unwrap()];
+        assert_eq!(reason(&v, unsigned, 500), Reason::BadSignature);
+        assert_eq!(reason(&v, "a.b", 500), Reason::Malformed);
+        assert_eq!(reason(&v, "a.b.c.d", 500), Reason::Malformed);
+        assert_eq!(reason(&v, "!!.??.**", 500), Reason::Malformed);
+        assert_eq!(reason(&v, &"a".repeat(9000), 500), Reason::Malformed);
+        let not_json = sign(r#"{"alg":"HS256","kid":"k1"}"#, "not json", SECRET);
+        assert_eq!(reason(&v, &not_json, 500), Reason::Malformed);
+    }
+
+    #[test]
+    fn tampered_payload_fails_the_signature() {
+        let v = Verifier::build(&settings()).unwrap();
+        let good = token(GOOD);
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(GOOD.replace("c-1", "c-2"));
+        let tampered = format!("{}.{}.{}", parts[0], forged, parts[2]);
+        assert_eq!(reason(&v, &tampered, 500), Reason::BadSignature);
+    }
+
+    #[test]
+    fn authorization_header_forms() {
+        let v = Verifier::build(&settings()).unwrap();
+        assert_eq!(
+            v.verify_header(None, 500).unwrap_err().reason,
+            Reason::MissingToken
+        );
+        let basic = v.verify_header(Some("Basic abc"), 500).unwrap_err();
+        assert_eq!(basic.reason, Reason::Malformed);
+        let bearer = format!("bearer {}", token(GOOD));
+        assert!(v.verify_header(Some(&bearer), 500).is_ok());
+    }
+
+    #[test]
+    fn short_secrets_and_unknown_algs_are_refused() {
+        let mut s = settings();
+        s.keys[0].secret_b64 = URL_SAFE_NO_PAD.encode(b"short");
+        s.keys.push(KeySettings {
+            kid: "k2".into(),
+            alg: "none".into(),
+            secret_b64: String::new(),
+        });
+        let errors = Verifier::build(&s).err().unwrap();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].index, 0);
+        assert!(errors[1].message.starts_with("alg:"));
+    }
+}

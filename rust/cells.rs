@@ -1,0 +1,218 @@
+//! The cell table: each cell's placement facts, its live load and health, grouped by tier and region.
+
+use crate::catalog::Catalog;
+use crate::settings::CellSettings;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// How strongly a cell encrypts the data it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Encryption {
+    Standard,
+    Enhanced,
+    Maximum,
+}
+
+impl Encryption {
+    /// Parses a configuration name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "standard" => Some(Encryption::Standard),
+            "enhanced" => Some(Encryption::Enhanced),
+            "maximum" => Some(Encryption::Maximum),
+            _ => None,
+        }
+    }
+
+    /// The name sent to cells in `X-Encryption-Level`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encryption::Standard => "standard",
+            Encryption::Enhanced => "enhanced",
+            Encryption::Maximum => "maximum",
+        }
+    }
+}
+
+/// A cell's live state: requests in flight and whether health checks pass.
+///
+/// This is the narrow interface shared state goes through; today it lives in this process only.
+#[derive(Debug)]
+pub struct CellLoad {
+    in_flight: AtomicU32,
+    healthy: AtomicBool,
+}
+
+impl CellLoad {
+    fn new() -> Self {
+        CellLoad {
+            in_flight: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    /// Requests currently held by decisions on this cell.
+    #[inline]
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the cell passes its health checks.
+    #[inline]
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Marks the cell up or down; returns the previous state.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::Relaxed)
+    }
+}
+
+/// One cell: what it serves, where it is, and its live load.
+#[derive(Debug)]
+pub struct Cell {
+    pub id: Arc<str>,
+    pub tier: u16,
+    pub region: u16,
+    pub capacity: u32,
+    pub certifications: Vec<String>,
+    pub encryption: Encryption,
+    pub signed: bool,
+    /// `scheme://authority` of the cell, without a trailing slash.
+    pub origin: String,
+    /// The authority alone, sent as the `Host` of forwarded requests.
+    pub authority: String,
+    pub load: CellLoad,
+}
+
+/// An in-flight slot held on a cell; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct InFlight {
+    cell: Arc<Cell>,
+}
+
+impl InFlight {
+    /// Takes a slot on `cell`.
+    pub fn acquire(cell: Arc<Cell>) -> Self {
+        cell.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { cell }
+    }
+
+    /// The cell the slot is held on.
+    pub fn cell(&self) -> &Arc<Cell> {
+        &self.cell
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.cell.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every configured cell, with the candidates of each (tier, region) precomputed.
+pub struct CellTable {
+    cells: Vec<Arc<Cell>>,
+    groups: HashMap<(u16, u16), Vec<Arc<Cell>>>,
+    rotation: AtomicUsize,
+}
+
+/// Parses `http://host:port` into (origin, authority).
+fn parse_endpoint(endpoint: &str) -> Result<(String, String), String> {
+    let uri: hyper::Uri = endpoint
+        .parse()
+        .map_err(|err| format!("endpoint: not a URL: {err}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("endpoint: only http:// cells are supported".into());
+    }
+    let authority = uri
+        .authority()
+        .ok_or("endpoint: has no host")?
+        .as_str()
+        .to_owned();
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("endpoint: must not carry a path or query".into());
+    }
+    Ok((format!("http://{authority}"), authority))
+}
+
+impl CellTable {
+    /// Builds the table; errors are `cells[i].field: message`.
+    pub fn build(settings: &[CellSettings], catalog: &Catalog) -> Result<Self, Vec<String>> {
+        let mut cells = Vec::new();
+        let mut errors = Vec::new();
+        for (index, cell) in settings.iter().enumerate() {
+            let mut fail = |message: String| errors.push(format!("cells[{index}].{message}"));
+            let tier = catalog.tier_id(&cell.tier);
+            if tier.is_none() {
+                fail(format!("tier: unknown tier {:?}", cell.tier));
+            }
+            let encryption = Encryption::parse(&cell.encryption);
+            if encryption.is_none() {
+                fail(format!("encryption: unknown level {:?}", cell.encryption));
+            }
+            if cell.capacity == 0 {
+                fail("capacity: must be > 0".into());
+            }
+            if cells.iter().any(|c: &Arc<Cell>| *c.id == *cell.id) {
+                fail(format!("id: duplicate cell id {:?}", cell.id));
+            }
+            let endpoint = parse_endpoint(&cell.endpoint).map_err(&mut fail).ok();
+            let (Some(tier), Some(encryption), Some((origin, authority))) =
+                (tier, encryption, endpoint)
+            else {
+                continue;
+            };
+            cells.push(Arc::new(Cell {
+                id: Arc::from(cell.id.as_str()),
+                tier,
+                region: catalog.region_id(&cell.region).unwrap_or(u16::MAX),
+                capacity: cell.capacity,
+                certifications: cell.certifications.clone(),
+                encryption,
+                signed: cell.signed,
+                origin,
+                authority,
+                load: CellLoad::new(),
+            }));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut groups: HashMap<(u16, u16), Vec<Arc<Cell>>> = HashMap::new();
+        for cell in &cells {
+            groups
+                .entry((cell.tier, cell.region))
+                .or_default()
+                .push(cell.clone());
+        }
+        Ok(CellTable {
+            cells,
+            groups,
+            rotation: AtomicUsize::new(0),
+        })
+    }
+
+    /// Every cell, in configuration order.
+    pub fn all(&self) -> &[Arc<Cell>] {
+        &self.cells
+    }
+
+    /// The cell named `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<Cell>> {
+        self.cells.iter().find(|c| &*c.id == id)
+    }
+
+    /// The cells of one tier and region, in configuration order.
+    pub fn group(&self, tier: u16, region: u16) -> &[Arc<Cell>] {
+        self.groups.get(&(tier, region)).map_or(&[], Vec::as_slice)
+    }
+
+    /// A rotating start index, so that ties between equally loaded cells spread evenly.
+    #[inline]
+    pub fn next_rotation(&self) -> usize {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+}

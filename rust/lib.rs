@@ -1,0 +1,34 @@
+//! cellgate's hot path, built by maturin into `cellgate._core`.
+
+pub mod auth;
+pub mod catalog;
+pub mod cells;
+pub mod clock;
+pub mod forward;
+pub mod health;
+pub mod placement;
+pub mod profiles;
+pub mod py;
+pub mod reason;
+pub mod request_id;
+pub mod router;
+pub mod runtime;
+pub mod settings;
+#[cfg(test)]
+mod testing;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<py::router::PyRouter>()?;
+    m.add_class::<py::decision::PyDecision>()?;
+    m.add_class::<py::clock::PyClock>()?;
+    m.add_class::<py::bridge::PyBridge>()?;
+    m.add(
+        "CoreConfigError",
+        m.py().get_type::<py::errors::CoreConfigError>(),
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

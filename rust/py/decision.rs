@@ -1,0 +1,192 @@
+//! `Decision`: where a request goes, or why it may not, holding its cell slot until forwarded.
+
+use crate::reason::Refusal;
+use crate::router::Route;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use std::sync::{Arc, Mutex};
+
+/// What was decided.
+pub enum Verdict {
+    /// Routed to a cell; the route (and its in-flight slot) is taken by `forward`.
+    Routed {
+        customer: Arc<str>,
+        cell_id: Arc<str>,
+        encryption: &'static str,
+        client_ip: String,
+        route: Mutex<Option<Route>>,
+    },
+    /// Refused, with the reason.
+    Refused(Refusal),
+}
+
+/// The outcome of `Router.decide()`. A routed decision holds an in-flight slot on its cell until
+/// it is forwarded or released; dropping it releases the slot too.
+#[pyclass(name = "Decision", frozen, module = "cellgate._core")]
+pub struct PyDecision {
+    pub request_id: String,
+    pub verdict: Verdict,
+}
+
+impl PyDecision {
+    /// Takes the route out of a routed decision, once.
+    pub fn take_route(&self) -> Option<Route> {
+        match &self.verdict {
+            Verdict::Routed { route, .. } => route.lock().ok()?.take(),
+            Verdict::Refused(_) => None,
+        }
+    }
+
+    /// The client address the decision was made for.
+    pub fn client_ip(&self) -> &str {
+        match &self.verdict {
+            Verdict::Routed { client_ip, .. } => client_ip,
+            Verdict::Refused(_) => "",
+        }
+    }
+}
+
+/// A `(status, headers, body)` triple as RSGI's `response_bytes` takes it.
+pub fn response_triple<'py>(
+    py: Python<'py>,
+    status: u16,
+    headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+    body: &[u8],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let list = PyList::empty(py);
+    for (name, value) in headers {
+        list.append((name.as_ref(), value.as_ref()))?;
+    }
+    PyTuple::new(
+        py,
+        [
+            status.into_pyobject(py)?.into_any(),
+            list.into_any(),
+            PyBytes::new(py, body).into_any(),
+        ],
+    )
+}
+
+/// The problem+json answer for a refusal.
+pub fn problem_triple<'py>(
+    py: Python<'py>,
+    refusal: &Refusal,
+    request_id: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    response_triple(
+        py,
+        refusal.reason.status(),
+        refusal.headers(request_id),
+        &refusal.problem_json(request_id),
+    )
+}
+
+#[pymethods]
+impl PyDecision {
+    /// Whether the request was routed to a cell.
+    #[getter]
+    fn ok(&self) -> bool {
+        matches!(self.verdict, Verdict::Routed { .. })
+    }
+
+    /// The HTTP status of a refusal; 200 for a routed decision.
+    #[getter]
+    fn status(&self) -> u16 {
+        match &self.verdict {
+            Verdict::Routed { .. } => 200,
+            Verdict::Refused(refusal) => refusal.reason.status(),
+        }
+    }
+
+    /// The refusal's reason code, or None when routed.
+    #[getter]
+    fn reason(&self) -> Option<&'static str> {
+        match &self.verdict {
+            Verdict::Routed { .. } => None,
+            Verdict::Refused(refusal) => Some(refusal.reason.code()),
+        }
+    }
+
+    /// What exactly was wrong, or None when routed.
+    #[getter]
+    fn detail(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Routed { .. } => None,
+            Verdict::Refused(refusal) => Some(&refusal.detail),
+        }
+    }
+
+    /// The id this request carries to the cell, the client and the audit trail.
+    #[getter]
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The customer the token named, when routed.
+    #[getter]
+    fn customer_id(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Routed { customer, .. } => Some(customer),
+            Verdict::Refused(_) => None,
+        }
+    }
+
+    /// The chosen cell, when routed.
+    #[getter]
+    fn cell_id(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Routed { cell_id, .. } => Some(cell_id),
+            Verdict::Refused(_) => None,
+        }
+    }
+
+    /// The chosen cell's encryption level, when routed.
+    #[getter]
+    fn encryption(&self) -> Option<&'static str> {
+        match &self.verdict {
+            Verdict::Routed { encryption, .. } => Some(encryption),
+            Verdict::Refused(_) => None,
+        }
+    }
+
+    /// Whether the decision still holds its cell slot.
+    #[getter]
+    fn holds_slot(&self) -> bool {
+        match &self.verdict {
+            Verdict::Routed { route, .. } => route.lock().map(|r| r.is_some()).unwrap_or(false),
+            Verdict::Refused(_) => false,
+        }
+    }
+
+    /// The `(status, headers, body)` problem+json answer of a refusal; None when routed.
+    #[getter]
+    fn problem<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        match &self.verdict {
+            Verdict::Routed { .. } => Ok(None),
+            Verdict::Refused(refusal) => problem_triple(py, refusal, &self.request_id).map(Some),
+        }
+    }
+
+    /// Gives the cell slot back without forwarding; says whether a slot was held.
+    fn release(&self) -> bool {
+        self.take_route().is_some()
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.verdict {
+            Verdict::Routed {
+                customer, cell_id, ..
+            } => format!(
+                "Decision(ok=True, customer_id={customer:?}, cell_id={cell_id:?}, request_id={:?})",
+                self.request_id
+            ),
+            Verdict::Refused(refusal) => format!(
+                "Decision(ok=False, status={}, reason={:?}, detail={:?}, request_id={:?})",
+                refusal.reason.status(),
+                refusal.reason.code(),
+                refusal.detail,
+                self.request_id
+            ),
+        }
+    }
+}

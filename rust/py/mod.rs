@@ -1,0 +1,7 @@
+//! The Python-facing wrappers: every pyclass and exception lives here; the rest is pure Rust.
+
+pub mod bridge;
+pub mod clock;
+pub mod decision;
+pub mod errors;
+pub mod router;

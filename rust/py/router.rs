@@ -1,0 +1,249 @@
+//! `Router`: decide in the core, forward through the core, inspect live cell state.
+
+use crate::cells::Cell;
+use crate::forward::{Forwarder, Outbound};
+use crate::health::HealthChecker;
+use crate::profiles::ProfileRecord;
+use crate::py::bridge::{Outcome, PyBridge};
+use crate::py::clock::PyClock;
+use crate::py::decision::{PyDecision, Verdict};
+use crate::py::errors::CoreConfigError;
+use crate::router::{RequestFacts, Router};
+use crate::settings::CoreSettings;
+use bytes::Bytes;
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::{Arc, Mutex};
+
+/// The client's address without its port (`1.2.3.4:5` or `[::1]:5`).
+fn strip_port(client: &str) -> &str {
+    if let Some(rest) = client.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match client.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => client,
+    }
+}
+
+/// The hot path: compiled configuration, profiles, cells, and the client that forwards to them.
+#[pyclass(name = "Router", frozen, module = "cellgate._core")]
+pub struct PyRouter {
+    core: Arc<Router>,
+    forwarder: Arc<Forwarder>,
+    health: Mutex<Option<HealthChecker>>,
+}
+
+#[pymethods]
+impl PyRouter {
+    /// Compiles `settings_json` (the control plane's compiled configuration) and `profiles_jsonl`.
+    /// Raises CoreConfigError listing every problem.
+    #[new]
+    #[pyo3(signature = (settings_json, profiles_jsonl, clock=None))]
+    fn new(
+        settings_json: &[u8],
+        profiles_jsonl: &[u8],
+        clock: Option<PyRef<'_, PyClock>>,
+    ) -> PyResult<Self> {
+        let settings: CoreSettings = serde_json::from_slice(settings_json)
+            .map_err(|err| CoreConfigError::new_err(vec![format!("settings: {err}")]))?;
+        let clock = clock.map(|c| c.inner.clone()).unwrap_or_default();
+        let forwarder = Arc::new(Forwarder::new(&settings.forward));
+        let core =
+            Router::build(settings, profiles_jsonl, clock).map_err(CoreConfigError::new_err)?;
+        Ok(PyRouter {
+            core: Arc::new(core),
+            forwarder,
+            health: Mutex::new(None),
+        })
+    }
+
+    /// Decides where a request goes, from what is known before its body is read.
+    #[pyo3(signature = (method, path, authorization, client, user_agent=None))]
+    fn decide(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        client: &str,
+        user_agent: Option<&str>,
+    ) -> PyDecision {
+        let facts = RequestFacts {
+            method,
+            path,
+            authorization,
+            client,
+            user_agent,
+        };
+        let request_id = self.core.next_request_id();
+        let verdict = match self.core.decide(&facts) {
+            Ok(route) => {
+                let cell = route.cell();
+                Verdict::Routed {
+                    customer: route.customer.clone(),
+                    cell_id: cell.id.clone(),
+                    encryption: cell.encryption.name(),
+                    client_ip: strip_port(client).to_owned(),
+                    route: Mutex::new(Some(route)),
+                }
+            }
+            Err(refusal) => Verdict::Refused(refusal),
+        };
+        PyDecision {
+            request_id,
+            verdict,
+        }
+    }
+
+    /// Forwards a routed decision's request to its cell; returns a future of the bridge's loop
+    /// that resolves to `(status, headers, body)`. The slot is released when the cell answers.
+    fn forward(
+        &self,
+        py: Python<'_>,
+        bridge: &PyBridge,
+        decision: &PyDecision,
+        method: String,
+        path_and_query: String,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> PyResult<Py<PyAny>> {
+        let route = decision.take_route().ok_or_else(|| {
+            PyValueError::new_err("the decision is refused, or already forwarded or released")
+        })?;
+        let request_id = decision.request_id.clone();
+        let (future, pending) = bridge.pending(py, request_id.clone())?;
+        let outbound = Outbound {
+            method,
+            path_and_query,
+            headers,
+            body: Bytes::copy_from_slice(body),
+            request_id: request_id.clone(),
+            client_ip: decision.client_ip().to_owned(),
+        };
+        let forwarder = self.forwarder.clone();
+        crate::runtime::runtime().spawn(async move {
+            let result = forwarder.send(route.cell(), outbound).await;
+            drop(route);
+            pending.complete(match result {
+                Ok(answer) => Outcome::Answer { answer, request_id },
+                Err(refusal) => Outcome::Refused {
+                    refusal,
+                    request_id,
+                },
+            });
+        });
+        Ok(future)
+    }
+
+    /// Starts probing every cell's health endpoint (idempotent).
+    fn start_health_checks(&self) {
+        if let Ok(mut health) = self.health.lock() {
+            if health.is_none() {
+                *health = Some(HealthChecker::start(
+                    self.core.cells().all().to_vec(),
+                    self.forwarder.clone(),
+                    self.core.health_settings().clone(),
+                ));
+            }
+        }
+    }
+
+    /// Stops the health checks.
+    fn stop_health_checks(&self) {
+        if let Ok(mut health) = self.health.lock() {
+            health.take();
+        }
+    }
+
+    /// Marks a cell up or down by hand.
+    fn set_cell_health(&self, cell_id: &str, healthy: bool) -> PyResult<()> {
+        let cell = self.cell(cell_id)?;
+        cell.load.set_healthy(healthy);
+        Ok(())
+    }
+
+    /// Live state of every cell: id, tier, region, endpoint, capacity, encryption, signed,
+    /// certifications, in_flight, healthy.
+    fn cells<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let catalog = self.core.catalog();
+        self.core
+            .cells()
+            .all()
+            .iter()
+            .map(|cell| {
+                let d = PyDict::new(py);
+                d.set_item("id", &*cell.id)?;
+                d.set_item("tier", catalog.tier_name(cell.tier))?;
+                d.set_item("region", catalog.region_name(cell.region))?;
+                d.set_item("endpoint", &cell.origin)?;
+                d.set_item("capacity", cell.capacity)?;
+                d.set_item("encryption", cell.encryption.name())?;
+                d.set_item("signed", cell.signed)?;
+                d.set_item("certifications", cell.certifications.clone())?;
+                d.set_item("in_flight", cell.load.in_flight())?;
+                d.set_item("healthy", cell.load.healthy())?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Inserts or replaces one profile from its JSON object.
+    fn upsert_profile(&self, profile_json: &[u8]) -> PyResult<()> {
+        let record: ProfileRecord = serde_json::from_slice(profile_json)
+            .map_err(|err| PyValueError::new_err(format!("profile: {err}")))?;
+        let mut profiles = self
+            .core
+            .profiles()
+            .write()
+            .map_err(|_| PyValueError::new_err("profile table poisoned"))?;
+        profiles
+            .upsert(record, self.core.catalog())
+            .map_err(|err| PyValueError::new_err(format!("profile: {err}")))
+    }
+
+    /// Removes a customer's profile; says whether it was there.
+    fn remove_profile(&self, customer_id: &str) -> bool {
+        self.core
+            .profiles()
+            .write()
+            .map(|mut p| p.remove(customer_id))
+            .unwrap_or(false)
+    }
+
+    /// How many profiles are loaded.
+    #[getter]
+    fn profile_count(&self) -> usize {
+        self.core.profiles().read().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// How many verified tokens are cached.
+    #[getter]
+    fn cached_tokens(&self) -> usize {
+        self.core.verifier().cache().len()
+    }
+}
+
+impl PyRouter {
+    fn cell(&self, cell_id: &str) -> PyResult<&Arc<Cell>> {
+        self.core
+            .cells()
+            .get(cell_id)
+            .ok_or_else(|| PyKeyError::new_err(format!("no cell {cell_id:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn strips_ports_from_v4_and_v6() {
+        assert_eq!(strip_port("1.2.3.4:5678"), "1.2.3.4");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
+    }
+}

@@ -1,0 +1,173 @@
+//! Why a request was refused: a machine-readable reason code, its HTTP status and its title.
+
+/// Every reason the core can refuse a request for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingToken,
+    Malformed,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    AlgNotAllowed,
+    UnknownKid,
+    MissingCustomer,
+    CustomerNotFound,
+    NoEligibleCell,
+    CellUnreachable,
+    CellTimeout,
+    ResponseTooLarge,
+    Internal,
+}
+
+impl Reason {
+    /// The reason code clients and audit records carry.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::Malformed => "malformed",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::MissingCustomer => "missing_customer",
+            Reason::CustomerNotFound => "customer_not_found",
+            Reason::NoEligibleCell => "no_eligible_cell",
+            Reason::CellUnreachable => "cell_unreachable",
+            Reason::CellTimeout => "cell_timeout",
+            Reason::ResponseTooLarge => "response_too_large",
+            Reason::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status the refusal is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::MissingToken
+            | Reason::Malformed
+            | Reason::BadSignature
+            | Reason::Expired
+            | Reason::NotYetValid
+            | Reason::WrongIssuer
+            | Reason::WrongAudience
+            | Reason::AlgNotAllowed
+            | Reason::UnknownKid
+            | Reason::MissingCustomer => 401,
+            Reason::CustomerNotFound => 404,
+            Reason::NoEligibleCell => 503,
+            Reason::CellUnreachable | Reason::ResponseTooLarge => 502,
+            Reason::CellTimeout => 504,
+            Reason::Internal => 500,
+        }
+    }
+
+    /// A short human-readable summary of the problem type (RFC 9457 `title`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "A bearer token is required",
+            Reason::Malformed => "The bearer token is malformed",
+            Reason::BadSignature => "The token's signature does not verify",
+            Reason::Expired => "The token has expired",
+            Reason::NotYetValid => "The token is not valid yet",
+            Reason::WrongIssuer => "The token was issued by an untrusted issuer",
+            Reason::WrongAudience => "The token is not meant for this gateway",
+            Reason::AlgNotAllowed => "The token's algorithm is not allowed for its key",
+            Reason::UnknownKid => "The token names an unknown key",
+            Reason::MissingCustomer => "The token does not name a customer",
+            Reason::CustomerNotFound => "No profile exists for this customer",
+            Reason::NoEligibleCell => "No cell can serve this request now",
+            Reason::CellUnreachable => "The cell could not be reached",
+            Reason::CellTimeout => "The cell did not answer in time",
+            Reason::ResponseTooLarge => "The cell's answer was too large",
+            Reason::Internal => "The gateway failed internally",
+        }
+    }
+
+    /// Whether the refusal is an authentication failure (answered with `WWW-Authenticate`).
+    pub fn is_auth(self) -> bool {
+        self.status() == 401
+    }
+}
+
+/// A refusal: the reason and a detail saying what exactly was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal for `reason` with a detail.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// The RFC 9457 problem+json body for this refusal.
+    pub fn problem_json(&self, request_id: &str) -> Vec<u8> {
+        let body = serde_json::json!({
+            "type": format!("urn:cellgate:problem:{}", self.reason.code()),
+            "title": self.reason.title(),
+            "status": self.reason.status(),
+            "detail": self.detail,
+            "reason": self.reason.code(),
+            "request_id": request_id,
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The response headers for this refusal, `content-type` first.
+    pub fn headers(&self, request_id: &str) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("content-type", "application/problem+json".to_owned()),
+            ("x-request-id", request_id.to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ];
+        if self.reason.is_auth() {
+            let error = if self.reason == Reason::MissingToken {
+                String::from("Bearer")
+            } else {
+                format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    self.reason.code()
+                )
+            };
+            headers.push(("www-authenticate", error));
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_body_carries_reason_and_request_id() {
+        let refusal = Refusal::new(Reason::Expired, "expired 31 s ago");
+        let body: serde_json::Value = serde_json::from_slice(&refusal.problem_json("abc")).unwrap();
+        assert_eq!(body["status"], 401);
+        assert_eq!(body["reason"], "expired");
+        assert_eq!(body["request_id"], "abc");
+        assert_eq!(body["type"], "urn:cellgate:problem:expired");
+        assert_eq!(body["detail"], "expired 31 s ago");
+    }
+
+    #[test]
+    fn auth_refusals_challenge_with_bearer() {
+        let headers = Refusal::new(Reason::BadSignature, "").headers("r");
+        let challenge = headers
+            .iter()
+            .find(|(n, _)| *n == "www-authenticate")
+            .unwrap();
+        assert!(challenge.1.contains("invalid_token"));
+        let headers = Refusal::new(Reason::NoEligibleCell, "").headers("r");
+        assert!(headers.iter().all(|(n, _)| *n != "www-authenticate"));
+    }
+}
