@@ -1,0 +1,97 @@
+"""Type stubs for cellgate's compiled core."""
+
+import asyncio
+from typing import Any
+
+__version__: str
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+class CoreConfigError(ValueError):
+    """The compiled configuration or profile source was refused; ``args[0]`` lists every error."""
+
+class Clock:
+    """The time source of a router: ``Clock()`` is the system clock, ``Clock.manual(t)`` a test clock."""
+
+    def __init__(self) -> None: ...
+    @staticmethod
+    def manual(start_s: float) -> Clock: ...
+    @property
+    def is_manual(self) -> bool: ...
+    def now(self) -> float: ...
+    def set(self, t_s: float) -> None:
+        """Sets a manual clock; ValueError for the system clock."""
+    def advance(self, dt_s: float) -> None: ...
+
+class Decision:
+    """Where a request goes, or why it may not; a routed one holds a cell slot until forwarded."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def detail(self) -> str | None: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def customer_id(self) -> str | None: ...
+    @property
+    def cell_id(self) -> str | None: ...
+    @property
+    def encryption(self) -> str | None: ...
+    @property
+    def holds_slot(self) -> bool: ...
+    @property
+    def problem(self) -> Response | None:
+        """The problem+json ``(status, headers, body)`` of a refusal."""
+    def release(self) -> bool:
+        """Gives the cell slot back without forwarding; says whether one was held."""
+
+class Bridge:
+    """One event loop's end of the completion bridge."""
+
+    def __init__(self, event_loop: asyncio.AbstractEventLoop) -> None: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> int:
+        """Resolves every completed future; call from ``loop.add_reader``."""
+    def noop(self) -> asyncio.Future[None]:
+        """A future resolved from the I/O runtime with None: the bridge measured alone."""
+
+class Router:
+    """The hot path: compiled configuration, profiles, cells and the forwarding client."""
+
+    def __init__(self, settings_json: bytes, profiles_jsonl: bytes, clock: Clock | None = None) -> None:
+        """Raises CoreConfigError listing every problem."""
+    def decide(
+        self,
+        method: str,
+        path: str,
+        authorization: str | None,
+        client: str,
+        user_agent: str | None = None,
+    ) -> Decision: ...
+    def forward(
+        self,
+        bridge: Bridge,
+        decision: Decision,
+        method: str,
+        path_and_query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> asyncio.Future[Response]:
+        """Sends a routed decision's request to its cell; ValueError if it holds no route."""
+    def start_health_checks(self) -> None: ...
+    def stop_health_checks(self) -> None: ...
+    def set_cell_health(self, cell_id: str, healthy: bool) -> None:
+        """KeyError for an unknown cell."""
+    def cells(self) -> list[dict[str, Any]]: ...
+    def upsert_profile(self, profile_json: bytes) -> None:
+        """ValueError for a bad profile."""
+    def remove_profile(self, customer_id: str) -> bool: ...
+    @property
+    def profile_count(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...

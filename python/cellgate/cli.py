@@ -1,0 +1,163 @@
+"""The ``cellgate`` command: run the gateway, the embedded demo, and check configurations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from cellgate.config import ConfigError, build_router, load_config
+
+__all__ = ["main"]
+
+LOOPS = ("auto", "asyncio", "uvloop", "rloop")
+
+
+def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=default_port, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="granian worker processes (default: %(default)s)")
+    parser.add_argument(
+        "--loop", choices=LOOPS, default="rloop", help="event loop each worker runs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runtime-threads", type=int, default=1, help="granian I/O threads per worker (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--io-threads", type=int, default=1, help="cellgate forwarding threads per worker (default: %(default)s)"
+    )
+    parser.add_argument("--backlog", type=int, default=2048, help="listen backlog (default: %(default)s)")
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="granian log level (default: %(default)s)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _serve(config_path: Path, args: argparse.Namespace) -> int:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+
+    for name in ("workers", "runtime_threads", "io_threads", "backlog"):
+        if getattr(args, name) < 1:
+            print(f"cellgate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    os.environ["CELLGATE_CONFIG"] = str(config_path.resolve())
+    os.environ["CELLGATE_IO_THREADS"] = str(args.io_threads)
+    Granian(
+        target="cellgate.gateway:create_app",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.RSGI,
+        workers=args.workers,
+        runtime_threads=args.runtime_threads,
+        loop=Loops(args.loop),
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=args.backlog,
+        log_level=LogLevels(args.log_level),
+        log_access=args.access_log,
+    ).serve()
+    return 0
+
+
+def _check(config_path: Path) -> tuple[int, str]:
+    try:
+        config = load_config(config_path)
+        router = build_router(config)
+    except ConfigError as err:
+        return 2, str(err)
+    tiers = len(config.tiers)
+    summary = (
+        f"{config_path}: ok: {len(config.cells)} cells, {tiers} tiers, "
+        f"{router.profile_count} profiles, {len(config.jwt.keys)} JWT keys"
+    )
+    return 0, summary
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    code, message = _check(Path(args.config))
+    print(message, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    code, message = _check(Path(args.config))
+    if code != 0:
+        print(message, file=sys.stderr)
+        return code
+    return _serve(Path(args.config), args)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cellgate.demo.launch import (
+        DemoCells,
+        demo_admin_token,
+        demo_cells,
+        demo_customers,
+        demo_token,
+        render_demo_config,
+    )
+
+    ports = {cell_id: args.cell_port_base + i for i, cell_id in enumerate(demo_cells())}
+    cells = DemoCells(ports)
+    print(f"cellgate up: starting {len(ports)} demo cells on ports {min(ports.values())}-{max(ports.values())}")
+    cells.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cellgate-demo-") as directory:
+            config_path = render_demo_config(Path(directory), ports)
+            url = f"http://{args.host}:{args.port}"
+            print(f"cellgate up: gateway on {url}, configuration {config_path}\n")
+            for customer in demo_customers():
+                token = demo_token(customer["customer_id"])
+                flags = ",".join(customer["flags"]) or "-"
+                print(f"# {customer['customer_id']}: {customer['tier']} / {customer['region']} / flags {flags}")
+                print(f"curl -s {url}/api/accounts -H 'Authorization: Bearer {token}'\n")
+            print("# live cell state (admin token)")
+            print(f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n", flush=True)
+            return _serve(config_path, args)
+    finally:
+        cells.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``cellgate`` command."""
+    parser = argparse.ArgumentParser(prog="cellgate", description="A cell router for financial-services platforms.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up", help="run the embedded demo: demo cells, demo customers and the gateway", description=cmd_up.__doc__
+    )
+    _add_server_options(up, default_port=8080)
+    up.add_argument(
+        "--cell-port-base", type=int, default=9101, help="first port of the demo cells (default: %(default)s)"
+    )
+    up.set_defaults(func=cmd_up)
+
+    serve = commands.add_parser("serve", help="run the gateway on a configuration file")
+    serve.add_argument("--config", required=True, help="the cellgate TOML configuration")
+    _add_server_options(serve, default_port=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser(
+        "check-config", help="validate a configuration and its profiles; exit 2 listing every error"
+    )
+    check.add_argument("config", help="the cellgate TOML configuration")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the ``cellgate`` command; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

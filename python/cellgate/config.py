@@ -1,0 +1,290 @@
+"""Configuration: the TOML an operator writes, validated whole and compiled into the core.
+
+``load_config(path)`` reads and validates a file, raising :class:`ConfigError` with every problem
+at once, each naming its dotted path. ``build_router(config)`` compiles a valid configuration and
+its profile source into a :class:`cellgate._core.Router`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from cellgate import _core
+from cellgate._validate import validate
+
+__all__ = [
+    "AdminConfig",
+    "CellConfig",
+    "Config",
+    "ConfigError",
+    "ForwardConfig",
+    "HealthConfig",
+    "JwtConfig",
+    "JwtKeyConfig",
+    "ProfilesConfig",
+    "TierConfig",
+    "build_router",
+    "compile_settings",
+    "load_config",
+    "parse_config",
+]
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Name = Annotated[str, msgspec.Meta(min_length=1)]
+
+#: Minimum HMAC key length in bytes for each algorithm (RFC 7518 section 3.2).
+HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+class ConfigError(ValueError):
+    """A configuration was refused; ``errors`` lists every problem as ``path: message``."""
+
+    def __init__(self, errors: list[str], source: str | None = None) -> None:
+        self.errors = list(errors)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{len(self.errors)} configuration error(s):\n  " + "\n  ".join(self.errors))
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class JwtKeyConfig(_Section):
+    """A token verification key; the secret is given inline or named by an environment variable."""
+
+    kid: Name
+    alg: Literal["HS256", "HS384", "HS512"] = "HS256"
+    secret: str | None = None
+    secret_env: str | None = None
+
+
+class JwtConfig(_Section):
+    """How bearer tokens are verified."""
+
+    keys: Annotated[list[JwtKeyConfig], msgspec.Meta(min_length=1)]
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: NonNegative = 30
+    customer_claim: Name = "sub"
+    require_exp: bool = True
+    cache_size: NonNegative = 100_000
+    cache_ttl_s: Positive = 300
+
+
+class TierConfig(_Section):
+    """Per-tier policy."""
+
+    placement: Literal["least_loaded"] = "least_loaded"
+
+
+class CellConfig(_Section):
+    """One cell: its tier and region, where it listens, what it can take and what it is certified for."""
+
+    id: Name
+    tier: Name
+    region: Name
+    endpoint: Name
+    capacity: Positive
+    certifications: list[str] = []
+    encryption: Literal["standard", "enhanced", "maximum"] = "standard"
+    signed: bool = False
+
+
+class HealthConfig(_Section):
+    """Active health checks of cells."""
+
+    path: str = "/health"
+    interval_ms: Positive = 1000
+    timeout_ms: Positive = 500
+    rise: Positive = 2
+    fall: Positive = 3
+
+
+class ForwardConfig(_Section):
+    """How requests reach cells."""
+
+    connect_timeout_ms: Positive = 1000
+    request_timeout_ms: Positive = 10_000
+    pool_idle_timeout_ms: Positive = 30_000
+    pool_max_idle_per_cell: Positive = 256
+    max_request_bytes: Positive = 1 << 20
+    max_response_bytes: Positive = 8 << 20
+
+
+class ProfilesConfig(_Section):
+    """Where customer profiles come from: a JSON Lines file, relative to the configuration file."""
+
+    source: Name
+
+
+class AdminConfig(_Section):
+    """The admin API: HS256 admin tokens (audience ``cellgate-admin``) signed with this secret."""
+
+    secret: str | None = None
+    secret_env: str | None = None
+
+
+class Config(_Section):
+    """A whole cellgate configuration."""
+
+    jwt: JwtConfig
+    cells: Annotated[list[CellConfig], msgspec.Meta(min_length=1)]
+    profiles: ProfilesConfig
+    tiers: dict[str, TierConfig] = {}
+    health: HealthConfig = HealthConfig()
+    forward: ForwardConfig = ForwardConfig()
+    admin: AdminConfig | None = None
+    #: The directory relative paths are resolved against (not read from the file).
+    base_dir: str = "."
+
+
+def _secret(section: JwtKeyConfig | AdminConfig, path: str, errors: list[str]) -> bytes | None:
+    if (section.secret is None) == (section.secret_env is None):
+        errors.append(f"{path}: give exactly one of secret or secret_env")
+        return None
+    if section.secret is not None:
+        return section.secret.encode()
+    value = os.environ.get(section.secret_env or "")
+    if not value:
+        errors.append(f"{path}.secret_env: environment variable {section.secret_env} is not set")
+        return None
+    return value.encode()
+
+
+def _check_semantics(config: Config, errors: list[str]) -> None:
+    seen_kids: set[str] = set()
+    for i, key in enumerate(config.jwt.keys):
+        secret = _secret(key, f"jwt.keys[{i}]", errors)
+        minimum = HMAC_MIN_KEY_BYTES[key.alg]
+        if secret is not None and len(secret) < minimum:
+            errors.append(f"jwt.keys[{i}].secret: {key.alg} needs at least {minimum} bytes, got {len(secret)}")
+        if key.kid in seen_kids:
+            errors.append(f"jwt.keys[{i}].kid: duplicate kid {key.kid!r}")
+        seen_kids.add(key.kid)
+    seen_cells: set[str] = set()
+    for i, cell in enumerate(config.cells):
+        if cell.id in seen_cells:
+            errors.append(f"cells[{i}].id: duplicate cell id {cell.id!r}")
+        seen_cells.add(cell.id)
+        if cell.tier not in config.tiers:
+            known = ", ".join(sorted(config.tiers)) or "none"
+            errors.append(f"cells[{i}].tier: unknown tier {cell.tier!r} (tiers: {known})")
+        url = urlsplit(cell.endpoint)
+        if url.scheme != "http" or not url.hostname:
+            errors.append(f"cells[{i}].endpoint: must be http://host:port, got {cell.endpoint!r}")
+        elif url.path not in ("", "/") or url.query:
+            errors.append(f"cells[{i}].endpoint: must not carry a path or query")
+        if cell.signed:
+            errors.append(f"cells[{i}].signed: request signing is not available yet")
+    if not config.health.path.startswith("/"):
+        errors.append("health.path: must start with /")
+    if config.health.timeout_ms > config.health.interval_ms:
+        errors.append("health.timeout_ms: must not exceed health.interval_ms")
+    if config.admin is not None:
+        secret = _secret(config.admin, "admin", errors)
+        if secret is not None and len(secret) < 32:
+            errors.append(f"admin.secret: needs at least 32 bytes, got {len(secret)}")
+    profiles = Path(config.base_dir, config.profiles.source)
+    if not profiles.is_file():
+        errors.append(f"profiles.source: no such file {str(profiles)!r}")
+
+
+def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str | None = None) -> Config:
+    """Validates TOML text; raises :class:`ConfigError` listing every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"toml: {err}"], source) from None
+    errors: list[str] = []
+    raw.pop("base_dir", None)
+    config = validate(raw, Config, errors)
+    if config is not None:
+        config = msgspec.structs.replace(config, base_dir=str(base_dir))
+        _check_semantics(config, errors)
+    if errors or config is None:
+        raise ConfigError(errors, source)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Reads and validates a configuration file; relative paths resolve against its directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"cannot read configuration: {err.strerror}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["configuration is not UTF-8"], str(path)) from None
+    return parse_config(text, path.resolve().parent, source=str(path))
+
+
+def admin_secret(config: Config) -> bytes | None:
+    """The admin token secret, or None when the admin API is off."""
+    if config.admin is None:
+        return None
+    return _secret(config.admin, "admin", [])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compile_settings(config: Config) -> bytes:
+    """The core's settings for ``config``, as the JSON the core decodes."""
+    jwt = config.jwt
+    settings = {
+        "jwt": {
+            "issuer": jwt.issuer,
+            "audience": jwt.audience,
+            "leeway_s": jwt.leeway_s,
+            "customer_claim": jwt.customer_claim,
+            "require_exp": jwt.require_exp,
+            "cache_size": jwt.cache_size,
+            "cache_ttl_s": jwt.cache_ttl_s,
+            "keys": [
+                {"kid": k.kid, "alg": k.alg, "secret_b64": _b64(_secret(k, "", []) or b"")}
+                for k in jwt.keys
+            ],
+        },
+        "tiers": {name: {"placement": tier.placement} for name, tier in config.tiers.items()},
+        "cells": [
+            {
+                "id": c.id,
+                "tier": c.tier,
+                "region": c.region,
+                "endpoint": c.endpoint.rstrip("/"),
+                "capacity": c.capacity,
+                "certifications": c.certifications,
+                "encryption": c.encryption,
+                "signed": c.signed,
+            }
+            for c in config.cells
+        ],
+        "health": msgspec.structs.asdict(config.health),
+        "forward": {
+            k: v for k, v in msgspec.structs.asdict(config.forward).items() if k != "max_request_bytes"
+        },
+    }
+    return msgspec.json.encode(settings)
+
+
+def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Router:
+    """Compiles ``config`` and its profiles into a router; raises :class:`ConfigError` on refusal."""
+    profiles_path = Path(config.base_dir, config.profiles.source)
+    try:
+        profiles = profiles_path.read_bytes()
+    except OSError as err:
+        raise ConfigError([f"profiles.source: cannot read {str(profiles_path)!r}: {err.strerror}"]) from None
+    try:
+        return _core.Router(compile_settings(config), profiles, clock)
+    except _core.CoreConfigError as err:
+        raise ConfigError(list(err.args[0])) from None

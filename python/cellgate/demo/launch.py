@@ -1,0 +1,119 @@
+"""Starting the embedded default: demo cells as real processes, their configuration, demo tokens."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jwt
+
+__all__ = ["DemoCells", "demo_token", "render_demo_config", "topology_text"]
+
+_ENDPOINT_LINE = re.compile(r'^(endpoint = "http://127\.0\.0\.1:)(\d+)(")$', re.MULTILINE)
+
+
+@functools.cache
+def topology_text() -> str:
+    """The demo topology's TOML as shipped."""
+    return resources.files("cellgate.demo").joinpath("topology.toml").read_text(encoding="utf-8")
+
+
+def demo_cells() -> list[str]:
+    """The demo cell ids, in topology order."""
+    return [cell["id"] for cell in _topology()["cells"]]
+
+
+def render_demo_config(directory: Path, ports: dict[str, int]) -> Path:
+    """Writes the demo configuration and customers into ``directory``, cells at ``ports``."""
+    ids = iter(demo_cells())
+    text = _ENDPOINT_LINE.sub(lambda m: f"{m[1]}{ports[next(ids)]}{m[3]}", topology_text())
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "cellgate.toml"
+    config.write_text(text, encoding="utf-8")
+    customers = resources.files("cellgate.demo").joinpath("customers.jsonl")
+    with resources.as_file(customers) as source:
+        shutil.copyfile(source, directory / "customers.jsonl")
+    return config
+
+
+def demo_customers() -> list[dict]:
+    """The demo customers' profiles."""
+    text = resources.files("cellgate.demo").joinpath("customers.jsonl").read_text(encoding="utf-8")
+    import orjson
+
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@functools.cache
+def _topology() -> dict:
+    return tomllib.loads(topology_text())
+
+
+def demo_token(customer_id: str, ttl_s: int = 12 * 3600, **claims) -> str:
+    """A token for ``customer_id`` signed with the demo key (demo use only)."""
+    config = _topology()
+    key = config["jwt"]["keys"][0]
+    now = int(time.time())
+    payload = {
+        "sub": customer_id,
+        "iss": config["jwt"]["issuer"],
+        "aud": config["jwt"]["audience"],
+        "iat": now,
+        "exp": now + ttl_s,
+        **claims,
+    }
+    return jwt.encode(payload, key["secret"], algorithm=key["alg"], headers={"kid": key["kid"]})
+
+
+def demo_admin_token(ttl_s: int = 12 * 3600) -> str:
+    """An admin API token signed with the demo admin secret (demo use only)."""
+    secret = _topology()["admin"]["secret"]
+    now = int(time.time())
+    return jwt.encode({"sub": "demo-operator", "aud": "cellgate-admin", "iat": now, "exp": now + ttl_s}, secret)
+
+
+@dataclass
+class DemoCells:
+    """Demo cell processes on loopback, one per cell id, started and stopped together."""
+
+    ports: dict[str, int]
+    host: str = "127.0.0.1"
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Starts every cell and waits until each says it is listening."""
+        for cell_id, port in self.ports.items():
+            self.processes[cell_id] = subprocess.Popen(
+                [sys.executable, "-m", "cellgate.demo.cell", "--id", cell_id, "--host", self.host, "--port", str(port)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        for cell_id, process in self.processes.items():
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if "listening" not in line or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"demo cell {cell_id} did not start (exit code {process.poll()})")
+
+    def stop(self) -> None:
+        """Stops every cell."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            if process.stdout is not None:
+                process.stdout.close()
+        self.processes.clear()

@@ -1,0 +1,91 @@
+"""The RSGI application granian serves: decide in the core, read the body, forward through the core.
+
+Per request Python does three things: one ``decide`` call, one body read, and one await of the
+core's forward, whose completion arrives through the bridge (an eventfd the loop watches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from cellgate import _core
+from cellgate.admin import ADMIN_PREFIX, AdminApi
+from cellgate.config import admin_secret, build_router, load_config
+from cellgate.problems import problem
+
+__all__ = ["CONFIG_ENV", "Gateway", "create_app"]
+
+#: The environment variable naming the configuration file a worker loads.
+CONFIG_ENV = "CELLGATE_CONFIG"
+
+
+class Gateway:
+    """One worker's gateway: a router, its admin API and, once the loop starts, a bridge."""
+
+    def __init__(self, router: _core.Router, *, max_request_bytes: int, admin: AdminApi) -> None:
+        self.router = router
+        self.max_request_bytes = max_request_bytes
+        self.admin = admin
+        self.bridge: _core.Bridge | None = None
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.bridge = _core.Bridge(loop)
+        loop.add_reader(self.bridge.fileno(), self.bridge.drain)
+        self.router.start_health_checks()
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.router.stop_health_checks()
+        if self.bridge is not None:
+            loop.remove_reader(self.bridge.fileno())
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return
+        headers = scope.headers
+        path = scope.path
+        if path.startswith(ADMIN_PREFIX):
+            proto.response_bytes(*self.admin.handle(scope.method, path, headers.get("authorization")))
+            return
+        decision = self.router.decide(
+            scope.method, path, headers.get("authorization"), scope.client, headers.get("user-agent")
+        )
+        if not decision.ok:
+            proto.response_bytes(*decision.problem)
+            return
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
+            decision.release()
+            proto.response_bytes(*self._too_large(decision.request_id, length))
+            return
+        try:
+            body = await proto()
+        except Exception:
+            decision.release()
+            return
+        if len(body) > self.max_request_bytes:
+            decision.release()
+            proto.response_bytes(*self._too_large(decision.request_id, str(len(body))))
+            return
+        query = scope.query_string
+        target = f"{path}?{query}" if query else path
+        answer = await self.router.forward(
+            self.bridge, decision, scope.method, target, headers.items(), body
+        )
+        proto.response_bytes(*answer)
+
+    def _too_large(self, request_id: str, length: str):
+        detail = f"content-length {length!r} is not a size up to {self.max_request_bytes} bytes"
+        return problem(413, "body_too_large", "The request body is too large", detail, request_id)
+
+
+def create_app() -> Gateway:
+    """The granian factory: loads the configuration named by ``CELLGATE_CONFIG``."""
+    config = load_config(os.environ[CONFIG_ENV])
+    router = build_router(config)
+    return Gateway(
+        router,
+        max_request_bytes=config.forward.max_request_bytes,
+        admin=AdminApi(router, admin_secret(config)),
+    )
