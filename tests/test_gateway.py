@@ -8,9 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import Gateway, http_json
-
 from cellgate.demo.launch import demo_customers, demo_token
+from harness import Gateway, http_json
 
 CELL_TIERS = {
     "retail-us-east-1": ("retail", "us-east"),
@@ -46,8 +45,12 @@ def all_idle(gateway: Gateway) -> bool:
 
 
 @pytest.mark.parametrize("customer", demo_customers(), ids=lambda c: c["customer_id"])
-def test_every_demo_customer_lands_on_a_cell_of_its_tier_and_region(gateway: Gateway, customer: dict):
-    status, headers, echo = http_json(gateway.port, "GET", "/api/accounts?page=2", bearer(customer["customer_id"]))
+def test_every_demo_customer_lands_on_a_cell_of_its_tier_and_region(
+    gateway: Gateway, customer: dict
+):
+    status, headers, echo = http_json(
+        gateway.port, "GET", "/api/accounts?page=2", bearer(customer["customer_id"])
+    )
     assert status == 200, echo
     assert CELL_TIERS[echo["cell"]] == (customer["tier"], customer["region"])
     sent = echo["headers"]
@@ -86,7 +89,11 @@ def test_routing_headers_cannot_be_spoofed_and_hop_by_hop_headers_are_dropped(ga
 
 def test_a_body_reaches_the_cell_intact(gateway: Gateway):
     body = b'{"from": "acc-1", "to": "acc-2", "amount": "125.00"}' * 50
-    headers = {**bearer("c-hnw-us"), "Content-Type": "application/json", "Idempotency-Key": "t-body-1"}
+    headers = {
+        **bearer("c-hnw-us"),
+        "Content-Type": "application/json",
+        "Idempotency-Key": "t-body-1",
+    }
     status, _, echo = http_json(gateway.port, "POST", "/api/transfers", headers, body)
     assert status == 200
     assert echo["cell"] == "hnw-us-east-1"
@@ -119,7 +126,9 @@ def test_a_body_over_the_limit_is_refused_with_413(gateway: Gateway):
         ("unknown", 404, "customer_not_found"),
     ],
 )
-def test_refusals_are_problem_json_with_reason_and_request_id(gateway: Gateway, headers, status, reason):
+def test_refusals_are_problem_json_with_reason_and_request_id(
+    gateway: Gateway, headers, status, reason
+):
     if headers == "expired":
         headers = bearer("c-retail-us", exp=int(time.time()) - 3600)
     elif headers == "unknown":
@@ -153,35 +162,55 @@ def _abandon(port: int, request: bytes) -> None:
     sock.close()
 
 
-def test_in_flight_returns_to_zero_after_clients_disconnect_mid_request(gateway: Gateway, demo_cells_running):
+def test_in_flight_returns_to_zero_after_clients_disconnect_mid_request(
+    gateway: Gateway, demo_cells_running
+):
     token = demo_token("c-retail-eu")
     control(demo_cells_running, "retail-eu-west-1", "slow?ms=400")
     try:
-        get = f"GET /api/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        get = (
+            f"GET /api/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
         half_post = (
             f"POST /api/transfers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-            "Content-Length: 1000\r\n\r\n{\"partial\":"
+            'Content-Length: 1000\r\n\r\n{"partial":'
         ).encode()
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda r: _abandon(gateway.port, r), [get] * 20 + [half_post] * 10))
-            held = max(cell["in_flight"] for cell in gateway.cells() if cell["id"] == "retail-eu-west-1")
+            held = max(
+                cell["in_flight"] for cell in gateway.cells() if cell["id"] == "retail-eu-west-1"
+            )
             # While the cell is slow, abandoned requests still hold their slots.
             assert held > 0
-            ok = list(pool.map(lambda _: http_json(gateway.port, "GET", "/api/x", {"Authorization": f"Bearer {token}"})[0], range(8)))
+            ok = list(
+                pool.map(
+                    lambda _: http_json(
+                        gateway.port, "GET", "/api/x", {"Authorization": f"Bearer {token}"}
+                    )[0],
+                    range(8),
+                )
+            )
         assert ok == [200] * 8
     finally:
         control(demo_cells_running, "retail-eu-west-1", "reset")
-    wait_for(lambda: all_idle(gateway), timeout_s=10, what="every cell's in-flight count to return to 0")
+    wait_for(
+        lambda: all_idle(gateway), timeout_s=10, what="every cell's in-flight count to return to 0"
+    )
 
 
 def test_a_dead_cell_is_taken_out_and_its_peer_serves(gateway: Gateway, demo_cells_running):
     control(demo_cells_running, "retail-us-east-1", "unhealthy")
     try:
         wait_for(
-            lambda: not next(c for c in gateway.cells() if c["id"] == "retail-us-east-1")["healthy"],
+            lambda: (
+                not next(c for c in gateway.cells() if c["id"] == "retail-us-east-1")["healthy"]
+            ),
             what="the health checker to mark the cell down",
         )
-        landed = {http_json(gateway.port, "GET", "/api/a", bearer("c-retail-us"))[2]["cell"] for _ in range(10)}
+        landed = {
+            http_json(gateway.port, "GET", "/api/a", bearer("c-retail-us"))[2]["cell"]
+            for _ in range(10)
+        }
         assert landed == {"retail-us-east-2"}
     finally:
         control(demo_cells_running, "retail-us-east-1", "reset")
@@ -217,7 +246,7 @@ def test_a_cell_failing_mid_flight_is_a_502_problem(gateway: Gateway, demo_cells
 
 
 def test_sigterm_shuts_down_cleanly(demo_config):
-    from conftest import start_gateway
+    from harness import start_gateway
 
     gw = start_gateway(demo_config)
     assert http_json(gw.port, "GET", "/api/a", bearer("c-retail-us"))[0] == 200

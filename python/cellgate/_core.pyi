@@ -11,7 +11,7 @@ class CoreConfigError(ValueError):
     """The compiled configuration or profile source was refused; ``args[0]`` lists every error."""
 
 class Clock:
-    """The time source of a router: ``Clock()`` is the system clock, ``Clock.manual(t)`` a test clock."""
+    """A router's time source: ``Clock()`` is the system clock, ``Clock.manual(t)`` a test clock."""
 
     def __init__(self) -> None: ...
     @staticmethod
@@ -63,7 +63,9 @@ class Bridge:
 class Router:
     """The hot path: compiled configuration, profiles, cells and the forwarding client."""
 
-    def __init__(self, settings_json: bytes, profiles_jsonl: bytes, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings_json: bytes, profiles_jsonl: bytes, clock: Clock | None = None
+    ) -> None:
         """Raises CoreConfigError listing every problem."""
     def decide(
         self,

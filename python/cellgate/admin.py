@@ -32,7 +32,9 @@ class AdminApi:
             return problem(404, "not_found", "Not found", "the admin API is not configured")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            return problem(401, "admin_token_required", "Admin token required", "send Bearer <admin token>")
+            return problem(
+                401, "admin_token_required", "Admin token required", "send Bearer <admin token>"
+            )
         try:
             jwt.decode(
                 token,

@@ -16,19 +16,36 @@ LOOPS = ("auto", "asyncio", "uvloop", "rloop")
 
 
 def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=default_port, help="port to listen on (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="granian worker processes (default: %(default)s)")
     parser.add_argument(
-        "--loop", choices=LOOPS, default="rloop", help="event loop each worker runs (default: %(default)s)"
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
     parser.add_argument(
-        "--runtime-threads", type=int, default=1, help="granian I/O threads per worker (default: %(default)s)"
+        "--port", type=int, default=default_port, help="port to listen on (default: %(default)s)"
     )
     parser.add_argument(
-        "--io-threads", type=int, default=1, help="cellgate forwarding threads per worker (default: %(default)s)"
+        "--workers", type=int, default=1, help="granian worker processes (default: %(default)s)"
     )
-    parser.add_argument("--backlog", type=int, default=2048, help="listen backlog (default: %(default)s)")
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="rloop",
+        help="event loop each worker runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runtime-threads",
+        type=int,
+        default=1,
+        help="granian I/O threads per worker (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--io-threads",
+        type=int,
+        default=1,
+        help="cellgate forwarding threads per worker (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=2048, help="listen backlog (default: %(default)s)"
+    )
     parser.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -82,12 +99,14 @@ def _check(config_path: Path) -> tuple[int, str]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validates a configuration and its profiles: every error (exit 2) or a summary (exit 0)."""
     code, message = _check(Path(args.config))
     print(message, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Runs the gateway on a configuration file under granian's RSGI interface."""
     code, message = _check(Path(args.config))
     if code != 0:
         print(message, file=sys.stderr)
@@ -96,6 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """Runs the embedded demo: the demo cells as processes on loopback, the demo customers and
+    the gateway, and prints a ready-made token and curl line for each customer."""
     from cellgate.demo.launch import (
         DemoCells,
         demo_admin_token,
@@ -107,7 +128,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     ports = {cell_id: args.cell_port_base + i for i, cell_id in enumerate(demo_cells())}
     cells = DemoCells(ports)
-    print(f"cellgate up: starting {len(ports)} demo cells on ports {min(ports.values())}-{max(ports.values())}")
+    print(
+        f"cellgate up: starting {len(ports)} demo cells on ports "
+        f"{min(ports.values())}-{max(ports.values())}"
+    )
     cells.start()
     try:
         with tempfile.TemporaryDirectory(prefix="cellgate-demo-") as directory:
@@ -117,10 +141,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             for customer in demo_customers():
                 token = demo_token(customer["customer_id"])
                 flags = ",".join(customer["flags"]) or "-"
-                print(f"# {customer['customer_id']}: {customer['tier']} / {customer['region']} / flags {flags}")
+                print(
+                    f"# {customer['customer_id']}: {customer['tier']} / {customer['region']}"
+                    f" / flags {flags}"
+                )
                 print(f"curl -s {url}/api/accounts -H 'Authorization: Bearer {token}'\n")
             print("# live cell state (admin token)")
-            print(f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n", flush=True)
+            print(
+                f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n",
+                flush=True,
+            )
             return _serve(config_path, args)
     finally:
         cells.stop()
@@ -128,25 +158,36 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cellgate`` command."""
-    parser = argparse.ArgumentParser(prog="cellgate", description="A cell router for financial-services platforms.")
+    parser = argparse.ArgumentParser(
+        prog="cellgate", description="A cell router for financial-services platforms."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
-        "up", help="run the embedded demo: demo cells, demo customers and the gateway", description=cmd_up.__doc__
+        "up",
+        help="run the embedded demo: demo cells, demo customers and the gateway",
+        description=cmd_up.__doc__,
     )
     _add_server_options(up, default_port=8080)
     up.add_argument(
-        "--cell-port-base", type=int, default=9101, help="first port of the demo cells (default: %(default)s)"
+        "--cell-port-base",
+        type=int,
+        default=9101,
+        help="first port of the demo cells (default: %(default)s)",
     )
     up.set_defaults(func=cmd_up)
 
-    serve = commands.add_parser("serve", help="run the gateway on a configuration file")
+    serve = commands.add_parser(
+        "serve", help="run the gateway on a configuration file", description=cmd_serve.__doc__
+    )
     serve.add_argument("--config", required=True, help="the cellgate TOML configuration")
     _add_server_options(serve, default_port=8080)
     serve.set_defaults(func=cmd_serve)
 
     check = commands.add_parser(
-        "check-config", help="validate a configuration and its profiles; exit 2 listing every error"
+        "check-config",
+        help="validate a configuration and its profiles; exit 2 listing every error",
+        description=cmd_check_config.__doc__,
     )
     check.add_argument("config", help="the cellgate TOML configuration")
     check.set_defaults(func=cmd_check_config)

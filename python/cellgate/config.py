@@ -51,7 +51,9 @@ class ConfigError(ValueError):
         self.errors = list(errors)
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{len(self.errors)} configuration error(s):\n  " + "\n  ".join(self.errors))
+        super().__init__(
+            f"{where}{len(self.errors)} configuration error(s):\n  " + "\n  ".join(self.errors)
+        )
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -87,7 +89,7 @@ class TierConfig(_Section):
 
 
 class CellConfig(_Section):
-    """One cell: its tier and region, where it listens, what it can take and what it is certified for."""
+    """One cell: tier and region, where it listens, what it can take, what it is certified for."""
 
     id: Name
     tier: Name
@@ -166,7 +168,9 @@ def _check_semantics(config: Config, errors: list[str]) -> None:
         secret = _secret(key, f"jwt.keys[{i}]", errors)
         minimum = HMAC_MIN_KEY_BYTES[key.alg]
         if secret is not None and len(secret) < minimum:
-            errors.append(f"jwt.keys[{i}].secret: {key.alg} needs at least {minimum} bytes, got {len(secret)}")
+            errors.append(
+                f"jwt.keys[{i}].secret: {key.alg} needs at least {minimum} bytes, got {len(secret)}"
+            )
         if key.kid in seen_kids:
             errors.append(f"jwt.keys[{i}].kid: duplicate kid {key.kid!r}")
         seen_kids.add(key.kid)
@@ -198,7 +202,9 @@ def _check_semantics(config: Config, errors: list[str]) -> None:
         errors.append(f"profiles.source: no such file {str(profiles)!r}")
 
 
-def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str | None = None) -> Config:
+def parse_config(
+    text: str, base_dir: str | os.PathLike[str] = ".", source: str | None = None
+) -> Config:
     """Validates TOML text; raises :class:`ConfigError` listing every problem."""
     try:
         raw = tomllib.loads(text)
@@ -271,19 +277,23 @@ def compile_settings(config: Config) -> bytes:
         ],
         "health": msgspec.structs.asdict(config.health),
         "forward": {
-            k: v for k, v in msgspec.structs.asdict(config.forward).items() if k != "max_request_bytes"
+            k: v
+            for k, v in msgspec.structs.asdict(config.forward).items()
+            if k != "max_request_bytes"
         },
     }
     return msgspec.json.encode(settings)
 
 
 def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Router:
-    """Compiles ``config`` and its profiles into a router; raises :class:`ConfigError` on refusal."""
+    """Compiles ``config`` and its profiles into a router; :class:`ConfigError` on refusal."""
     profiles_path = Path(config.base_dir, config.profiles.source)
     try:
         profiles = profiles_path.read_bytes()
     except OSError as err:
-        raise ConfigError([f"profiles.source: cannot read {str(profiles_path)!r}: {err.strerror}"]) from None
+        raise ConfigError(
+            [f"profiles.source: cannot read {str(profiles_path)!r}: {err.strerror}"]
+        ) from None
     try:
         return _core.Router(compile_settings(config), profiles, clock)
     except _core.CoreConfigError as err:

@@ -46,10 +46,16 @@ class Gateway:
         headers = scope.headers
         path = scope.path
         if path.startswith(ADMIN_PREFIX):
-            proto.response_bytes(*self.admin.handle(scope.method, path, headers.get("authorization")))
+            proto.response_bytes(
+                *self.admin.handle(scope.method, path, headers.get("authorization"))
+            )
             return
         decision = self.router.decide(
-            scope.method, path, headers.get("authorization"), scope.client, headers.get("user-agent")
+            scope.method,
+            path,
+            headers.get("authorization"),
+            scope.client,
+            headers.get("user-agent"),
         )
         if not decision.ok:
             proto.response_bytes(*decision.problem)

@@ -77,7 +77,9 @@ def demo_admin_token(ttl_s: int = 12 * 3600) -> str:
     """An admin API token signed with the demo admin secret (demo use only)."""
     secret = _topology()["admin"]["secret"]
     now = int(time.time())
-    return jwt.encode({"sub": "demo-operator", "aud": "cellgate-admin", "iat": now, "exp": now + ttl_s}, secret)
+    return jwt.encode(
+        {"sub": "demo-operator", "aud": "cellgate-admin", "iat": now, "exp": now + ttl_s}, secret
+    )
 
 
 @dataclass
@@ -92,7 +94,17 @@ class DemoCells:
         """Starts every cell and waits until each says it is listening."""
         for cell_id, port in self.ports.items():
             self.processes[cell_id] = subprocess.Popen(
-                [sys.executable, "-m", "cellgate.demo.cell", "--id", cell_id, "--host", self.host, "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "cellgate.demo.cell",
+                    "--id",
+                    cell_id,
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(port),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -102,7 +114,9 @@ class DemoCells:
             line = process.stdout.readline()
             if "listening" not in line or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"demo cell {cell_id} did not start (exit code {process.poll()})")
+                raise RuntimeError(
+                    f"demo cell {cell_id} did not start (exit code {process.poll()})"
+                )
 
     def stop(self) -> None:
         """Stops every cell."""

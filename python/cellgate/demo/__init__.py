@@ -1,0 +1,1 @@
+"""The embedded demo: a stand-in cell server, its topology and its customers."""
