@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cellgate import Router, build_router, load_config
 from cellgate.demo import launch
 
