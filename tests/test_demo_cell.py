@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from cellgate.demo.cell import HttpError, RequestReader, serve
@@ -23,7 +22,6 @@ from harness import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
-PYTHON_SOURCE = Path(__file__).resolve().parents[1] / "python"
 READY_TIMEOUT_S = 10.0
 
 
@@ -68,14 +66,12 @@ class CellProcess:
 
 def start_cell_process(cell_id: str, port: int) -> subprocess.Popen:
     """Starts a demo cell process with its stdout piped."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PYTHON_SOURCE), *sys.path])}
     command = [sys.executable, "-m", "cellgate.demo.cell", "--id", cell_id]
     return subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
 
 

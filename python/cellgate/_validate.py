@@ -21,6 +21,11 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _kind(value: Any) -> str:
+    """The TOML name of a decoded value's type."""
+    return {dict: "table", list: "array"}.get(type(value), type(value).__name__)
+
+
 def _describe(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
@@ -49,30 +54,25 @@ def _check_meta(value: Any, meta: msgspec.Meta, path: str, errors: list[str]) ->
 
 
 def _leaf(value: Any, annotation: Any, path: str, errors: list[str]) -> Any:
-    base, metas = annotation, ()
-    if typing.get_origin(annotation) is typing.Annotated:
-        base, *metas = typing.get_args(annotation)
     try:
-        converted = msgspec.convert(value, base, strict=True)
+        return msgspec.convert(value, annotation, strict=True)
     except msgspec.ValidationError as err:
         message = str(err).split(" - at ", 1)[0]
-        if typing.get_origin(base) is typing.Literal:
-            message = f"must be {_describe(base)}, got {value!r}"
+        if typing.get_origin(annotation) is typing.Literal:
+            message = f"must be {_describe(annotation)}, got {value!r}"
         else:
-            message = message[0].lower() + message[1:]
+            # msgspec speaks JSON; a TOML table is an ``object`` there.
+            message = message[0].lower() + message[1:].replace("`object`", "`table`")
         errors.append(f"{path}: {message.replace('`', '')}")
         return None
-    for meta in metas:
-        if isinstance(meta, msgspec.Meta) and not _check_meta(converted, meta, path, errors):
-            return None
-    return converted
 
 
 def _struct(value: Any, cls: type[msgspec.Struct], path: str, errors: list[str]) -> Any:
     if not isinstance(value, dict):
-        errors.append(f"{path or 'configuration'}: expected a table, got {type(value).__name__}")
+        errors.append(f"{path or 'configuration'}: expected a table, got {_kind(value)}")
         return None
-    fields = msgspec.structs.fields(cls)
+    internal = getattr(cls, "_internal_fields", ())
+    fields = [f for f in msgspec.structs.fields(cls) if f.name not in internal]
     known = {f.encode_name for f in fields}
     for key in value:
         if key not in known:
@@ -92,6 +92,17 @@ def _struct(value: Any, cls: type[msgspec.Struct], path: str, errors: list[str])
 
 def _check(value: Any, annotation: Any, path: str, errors: list[str]) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        # Check the annotated type itself (item by item for arrays and tables), then its bounds.
+        base, *metas = typing.get_args(annotation)
+        before = len(errors)
+        converted = _check(value, base, path, errors)
+        if len(errors) > before:
+            return None
+        for meta in metas:
+            if isinstance(meta, msgspec.Meta) and not _check_meta(converted, meta, path, errors):
+                return None
+        return converted
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or len(members) != 1:
@@ -100,13 +111,13 @@ def _check(value: Any, annotation: Any, path: str, errors: list[str]) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return _struct(value, annotation, path, errors)
     if origin is list and not isinstance(value, list):
-        errors.append(f"{path}: expected an array, got {type(value).__name__}")
+        errors.append(f"{path}: expected an array, got {_kind(value)}")
         return None
     if origin is list:
         (item,) = typing.get_args(annotation)
         return [_check(v, item, f"{path}[{i}]", errors) for i, v in enumerate(value)]
     if origin is dict and not isinstance(value, dict):
-        errors.append(f"{path}: expected a table, got {type(value).__name__}")
+        errors.append(f"{path}: expected a table, got {_kind(value)}")
         return None
     if origin is dict:
         _, item = typing.get_args(annotation)
@@ -117,6 +128,10 @@ def _check(value: Any, annotation: Any, path: str, errors: list[str]) -> Any:
 T = typing.TypeVar("T", bound=msgspec.Struct)
 
 
-def validate(value: Any, cls: type[T], errors: list[str]) -> T | None:
-    """Converts ``value`` to ``cls``, appending every problem found to ``errors``."""
-    return _struct(value, cls, "", errors)
+def validate(value: Any, cls: type[T], errors: list[str], path: str = "") -> T | None:
+    """Converts ``value`` (found at ``path``) to ``cls``, appending every problem to ``errors``.
+
+    Fields named in the class attribute ``_internal_fields`` are not read from ``value``: they
+    are unknown fields there, and keep their defaults.
+    """
+    return _struct(value, cls, path, errors)

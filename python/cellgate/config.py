@@ -11,7 +11,7 @@ import base64
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -66,7 +66,7 @@ class JwtKeyConfig(_Section):
     kid: Name
     alg: Literal["HS256", "HS384", "HS512"] = "HS256"
     secret: str | None = None
-    secret_env: str | None = None
+    secret_env: Name | None = None
 
 
 class JwtConfig(_Section):
@@ -132,7 +132,7 @@ class AdminConfig(_Section):
     """The admin API: HS256 admin tokens (audience ``cellgate-admin``) signed with this secret."""
 
     secret: str | None = None
-    secret_env: str | None = None
+    secret_env: Name | None = None
 
 
 class Config(_Section):
@@ -148,6 +148,8 @@ class Config(_Section):
     #: The directory relative paths are resolved against (not read from the file).
     base_dir: str = "."
 
+    _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir",)
+
 
 def _secret(section: JwtKeyConfig | AdminConfig, path: str, errors: list[str]) -> bytes | None:
     if (section.secret is None) == (section.secret_env is None):
@@ -157,14 +159,42 @@ def _secret(section: JwtKeyConfig | AdminConfig, path: str, errors: list[str]) -
         return section.secret.encode()
     value = os.environ.get(section.secret_env or "")
     if not value:
-        errors.append(f"{path}.secret_env: environment variable {section.secret_env} is not set")
+        state = "is not set" if value is None else "is empty"
+        errors.append(f"{path}.secret_env: environment variable {section.secret_env} {state}")
         return None
     return value.encode()
 
 
-def _check_semantics(config: Config, errors: list[str]) -> None:
+def _endpoint_problem(endpoint: str) -> str | None:
+    url = urlsplit(endpoint)
+    if url.scheme != "http" or not url.hostname:
+        return f"must be http://host:port, got {endpoint!r}"
+    try:
+        port = url.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"port must be 1-65535, got {endpoint!r}"
+    if url.username is not None:
+        return "must not carry credentials"
+    if url.path not in ("", "/") or url.query or url.fragment:
+        return "must not carry a path, query or fragment"
+    return None
+
+
+def _table(raw: Any, key: str, default: Any = None) -> Any:
+    return raw.get(key, default) if isinstance(raw, dict) else None
+
+
+def _check_semantics(raw: dict[str, Any], base_dir: str, errors: list[str]) -> None:
+    """The checks past types and bounds, run on every part that is structurally valid on its own
+    (its structural errors are already reported), so that all problems show at once."""
     seen_kids: set[str] = set()
-    for i, key in enumerate(config.jwt.keys):
+    keys = _table(_table(raw, "jwt"), "keys")
+    for i, item in enumerate(keys if isinstance(keys, list) else []):
+        key = validate(item, JwtKeyConfig, [], f"jwt.keys[{i}]")
+        if key is None:
+            continue
         secret = _secret(key, f"jwt.keys[{i}]", errors)
         minimum = HMAC_MIN_KEY_BYTES[key.alg]
         if secret is not None and len(secret) < minimum:
@@ -174,32 +204,40 @@ def _check_semantics(config: Config, errors: list[str]) -> None:
         if key.kid in seen_kids:
             errors.append(f"jwt.keys[{i}].kid: duplicate kid {key.kid!r}")
         seen_kids.add(key.kid)
+    tiers = _table(raw, "tiers", {})
     seen_cells: set[str] = set()
-    for i, cell in enumerate(config.cells):
+    cells = _table(raw, "cells")
+    for i, item in enumerate(cells if isinstance(cells, list) else []):
+        cell = validate(item, CellConfig, [], f"cells[{i}]")
+        if cell is None:
+            continue
         if cell.id in seen_cells:
             errors.append(f"cells[{i}].id: duplicate cell id {cell.id!r}")
         seen_cells.add(cell.id)
-        if cell.tier not in config.tiers:
-            known = ", ".join(sorted(config.tiers)) or "none"
+        if isinstance(tiers, dict) and cell.tier not in tiers:
+            known = ", ".join(sorted(tiers)) or "none"
             errors.append(f"cells[{i}].tier: unknown tier {cell.tier!r} (tiers: {known})")
-        url = urlsplit(cell.endpoint)
-        if url.scheme != "http" or not url.hostname:
-            errors.append(f"cells[{i}].endpoint: must be http://host:port, got {cell.endpoint!r}")
-        elif url.path not in ("", "/") or url.query:
-            errors.append(f"cells[{i}].endpoint: must not carry a path or query")
+        problem = _endpoint_problem(cell.endpoint)
+        if problem is not None:
+            errors.append(f"cells[{i}].endpoint: {problem}")
         if cell.signed:
             errors.append(f"cells[{i}].signed: request signing is not available yet")
-    if not config.health.path.startswith("/"):
-        errors.append("health.path: must start with /")
-    if config.health.timeout_ms > config.health.interval_ms:
-        errors.append("health.timeout_ms: must not exceed health.interval_ms")
-    if config.admin is not None:
-        secret = _secret(config.admin, "admin", errors)
+    health = validate(_table(raw, "health", {}), HealthConfig, [], "health")
+    if health is not None:
+        if not health.path.startswith("/"):
+            errors.append("health.path: must start with /")
+        if health.timeout_ms > health.interval_ms:
+            errors.append("health.timeout_ms: must not exceed health.interval_ms")
+    if _table(raw, "admin") is not None:
+        admin = validate(raw["admin"], AdminConfig, [], "admin")
+        secret = None if admin is None else _secret(admin, "admin", errors)
         if secret is not None and len(secret) < 32:
             errors.append(f"admin.secret: needs at least 32 bytes, got {len(secret)}")
-    profiles = Path(config.base_dir, config.profiles.source)
-    if not profiles.is_file():
-        errors.append(f"profiles.source: no such file {str(profiles)!r}")
+    profiles = validate(_table(raw, "profiles"), ProfilesConfig, [], "profiles")
+    if profiles is not None:
+        source = Path(base_dir, profiles.source)
+        if not source.is_file():
+            errors.append(f"profiles.source: no such file {str(source)!r}")
 
 
 def parse_config(
@@ -211,14 +249,11 @@ def parse_config(
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"toml: {err}"], source) from None
     errors: list[str] = []
-    raw.pop("base_dir", None)
     config = validate(raw, Config, errors)
-    if config is not None:
-        config = msgspec.structs.replace(config, base_dir=str(base_dir))
-        _check_semantics(config, errors)
+    _check_semantics(raw, str(base_dir), errors)
     if errors or config is None:
         raise ConfigError(errors, source)
-    return config
+    return msgspec.structs.replace(config, base_dir=str(base_dir))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

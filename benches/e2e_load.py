@@ -1,0 +1,695 @@
+"""End-to-end load: cellgate against nginx and HAProxy 2.6 in front of the same two cells, with wrk.
+
+Two nginx processes stand in for two cells (GET /api/... answers a small JSON body). In front of
+them, one peer at a time, each with one worker / one thread:
+
+  direct    wrk straight at cell bench-1: the ceiling, no proxy at all
+  nginx     nginx as a plain reverse proxy (least_conn, pooled upstream connections, no auth)
+  haproxy   HAProxy 2.6 verifying the HS256 JWT (alg, signature, iss, aud, exp, customer claim),
+            a per-customer request-rate counter, leastconn, pooled server connections
+  cellgate  `cellgate serve --workers 1` on a generated configuration
+
+wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
+1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
+stopped at the end, also on errors and Ctrl-C.
+
+    python benches/e2e_load.py                                   # all four, 10 s each
+    python benches/e2e_load.py --only direct,nginx,haproxy --duration 3
+    python benches/e2e_load.py --only haproxy,cellgate --loop rloop --json results.json
+
+Needs nginx, haproxy (2.6+) and wrk (scripts/install-bench-deps.sh installs them on Debian), pyjwt,
+and for the cellgate peer an installed cellgate (or --cellgate-cmd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jwt
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "e2e"
+PEERS = ("direct", "nginx", "haproxy", "cellgate")
+PEER_LABELS = {
+    "direct": "nginx cell, direct (ceiling)",
+    "nginx": "nginx proxy (no auth)",
+    "haproxy": "haproxy 2.6 + jwt_verify",
+    "cellgate": "cellgate",
+}
+CUSTOMER_COUNT = 1000
+ISSUER = "https://auth.bench"
+AUDIENCE = "cellgate"
+KEY_ID = "bench"
+LEEWAY_S = 30
+TOKEN_LIFETIME_S = 3600
+#: Per customer per 10 s; far above what one customer can reach here, so HAProxy never throttles.
+HAPROXY_RATE_LIMIT_PER_10S = 1_000_000
+READY_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 10
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
+class BenchError(RuntimeError):
+    """A peer could not be started, checked or measured."""
+
+
+@dataclass(frozen=True)
+class Fixtures:
+    """The customers' profiles and tokens written for one run."""
+
+    secret: str
+    profiles_path: Path
+    tokens_path: Path
+    tokens: list[str]
+
+
+@dataclass
+class Result:
+    """One measured run of one peer."""
+
+    peer: str
+    label: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    wrk: dict = field(default_factory=dict)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+def make_fixtures(workdir: Path, count: int = CUSTOMER_COUNT) -> Fixtures:
+    """Writes `count` retail us-east profiles as JSON Lines and one HS256 token per customer."""
+    # 48 ASCII bytes: above HS256's 32-byte minimum, and safe to quote in any of the configs.
+    secret = secrets.token_hex(24)
+    now = int(time.time())
+    customer_ids = [f"c-{i:04d}" for i in range(count)]
+    profiles_path = workdir / "customers.jsonl"
+    profiles_path.write_text(
+        "".join(
+            json.dumps(
+                {"customer_id": c, "tier": "retail", "region": "us-east", "risk": 0.1, "flags": []}
+            )
+            + "\n"
+            for c in customer_ids
+        ),
+        encoding="utf-8",
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": KEY_ID}
+    tokens = [
+        jwt.encode(
+            {"sub": cid, "iss": ISSUER, "aud": AUDIENCE, "exp": now + TOKEN_LIFETIME_S, "iat": now},
+            secret,
+            algorithm="HS256",
+            headers=header,
+        )
+        for cid in customer_ids
+    ]
+    tokens_path = workdir / "tokens.txt"
+    tokens_path.write_text("\n".join(tokens) + "\n", encoding="ascii")
+    return Fixtures(secret, profiles_path, tokens_path, tokens)
+
+
+def tampered(token: str) -> str:
+    """The token with the first character of its signature changed (so the signature is wrong)."""
+    head, payload, signature = token.split(".")
+    first = "A" if signature[0] != "A" else "B"
+    return f"{head}.{payload}.{first}{signature[1:]}"
+
+
+def cellgate_config(secret: str, cell_ports: list[int], profiles_path: Path) -> str:
+    """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key."""
+    cells = "".join(
+        f"""
+[[cells]]
+id = "bench-{i}"
+tier = "retail"
+region = "us-east"
+endpoint = "http://127.0.0.1:{port}"
+capacity = 1000
+certifications = ["SOC2"]
+encryption = "standard"
+"""
+        for i, port in enumerate(cell_ports, start=1)
+    )
+    return f"""[jwt]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+leeway_s = {LEEWAY_S}
+customer_claim = "sub"
+
+[[jwt.keys]]
+kid = "{KEY_ID}"
+alg = "HS256"
+secret = "{secret}"
+
+[tiers.retail]
+placement = "least_loaded"
+{cells}
+[health]
+path = "/health"
+
+[profiles]
+source = {json.dumps(str(profiles_path.resolve()))}
+"""
+
+
+def render(template: str, dest: Path, **values: object) -> Path:
+    """Writes the template from benches/e2e/ with every @NAME@ replaced by values[name]."""
+    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    for name, value in values.items():
+        text = text.replace(f"@{name.upper()}@", str(value))
+    leftover = sorted(set(re.findall(r"@[A-Z0-9_]+@", text)))
+    if leftover:
+        raise BenchError(f"{template}: no value for {', '.join(leftover)}")
+    dest.write_text(text, encoding="utf-8")
+    return dest
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class Processes:
+    """Children started in their own process groups, all stopped by stop_all()."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def start(
+        self, name: str, argv: list[str], log_path: Path, cwd: Path | None = None
+    ) -> subprocess.Popen:
+        """Starts argv with stdout and stderr going to log_path."""
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.running.append((name, proc, log_path))
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """Sends SIGTERM to the child's process group, then SIGKILL if it has not exited in time."""
+        self.running = [entry for entry in self.running if entry[1] is not proc]
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=STOP_TIMEOUT_S)
+        # Workers left behind by a master that died first share its group id.
+        _signal_group(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        """Stops every child still running, the newest first."""
+        for _name, proc, _log in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file, indented, or a note that it is empty."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty log)"
+
+
+def find_tool(name: str) -> str:
+    """The path of an executable, also looking in the sbin directories a non-root PATH may lack."""
+    path = shutil.which(name) or shutil.which(name, path=SBIN_PATH)
+    if path is None:
+        raise BenchError(f"{name} is not installed (scripts/install-bench-deps.sh installs it)")
+    return path
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(
+    port: int, path: str, token: str | None = None, timeout_s: float = 2.0
+) -> int | None:
+    """The status of GET path on 127.0.0.1:port, or None when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    name: str, proc: subprocess.Popen, log_path: Path, port: int, path: str, token: str | None
+) -> None:
+    """Waits until GET path answers 200; raises with the log's tail on exit or timeout."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    status = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with status {proc.returncode}:\n{tail(log_path)}")
+        status = http_status(port, path, token)
+        if status == 200:
+            return
+        time.sleep(0.2)
+    raise BenchError(
+        f"{name} did not answer 200 on :{port}{path} within {READY_TIMEOUT_S}s (last: {status}):\n"
+        + tail(log_path)
+    )
+
+
+def check_auth(name: str, port: int, fixtures: Fixtures) -> None:
+    """Refuses to measure a gateway that accepts a forged or missing token or refuses a good one."""
+    good, bad = fixtures.tokens[0], tampered(fixtures.tokens[0])
+    checks = [
+        ("a valid token", good, 200),
+        ("a tampered signature", bad, 401),
+        ("no token", None, 401),
+    ]
+    for what, token, expected in checks:
+        status = http_status(port, "/api/accounts", token)
+        if status != expected:
+            raise BenchError(
+                f"{name}: GET /api/accounts with {what}: {status}, expected {expected}"
+            )
+    print(f"  {name}: valid token 200, tampered signature 401, no token 401", flush=True)
+
+
+# -- servers -------------------------------------------------------------------------------------
+
+
+def nginx_user_line() -> str:
+    """nginx run by root switches its workers to `nobody` unless told to stay root."""
+    return "user root;" if os.geteuid() == 0 else ""
+
+
+def start_nginx(
+    procs: Processes, workdir: Path, name: str, template: str, **values: object
+) -> tuple:
+    """Starts nginx in the foreground with its own prefix directory; returns (process, log path)."""
+    prefix = workdir / name
+    prefix.mkdir()
+    conf = render(
+        template, prefix / "nginx.conf", dir=prefix, user_line=nginx_user_line(), **values
+    )
+    error_log = prefix / "error.log"
+    argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf), "-e", str(error_log)]
+    proc = procs.start(name, argv, prefix / "stdout.log")
+    return proc, error_log
+
+
+def start_cells(procs: Processes, workdir: Path, cell_ports: list[int]) -> None:
+    """Starts one nginx per cell and waits until each answers GET /health."""
+    for i, port in enumerate(cell_ports, start=1):
+        cell_id = f"bench-{i}"
+        proc, log = start_nginx(
+            procs, workdir, f"cell-{i}", "cell.nginx.conf", port=port, cell_id=cell_id
+        )
+        wait_ready(f"nginx cell {cell_id}", proc, log, port, "/health", None)
+
+
+def raise_fd_limit() -> int:
+    """Raises this process's open-file soft limit to its hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def haproxy_maxconn() -> int:
+    """A global maxconn HAProxy can honour: it needs about two descriptors per connection."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(256, min(10_000, (soft - 100) // 2))
+
+
+def start_haproxy(
+    procs: Processes, workdir: Path, port: int, cell_ports: list[int], fixtures: Fixtures
+) -> tuple:
+    """Validates the HAProxy configuration with `haproxy -c`, then runs it in the foreground."""
+    haproxy = find_tool("haproxy")
+    home = workdir / "haproxy"
+    home.mkdir()
+    cfg = render(
+        "haproxy.cfg",
+        home / "haproxy.cfg",
+        port=port,
+        cell1_port=cell_ports[0],
+        cell2_port=cell_ports[1],
+        secret=fixtures.secret,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway_s=LEEWAY_S,
+        rate_limit_per_10s=HAPROXY_RATE_LIMIT_PER_10S,
+        maxconn=haproxy_maxconn(),
+    )
+    check = subprocess.run(
+        [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    if check.returncode != 0:
+        raise BenchError(f"haproxy -c -f {cfg} failed:\n{check.stdout}{check.stderr}")
+    log = home / "haproxy.log"
+    return procs.start("haproxy", [haproxy, "-db", "-f", str(cfg)], log), log
+
+
+def start_cellgate(
+    procs: Processes,
+    workdir: Path,
+    port: int,
+    cell_ports: list[int],
+    fixtures: Fixtures,
+    args: argparse.Namespace,
+) -> tuple:
+    """Writes the cellgate configuration and runs `cellgate serve` with one worker."""
+    home = workdir / "cellgate"
+    home.mkdir()
+    config_path = home / "cellgate.toml"
+    config_path.write_text(
+        cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path), encoding="utf-8"
+    )
+    argv = [
+        *shlex.split(args.cellgate_cmd),
+        *("serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)),
+        *("--workers", "1"),
+    ]
+    if args.loop:
+        argv += ["--loop", args.loop]
+    if shutil.which(argv[0]) is None:
+        raise BenchError(f"no such command {argv[0]!r}: install cellgate or pass --cellgate-cmd")
+    print(f"  cellgate: {shlex.join(argv)}", flush=True)
+    log = home / "cellgate.log"
+    return procs.start("cellgate", argv, log, cwd=home), log
+
+
+# -- load ----------------------------------------------------------------------------------------
+
+
+def run_wrk(port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixtures) -> dict:
+    """One wrk run against 127.0.0.1:port; returns the numbers its done() hook printed."""
+    argv = [
+        find_tool("wrk"),
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration_s}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(TEMPLATES / "tokens.lua"),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(fixtures.tokens_path),
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {duration_s + 30}s") from None
+    match = re.search(r"^E2E_RESULT (\{.*\})$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or match is None:
+        raise BenchError(f"wrk failed (status {done.returncode}):\n{done.stdout}{done.stderr}")
+    return json.loads(match.group(1))
+
+
+def measure(peer: str, port: int, args: argparse.Namespace, fixtures: Fixtures) -> Result:
+    """A warm-up run (unless --warmup 0), then the measured run."""
+    if args.warmup > 0:
+        run_wrk(port, args.warmup, args, fixtures)
+    numbers = run_wrk(port, args.duration, args, fixtures)
+    socket_errors = sum(
+        numbers[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    return Result(
+        peer=peer,
+        label=PEER_LABELS[peer],
+        requests_per_s=numbers["requests"] / (numbers["duration_us"] / 1e6),
+        p50_ms=numbers["p50_us"] / 1000,
+        p99_ms=numbers["p99_us"] / 1000,
+        errors=socket_errors + numbers["status_errors"],
+        wrk=numbers,
+    )
+
+
+def run_peer(
+    peer: str,
+    procs: Processes,
+    workdir: Path,
+    cell_ports: list[int],
+    fixtures: Fixtures,
+    args: argparse.Namespace,
+) -> Result:
+    """Starts one peer in front of the cells, checks it, measures it and stops it."""
+    if peer == "direct":
+        return measure(peer, cell_ports[0], args, fixtures)
+    port = free_port()
+    if peer == "nginx":
+        proc, log = start_nginx(
+            procs,
+            workdir,
+            "proxy",
+            "proxy.nginx.conf",
+            port=port,
+            cell1_port=cell_ports[0],
+            cell2_port=cell_ports[1],
+        )
+    elif peer == "haproxy":
+        proc, log = start_haproxy(procs, workdir, port, cell_ports, fixtures)
+    else:
+        proc, log = start_cellgate(procs, workdir, port, cell_ports, fixtures, args)
+    try:
+        wait_ready(PEER_LABELS[peer], proc, log, port, "/api/accounts", fixtures.tokens[0])
+        if peer != "nginx":
+            check_auth(peer, port, fixtures)
+        return measure(peer, port, args, fixtures)
+    finally:
+        procs.stop(proc)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def versions(peers: list[str]) -> dict[str, str]:
+    """The versions of the tools measured, as each reports itself."""
+
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return ((done.stdout + done.stderr).strip().splitlines() or ["unknown"])[0]
+
+    found = {
+        "nginx": first_line([find_tool("nginx"), "-v"]),
+        "wrk": first_line([find_tool("wrk"), "-v"]),
+    }
+    if "haproxy" in peers:
+        found["haproxy"] = first_line([find_tool("haproxy"), "-v"])
+    if "cellgate" in peers:
+        probe = (
+            "import importlib.metadata as m\n"
+            "try: print('cellgate', m.version('cellgate'))\n"
+            "except m.PackageNotFoundError: print('cellgate: not installed')"
+        )
+        found["cellgate"] = first_line([sys.executable, "-c", probe])
+    return found
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform()}
+
+
+def print_table(results: list[Result], failed: dict[str, str]) -> None:
+    """The results side by side, with ratios to HAProxy where HAProxy was measured."""
+    reference = next((r for r in results if r.peer == "haproxy"), None)
+    header = (
+        f"{'peer':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'req/s vs haproxy':>16} {'p99 vs haproxy':>14}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        rps_ratio = f"{r.requests_per_s / reference.requests_per_s:.2f}" if reference else "-"
+        p99_ratio = f"{r.p99_ms / reference.p99_ms:.2f}" if reference and reference.p99_ms else "-"
+        print(
+            f"{r.label:<30} {r.requests_per_s:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+            f" {r.errors:>7d} {rps_ratio:>16} {p99_ratio:>14}"
+        )
+    for peer, reason in failed.items():
+        print(f"{PEER_LABELS[peer]:<30} failed: {reason.splitlines()[0]}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to measure, of {','.join(PEERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds per measured run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of warm-up before each measured run, 0 for none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=64, help="wrk connections (default: %(default)s)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default: %(default)s)")
+    parser.add_argument(
+        "--cellgate-cmd",
+        default="cellgate",
+        help="command that runs cellgate; `serve --config ...` is appended (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--loop", help="event loop for `cellgate serve --loop` (default: cellgate's)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--keep-tmp",
+        action="store_true",
+        help="keep the temporary directory (configurations, logs)",
+    )
+    args = parser.parse_args(argv)
+    args.peers = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = [p for p in args.peers if p not in PEERS]
+    if unknown or not args.peers:
+        given = ", ".join(unknown) or "(none given)"
+        parser.error(f"--only: unknown peer(s) {given}; choose from {', '.join(PEERS)}")
+    args.peers = [p for p in PEERS if p in args.peers]
+    if not 1 <= args.duration <= 600:
+        parser.error("--duration must be between 1 and 600 seconds")
+    if not 0 <= args.warmup <= 60:
+        parser.error("--warmup must be between 0 and 60 seconds")
+    if args.threads < 1 or args.connections < args.threads:
+        parser.error("--threads must be at least 1 and --connections at least --threads")
+    return args
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    print(f"\nstopped by signal {signum}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    raise_fd_limit()
+    procs = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="cellgate-e2e-"))
+    results: list[Result] = []
+    failed: dict[str, str] = {}
+    try:
+        for tool in ("nginx", "wrk") + (("haproxy",) if "haproxy" in args.peers else ()):
+            find_tool(tool)
+        fixtures = make_fixtures(workdir)
+        cell_ports = [free_port(), free_port()]
+        while cell_ports[1] == cell_ports[0]:
+            cell_ports[1] = free_port()
+        print(
+            f"{os.cpu_count()} cpus; wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+            f" (warm-up {args.warmup}s); {CUSTOMER_COUNT} customers and tokens;"
+            f" cells on :{cell_ports[0]} and :{cell_ports[1]}",
+            flush=True,
+        )
+        start_cells(procs, workdir, cell_ports)
+        for peer in args.peers:
+            print(f"{PEER_LABELS[peer]} ...", flush=True)
+            try:
+                result = run_peer(peer, procs, workdir, cell_ports, fixtures, args)
+            except BenchError as err:
+                print(f"  failed: {err}", file=sys.stderr, flush=True)
+                failed[peer] = str(err)
+                continue
+            results.append(result)
+            print(
+                f"  {result.requests_per_s:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
+                f" p99 {result.p99_ms:.2f} ms, {result.errors} errors",
+                flush=True,
+            )
+        print_table(results, failed)
+        if args.json:
+            report = {
+                "machine": machine(),
+                "versions": versions(args.peers),
+                "settings": {
+                    "threads": args.threads,
+                    "connections": args.connections,
+                    "duration_s": args.duration,
+                    "warmup_s": args.warmup,
+                    "customers": CUSTOMER_COUNT,
+                    "loop": args.loop,
+                },
+                "results": [asdict(r) for r in results],
+                "failed": failed,
+            }
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            print(f"\nwrote {args.json}")
+        return 1 if failed else 0
+    except BenchError as err:
+        print(f"e2e_load: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep_tmp:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
