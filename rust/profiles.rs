@@ -52,14 +52,29 @@ impl ProfileTable {
     pub fn parse_jsonl(source: &[u8], catalog: &Catalog) -> Result<Self, Vec<String>> {
         let mut table = ProfileTable::new();
         let mut errors = Vec::new();
+        let mut first_line: HashMap<String, usize, RandomState> = HashMap::default();
         for (index, line) in source.split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
+            let Some(start) = line.iter().position(|b| !b.is_ascii_whitespace()) else {
                 continue;
-            }
+            };
             let line_no = index + 1;
-            let result = serde_json::from_slice::<ProfileRecord>(line)
-                .map_err(|err| err.to_string())
-                .and_then(|record| table.upsert(record, catalog));
+            let result = if line[start] != b'{' {
+                // serde's derived struct form would also take a JSON array of the fields.
+                Err("a profile is a JSON object".to_owned())
+            } else {
+                serde_json::from_slice::<ProfileRecord>(line)
+                    .map_err(|err| err.to_string())
+                    .and_then(|record| match first_line.get(&record.customer_id) {
+                        Some(first) => Err(format!(
+                            "customer_id: {:?} is already given on line {first}",
+                            record.customer_id
+                        )),
+                        None => {
+                            first_line.insert(record.customer_id.clone(), line_no);
+                            table.upsert(record, catalog)
+                        }
+                    })
+            };
             if let Err(message) = result {
                 errors.push(format!("line {line_no}: {message}"));
                 if errors.len() == MAX_REPORTED_ERRORS {
@@ -192,9 +207,17 @@ mod tests {
 not json
 {"customer_id":"c","tier":"retail","region":"mars"}
 {"customer_id":"d","tier":"retail","region":"us-east","risk":3}
-{"customer_id":"e","tier":"retail","region":"us-east","colour":"red"}"#;
+{"customer_id":"e","tier":"retail","region":"us-east","colour":"red"}
+["f","retail","us-east"]
+{"customer_id":"g","tier":"retail","region":"us-east"}
+  {"customer_id":"g","tier":"retail","region":"us-east"}"#;
         let errors = ProfileTable::parse_jsonl(source, &catalog()).err().unwrap();
-        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert_eq!(errors.len(), 7, "{errors:?}");
+        assert_eq!(errors[5], "line 6: a profile is a JSON object");
+        assert_eq!(
+            errors[6],
+            "line 8: customer_id: \"g\" is already given on line 7"
+        );
         assert!(errors[0].starts_with("line 1: tier: unknown tier \"gold\""));
         assert!(errors[1].starts_with("line 2:"));
         assert!(errors[2].starts_with("line 3: region:"));

@@ -305,13 +305,17 @@ def test_several_bad_fields_are_all_reported_at_once(tmp_path: Path) -> None:
 
 
 GOOD = '{"customer_id": "c-x", "tier": "retail", "region": "us-east"}'
+FIRST = GOOD.replace('"c-x"', '"c-first"')
+LAST = GOOD.replace('"c-x"', '"c-last"')
 
 
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
         ("{not json", "key must be a string at line 1 column 2"),
-        ("42", "invalid type: integer `42`, expected struct ProfileRecord at line 1 column 2"),
+        ("42", "a profile is a JSON object"),
+        ('["c-y", "retail", "us-east"]', "a profile is a JSON object"),
+        (FIRST, 'customer_id: "c-first" is already given on line 1'),
         (
             GOOD.replace('"retail"', '"gold"'),
             'tier: unknown tier "gold" (known: corporate, hnw, retail)',
@@ -324,20 +328,24 @@ GOOD = '{"customer_id": "c-x", "tier": "retail", "region": "us-east"}'
         (GOOD.replace('"c-x"', '""'), "customer_id: must not be empty"),
         (GOOD.replace(', "region": "us-east"', ""), "missing field `region` at line 1 column 40"),
     ],
-    ids=["not-json", "not-object", "tier", "region", "risk", "empty-id", "no-region"],
+    ids=[
+        *["not-json", "not-object", "json-array", "duplicate-id", "tier", "region", "risk"],
+        *["empty-id", "no-region"],
+    ],
 )
 def test_a_bad_profile_line_is_reported_with_its_line_number(
     tmp_path: Path, line: str, expected: str
 ) -> None:
     # A blank line is skipped but still counted: the bad line is line 3 of the file.
-    path = write_config(tmp_path, demo_raw(), profiles=f"{GOOD}\n\n{line}\n{GOOD}\n")
-    assert config_errors(path) == [f"profiles: line 3: {expected}"]
+    path = write_config(tmp_path, demo_raw(), profiles=f"{FIRST}\n\n{line}\n{LAST}\n")
+    assert config_errors(path) == [f"profiles (customers.jsonl): line 3: {expected}"]
 
 
 def test_every_bad_profile_line_is_reported(tmp_path: Path) -> None:
-    lines = [GOOD, "{not json", GOOD, GOOD.replace('"retail"', '"gold"')]
+    lines = [GOOD, "{not json", GOOD.replace("c-x", "c-y"), GOOD.replace('"retail"', '"gold"')]
     path = write_config(tmp_path, demo_raw(), profiles="\n".join(lines) + "\n")
-    numbers = [re.match(r"profiles: line (\d+): ", e) for e in config_errors(path)]
+    line_number = re.compile(r"profiles \(customers.jsonl\): line (\d+): ")
+    numbers = [line_number.match(e) for e in config_errors(path)]
     assert [m and m[1] for m in numbers] == ["2", "4"]
 
 

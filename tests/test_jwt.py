@@ -474,16 +474,20 @@ def test_bad_tokens_are_refused_with_their_reason_code(router, authorization, re
     assert router.cached_tokens == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: a JOSE header that is a JSON array, not an object (RFC 7515 section 4), is "
-        "accepted: serde's derived Deserialize for auth::claims::Header also accepts the "
-        "sequence form, so ['HS256','k256'] reads as alg HS256, kid k256 and the token routes"
-    ),
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'["HS256","k256"]',
+        b'{"kid":"k256"}',
+        b'{"alg":"HS256","kid":"k256","crit":null}',
+        b'{"alg":"HS256","alg":"HS256","kid":"k256"}',
+    ],
+    ids=["json-array", "no-alg", "crit-null", "alg-twice"],
 )
-def test_a_header_that_is_a_json_array_is_malformed(router):
-    tok = signed(b'["HS256","k256"]', GOOD_PAYLOAD)
+def test_a_header_that_is_not_an_object_with_one_alg_is_malformed(router, header):
+    # RFC 7515 section 4: the header is a JSON object; alg is required; crit, if present, must be
+    # understood; RFC 8725 3.1 warns against parsers that accept duplicate members.
+    tok = signed(header, GOOD_PAYLOAD)
     assert_refused(decide(router, f"Bearer {tok}"), "malformed")
 
 
@@ -552,8 +556,7 @@ def test_the_rfc7515_a1_example_verifies(make_core_router):
     assert jwt.decode(
         RFC7515_A1_TOKEN, key, algorithms=["HS256"], options={"verify_exp": False}
     ) == {"iss": "joe", "exp": RFC7515_A1_EXP, "http://example.com/is_root": True}
-    # The payload names no customer: "iss" stands in for one. The issuer check is left off, as a
-    # customer claim that is also a registered claim hides it (see the xfail test below).
+    # The payload names no customer: "iss" stands in for one (its check is the next test's).
     router, clock = make_core_router(
         RFC7515_A1_EXP - 3600,
         issuer=None,
@@ -570,14 +573,6 @@ def test_the_rfc7515_a1_example_verifies(make_core_router):
     assert_refused(decide(router, f"Bearer {RFC7515_A1_TOKEN}"), "expired")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: when customer_claim names a registered claim (here iss), ClaimsSeed::visit_map "
-        "takes that member as the customer and `continue`s, so claims.iss stays None and the "
-        'issuer check refuses every token with wrong_issuer (iss "" is not "joe")'
-    ),
-)
 def test_the_issuer_is_checked_when_it_is_also_the_customer_claim(make_core_router):
     router, _ = make_core_router(
         RFC7515_A1_EXP - 3600,
@@ -588,6 +583,15 @@ def test_the_issuer_is_checked_when_it_is_also_the_customer_claim(make_core_rout
     )
     decision = decide(router, f"Bearer {RFC7515_A1_TOKEN}")
     assert (decision.ok, decision.customer_id) == (True, "joe"), decision.detail
+    decision.release()
+    other, _ = make_core_router(
+        RFC7515_A1_EXP - 3600,
+        issuer="jane",
+        audience=None,
+        customer_claim="iss",
+        keys=[{"kid": "rfc7515", "alg": "HS256", "secret_b64": RFC7515_A1_K}],
+    )
+    assert_refused(decide(other, f"Bearer {RFC7515_A1_TOKEN}"), "wrong_issuer")
 
 
 # --- the verified-token cache ---------------------------------------------------------------

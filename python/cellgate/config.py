@@ -332,4 +332,12 @@ def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Rout
     try:
         return _core.Router(compile_settings(config), profiles, clock)
     except _core.CoreConfigError as err:
-        raise ConfigError(list(err.args[0])) from None
+        raise ConfigError([_name_profile_file(e, config) for e in err.args[0]]) from None
+
+
+def _name_profile_file(error: str, config: Config) -> str:
+    """Names the profile file in a core error: ``profiles (customers.jsonl): line 3: ...``."""
+    prefix = "profiles: "
+    if not error.startswith(prefix):
+        return error
+    return f"profiles ({config.profiles.source}): {error[len(prefix) :]}"

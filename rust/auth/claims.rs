@@ -6,15 +6,53 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// The JOSE header fields that matter to verification.
-#[derive(Deserialize)]
+///
+/// RFC 7515 section 4 makes the header a JSON object, so it is read only as a map: serde's derived
+/// form would also take `["HS256","k1"]` as a sequence of fields.
 pub struct Header<'a> {
-    #[serde(borrow)]
     pub alg: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub kid: Option<Cow<'a, str>>,
-    /// Critical extensions: none is understood, so any makes the token unacceptable.
-    #[serde(default)]
-    pub crit: Option<IgnoredAny>,
+    /// Whether `crit` was present with any value: no extension is understood, so any refuses.
+    pub has_crit: bool,
+}
+
+impl<'de> Deserialize<'de> for Header<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeaderVisitor)
+    }
+}
+
+struct HeaderVisitor;
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    type Value = Header<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object (the JOSE header)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut alg = None;
+        let mut kid = None;
+        let mut has_crit = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "alg" if alg.is_some() => return Err(de::Error::duplicate_field("alg")),
+                "alg" => alg = Some(map.next_value::<Cow<'de, str>>()?),
+                "kid" if kid.is_some() => return Err(de::Error::duplicate_field("kid")),
+                "kid" => kid = map.next_value::<Option<Cow<'de, str>>>()?,
+                "crit" => {
+                    has_crit = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let alg = alg.ok_or_else(|| de::Error::missing_field("alg"))?;
+        Ok(Header { alg, kid, has_crit })
+    }
 }
 
 /// The `aud` claim: one audience or several.
@@ -74,19 +112,39 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut claims = Claims::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if key == self.customer_claim {
-                match map.next_value::<serde_json::Value>()? {
+            let names_customer = key == self.customer_claim;
+            // A registered claim is checked even when it also names the customer.
+            match key.as_ref() {
+                "exp" => {
+                    claims.exp = Some(map.next_value()?);
+                    claims.customer_not_string |= names_customer;
+                }
+                "nbf" => {
+                    claims.nbf = Some(map.next_value()?);
+                    claims.customer_not_string |= names_customer;
+                }
+                "iss" => {
+                    let iss: Cow<'de, str> = map.next_value()?;
+                    if names_customer {
+                        claims.customer = Some(iss.clone());
+                    }
+                    claims.iss = Some(iss);
+                }
+                "aud" => {
+                    let aud: Audience<'de> = map.next_value()?;
+                    if names_customer {
+                        match &aud {
+                            Audience::One(one) => claims.customer = Some(one.clone()),
+                            Audience::Many(_) => claims.customer_not_string = true,
+                        }
+                    }
+                    claims.aud = Some(aud);
+                }
+                _ if names_customer => match map.next_value::<serde_json::Value>()? {
                     serde_json::Value::String(s) => claims.customer = Some(Cow::Owned(s)),
                     serde_json::Value::Null => {}
                     _ => claims.customer_not_string = true,
-                }
-                continue;
-            }
-            match key.as_ref() {
-                "exp" => claims.exp = Some(map.next_value()?),
-                "nbf" => claims.nbf = Some(map.next_value()?),
-                "iss" => claims.iss = Some(map.next_value()?),
-                "aud" => claims.aud = Some(map.next_value()?),
+                },
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

@@ -108,7 +108,7 @@ impl Verifier {
         let header_json = decode_part(header_b64, "header")?;
         let header: Header = serde_json::from_slice(&header_json)
             .map_err(|err| refuse(Reason::Malformed, format!("header: {err}")))?;
-        if header.crit.is_some() {
+        if header.has_crit {
             return Err(refuse(
                 Reason::Malformed,
                 "header: critical extensions are not supported",
@@ -322,6 +322,34 @@ mod tests {
         assert_eq!(reason(&v, &crit, 500), Reason::Malformed);
         let wrong_key = sign(r#"{"alg":"HS256","kid":"k1"}"#, GOOD, &[7u8; 32]);
         assert_eq!(reason(&v, &wrong_key, 500), Reason::BadSignature);
+    }
+
+    #[test]
+    fn the_header_must_be_an_object_with_one_alg() {
+        let v = Verifier::build(&settings()).unwrap();
+        for header in [
+            r#"["HS256","k1"]"#,
+            r#"{"kid":"k1"}"#,
+            r#"{"alg":"HS256","alg":"HS256","kid":"k1"}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":null}"#,
+        ] {
+            let forged = sign(header, GOOD, SECRET);
+            assert_eq!(reason(&v, &forged, 500), Reason::Malformed, "{header}");
+        }
+    }
+
+    #[test]
+    fn a_registered_claim_naming_the_customer_is_still_checked() {
+        let mut s = settings();
+        s.customer_claim = "iss".into();
+        let v = Verifier::build(&s).unwrap();
+        assert_eq!(&*v.verify(&token(GOOD), 500).unwrap().customer, "iss-a");
+        let wrong_iss = GOOD.replace("iss-a", "iss-b");
+        assert_eq!(reason(&v, &token(&wrong_iss), 500), Reason::WrongIssuer);
+        s.customer_claim = "exp".into();
+        let v = Verifier::build(&s).unwrap();
+        assert_eq!(reason(&v, &token(GOOD), 500), Reason::MissingCustomer);
+        assert_eq!(reason(&v, &token(GOOD), 2000), Reason::Expired);
     }
 
     #[test]
