@@ -1,7 +1,7 @@
 """RSGI apps that isolate the bridge's cost under granian (served by bridge_load.py).
 
-``constant`` answers at once: granian's ceiling. ``bridge`` awaits one future resolved from the
-core's I/O runtime per request: the ceiling less the bridge.
+``constant`` answers at once: granian's ceiling. ``bridge`` awaits one future resolved through the
+bridge's descriptor (one wake-up of the loop) per request: the ceiling less the bridge.
 """
 
 from __future__ import annotations

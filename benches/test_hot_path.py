@@ -48,7 +48,7 @@ def test_decide_refused_bad_signature(benchmark, demo_router: Router):
 
 @pytest.mark.benchmark(group="bridge")
 def test_bridge_noop_round_trip(benchmark):
-    """One future resolved from the I/O runtime and awaited on the loop, batches of 64 in flight."""
+    """One future resolved through the bridge's descriptor and awaited on the loop, 64 in flight."""
     loop = asyncio.new_event_loop()
     bridge = Bridge(loop)
     loop.add_reader(bridge.fileno(), bridge.drain)

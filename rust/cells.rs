@@ -44,8 +44,15 @@ pub struct CellLoad {
     healthy: AtomicBool,
 }
 
+impl Default for CellLoad {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl CellLoad {
-    fn new() -> Self {
+    /// An idle, healthy cell's load.
+    pub fn new() -> Self {
         CellLoad {
             in_flight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
@@ -73,6 +80,8 @@ impl CellLoad {
 /// One cell: what it serves, where it is, and its live load.
 #[derive(Debug)]
 pub struct Cell {
+    /// Position in configuration order, for per-cell tables kept elsewhere.
+    pub index: usize,
     pub id: Arc<str>,
     pub tier: u16,
     pub region: u16,
@@ -166,6 +175,7 @@ impl CellTable {
                 continue;
             };
             cells.push(Arc::new(Cell {
+                index: cells.len(),
                 id: Arc::from(cell.id.as_str()),
                 tier,
                 region: catalog.region_id(&cell.region).unwrap_or(u16::MAX),

@@ -2,7 +2,7 @@
 //! consecutive successes or `fall` consecutive failures, as HAProxy's checks do.
 
 use crate::cells::Cell;
-use crate::forward::Forwarder;
+use crate::forward::probe::ProbeClient;
 use crate::settings::HealthSettings;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,12 +50,12 @@ impl HealthChecker {
     /// Starts probing each of `cells` on the I/O runtime, one task per cell.
     pub fn start(
         cells: Vec<Arc<Cell>>,
-        forwarder: Arc<Forwarder>,
+        probes: Arc<ProbeClient>,
         settings: HealthSettings,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         for cell in cells {
-            let (stop, forwarder, settings) = (stop.clone(), forwarder.clone(), settings.clone());
+            let (stop, probes, settings) = (stop.clone(), probes.clone(), settings.clone());
             crate::runtime::runtime().spawn(async move {
                 let url = format!("{}{}", cell.origin, settings.path);
                 let timeout = Duration::from_millis(settings.timeout_ms.max(1));
@@ -65,7 +65,7 @@ impl HealthChecker {
                 let mut streak = Streak::default();
                 while !stop.load(Ordering::Relaxed) {
                     ticker.tick().await;
-                    let ok = forwarder.probe(&url, timeout).await;
+                    let ok = probes.probe(&url, timeout).await;
                     if let Some(healthy) = streak.record(ok, cell.load.healthy(), &settings) {
                         cell.load.set_healthy(healthy);
                     }

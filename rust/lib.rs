@@ -4,6 +4,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cells;
 pub mod clock;
+pub mod driver;
 pub mod forward;
 pub mod health;
 pub mod placement;

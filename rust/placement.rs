@@ -6,11 +6,11 @@ use std::sync::Arc;
 /// The eligible cell with the lowest in-flight / capacity, ties broken by rotating from `start`.
 ///
 /// Loads are compared as cross products, so no division and no float rounding decides a tie.
-pub fn least_loaded<'a>(
-    cells: &'a [Arc<Cell>],
+pub fn least_loaded(
+    cells: &[Arc<Cell>],
     start: usize,
     eligible: impl Fn(&Cell) -> bool,
-) -> Option<&'a Arc<Cell>> {
+) -> Option<&Arc<Cell>> {
     let n = cells.len();
     let mut best: Option<&Arc<Cell>> = None;
     for offset in 0..n {

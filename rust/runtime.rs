@@ -1,29 +1,22 @@
-//! The process's I/O runtime: one tokio runtime, started on first use (after any fork).
+//! The background runtime: one tokio thread for the health checker, started on first use (after
+//! any fork). Requests never run here: they are forwarded on the event loop's thread.
 
 use std::sync::OnceLock;
 use tokio::runtime::{Builder, Runtime};
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
-/// The environment variable that sets how many I/O threads the runtime runs (default 1).
-pub const IO_THREADS_ENV: &str = "CELLGATE_IO_THREADS";
-
 /// The shared runtime, built the first time it is needed.
 pub fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
-        let threads = std::env::var(IO_THREADS_ENV)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(1);
         Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("cellgate-io")
+            .worker_threads(1)
+            .thread_name("cellgate-health")
             .enable_all()
             .build()
             .unwrap_or_else(|err| {
-                // Without a runtime nothing can be forwarded; say so loudly rather than limp on.
-                eprintln!("cellgate: cannot start the I/O runtime: {err}");
+                // Without a runtime no cell is ever checked; say so loudly rather than limp on.
+                eprintln!("cellgate: cannot start the health-check runtime: {err}");
                 std::process::abort()
             })
     })

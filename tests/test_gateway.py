@@ -102,6 +102,26 @@ def test_a_body_reaches_the_cell_intact(gateway: Gateway):
     assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_a_chunked_body_reaches_the_cell_intact(gateway: Gateway):
+    # No Content-Length: the body is framed by Transfer-Encoding alone and must still be read.
+    parts = [b'{"from": "acc-1", ', b'"to": "acc-2", ', b'"amount": "7.00"}']
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    token = bearer("c-hnw-us")["Authorization"]
+    head = (
+        "POST /api/transfers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as conn:
+        conn.sendall(head.encode() + chunked)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    body = b"".join(parts)
+    assert f'"body_bytes":{len(body)}'.encode() in reply.replace(b" ", b"")
+    assert hashlib.sha256(body).hexdigest().encode() in reply
+
+
 def test_a_body_over_the_limit_is_refused_with_413(gateway: Gateway):
     headers = {**bearer("c-retail-us"), "Content-Length": str(2 << 20)}
     conn = socket.create_connection(("127.0.0.1", gateway.port))

@@ -51,14 +51,19 @@ class Decision:
         """Gives the cell slot back without forwarding; says whether one was held."""
 
 class Bridge:
-    """One event loop's end of the completion bridge."""
+    """One event loop's end of the core: the reactor, tasks and cell connections that forward
+    requests on this loop's own thread. Use it only from that thread."""
 
     def __init__(self, event_loop: asyncio.AbstractEventLoop) -> None: ...
-    def fileno(self) -> int: ...
-    def drain(self) -> int:
-        """Resolves every completed future; call from ``loop.add_reader``."""
+    def fileno(self) -> int:
+        """The descriptor to watch: readable when a cell socket, a timer or a completion is."""
+    def drain(self) -> None:
+        """Runs what became ready and resolves finished futures; call from ``loop.add_reader``."""
+    @property
+    def tasks(self) -> int:
+        """How many forwards and connection drivers are alive."""
     def noop(self) -> asyncio.Future[None]:
-        """A future resolved from the I/O runtime with None: the bridge measured alone."""
+        """A future resolved with None after one wake-up of the loop: the bridge measured alone."""
 
 class Router:
     """The hot path: compiled configuration, profiles, cells and the forwarding client."""

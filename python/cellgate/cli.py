@@ -38,12 +38,6 @@ def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> N
         help="granian I/O threads per worker (default: %(default)s)",
     )
     parser.add_argument(
-        "--io-threads",
-        type=int,
-        default=1,
-        help="cellgate forwarding threads per worker (default: %(default)s)",
-    )
-    parser.add_argument(
         "--backlog", type=int, default=2048, help="listen backlog (default: %(default)s)"
     )
     parser.add_argument(
@@ -60,12 +54,11 @@ def _serve(config_path: Path, args: argparse.Namespace) -> int:
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
 
-    for name in ("workers", "runtime_threads", "io_threads", "backlog"):
+    for name in ("workers", "runtime_threads", "backlog"):
         if getattr(args, name) < 1:
             print(f"cellgate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     os.environ["CELLGATE_CONFIG"] = str(config_path.resolve())
-    os.environ["CELLGATE_IO_THREADS"] = str(args.io_threads)
     Granian(
         target="cellgate.gateway:create_app",
         factory=True,

@@ -1,7 +1,8 @@
 """The RSGI application granian serves: decide in the core, read the body, forward through the core.
 
-Per request Python does three things: one ``decide`` call, one body read, and one await of the
-core's forward, whose completion arrives through the bridge (an eventfd the loop watches).
+Per request Python does three things: one ``decide`` call, one body read (none when the request
+has no body), and one await of the core's forward, which runs on this loop's own thread and
+completes through the bridge (a descriptor the loop watches).
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ class Gateway:
             decision.release()
             proto.response_bytes(*self._too_large(decision.request_id, length))
             return
-        try:
-            body = await proto()
-        except Exception:
-            decision.release()
-            return
+        if length is None and "transfer-encoding" not in headers:
+            body = b""  # RFC 9112 section 6.3: a request with neither header has no body.
+        else:
+            try:
+                body = await proto()
+            except Exception:
+                decision.release()
+                return
         if len(body) > self.max_request_bytes:
             decision.release()
             proto.response_bytes(*self._too_large(decision.request_id, str(len(body))))

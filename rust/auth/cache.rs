@@ -85,6 +85,11 @@ impl TokenCache {
             .sum()
     }
 
+    /// Whether no token is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets every cached token.
     pub fn clear(&self) {
         for shard in self.shards.iter() {

@@ -1,18 +1,24 @@
-//! How a completion on the I/O runtime wakes the asyncio loop, in one place.
+//! How a finished forward reaches the asyncio loop, in one place.
 //!
-//! Completions go into a lock-free queue; the first one after a drain writes an eventfd the loop
-//! watches (`loop.add_reader`). The loop's reader callback, `Bridge.drain`, resolves every queued
-//! future in one wake-up. The I/O threads never take the GIL.
+//! A bridge belongs to one event loop. The loop watches the bridge's descriptor (a mio poll with
+//! every cell socket in it) and calls `Bridge.drain` when it is readable; a forward runs as a task
+//! on the bridge's executor, on the loop's own thread. So a request never changes threads inside
+//! cellgate: granian hands it to the loop, the loop writes it to the cell, the cell's answer wakes
+//! the loop, and the loop answers. Futures finished in one turn are resolved together.
 
+use crate::driver::executor::Executor;
+use crate::driver::reactor::Reactor;
+use crate::forward::pool::Pools;
 use crate::forward::Answer;
 use crate::py::decision::{problem_triple, response_triple};
 use crate::reason::{Reason, Refusal};
-use crossbeam_queue::SegQueue;
+use crate::router::Router;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// What a future is resolved with.
@@ -55,54 +61,25 @@ impl Outcome {
     }
 }
 
-/// The queue of finished work and the eventfd that announces it.
-pub struct Completions {
-    queue: SegQueue<(Py<PyAny>, Outcome)>,
-    armed: AtomicBool,
-    eventfd: OwnedFd,
+/// Futures finished and waiting to be resolved, in the order they finished.
+#[derive(Default)]
+struct Completions {
+    done: RefCell<Vec<(Py<PyAny>, Outcome)>>,
 }
 
-impl Completions {
-    fn new() -> std::io::Result<Self> {
-        // SAFETY: eventfd returns a new descriptor we own, or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Completions {
-            queue: SegQueue::new(),
-            armed: AtomicBool::new(false),
-            // SAFETY: fd is valid and owned by nobody else.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    fn push(&self, future: Py<PyAny>, outcome: Outcome) {
-        self.queue.push((future, outcome));
-        if !self.armed.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN)
-            // still leaves the descriptor readable, so the wake-up is not lost.
-            unsafe {
-                libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8);
-            }
-        }
-    }
-}
-
-/// A future waiting for its outcome. If the work ends without completing it (a panic, a dropped
+/// A future waiting for its outcome. If its task ends without completing it (a panic, a dropped
 /// task), dropping this completes it with a 500 problem, so no request waits forever.
 pub struct Pending {
-    completions: Arc<Completions>,
+    completions: Rc<Completions>,
     future: Option<Py<PyAny>>,
     request_id: String,
 }
 
 impl Pending {
-    /// Resolves the future with `outcome`.
+    /// Resolves the future with `outcome` at the end of this turn.
     pub fn complete(mut self, outcome: Outcome) {
         if let Some(future) = self.future.take() {
-            self.completions.push(future, outcome);
+            self.completions.done.borrow_mut().push((future, outcome));
         }
     }
 }
@@ -112,21 +89,23 @@ impl Drop for Pending {
         if let Some(future) = self.future.take() {
             let refusal = Refusal::new(Reason::Internal, "the forward ended without an answer");
             let request_id = std::mem::take(&mut self.request_id);
-            self.completions.push(
-                future,
-                Outcome::Refused {
-                    refusal,
-                    request_id,
-                },
-            );
+            let outcome = Outcome::Refused {
+                refusal,
+                request_id,
+            };
+            self.completions.done.borrow_mut().push((future, outcome));
         }
     }
 }
 
-/// One event loop's end of the bridge: make futures, and resolve them when work completes.
-#[pyclass(name = "Bridge", frozen, module = "cellgate._core")]
+/// One event loop's end of the core: its reactor, its tasks, its connections to the cells.
+#[pyclass(name = "Bridge", unsendable, module = "cellgate._core")]
 pub struct PyBridge {
-    completions: Arc<Completions>,
+    reactor: Rc<Reactor>,
+    executor: Rc<Executor>,
+    completions: Rc<Completions>,
+    /// The connection pools of the router last forwarded for (one router per worker in practice).
+    pools: RefCell<Option<(Arc<Router>, Rc<Pools>)>>,
     create_future: Py<PyAny>,
 }
 
@@ -141,6 +120,59 @@ impl PyBridge {
         };
         Ok((future, pending))
     }
+
+    /// This loop's connection pools for `router`.
+    pub fn pools(&self, router: &Arc<Router>) -> Rc<Pools> {
+        let mut slot = self.pools.borrow_mut();
+        if let Some((owner, pools)) = &*slot {
+            if Arc::ptr_eq(owner, router) {
+                return pools.clone();
+            }
+        }
+        let pools = Rc::new(Pools::new(
+            self.reactor.clone(),
+            self.executor.clone(),
+            router.forward_settings(),
+        ));
+        *slot = Some((router.clone(), pools.clone()));
+        pools
+    }
+
+    /// Starts `task` now: it runs until it first waits (a forward writes its request).
+    pub fn start(&self, py: Python<'_>, task: impl Future<Output = ()> + 'static) -> PyResult<()> {
+        self.executor.spawn(task);
+        self.executor.run();
+        self.resolve(py)
+    }
+
+    fn resolve(&self, py: Python<'_>) -> PyResult<()> {
+        let done = std::mem::take(&mut *self.completions.done.borrow_mut());
+        let set_result = intern!(py, "set_result");
+        let mut first_error = None;
+        for (future, outcome) in done {
+            // A future cancelled meanwhile (the client went away) refuses a result; nobody
+            // waits for it then.
+            match outcome.into_py(py) {
+                Ok(value) => {
+                    let _ = future.call_method1(py, set_result, (value,));
+                }
+                Err(err) => {
+                    let _ =
+                        future.call_method1(py, intern!(py, "set_exception"), (err.clone_ref(py),));
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for PyBridge {
+    fn drop(&mut self) {
+        // Tasks hold the pools and the pools the executor: clearing the tasks breaks that cycle.
+        self.pools.borrow_mut().take();
+        self.executor.clear();
+    }
 }
 
 #[pymethods]
@@ -148,47 +180,43 @@ impl PyBridge {
     /// A bridge for `loop`; register it with `loop.add_reader(bridge.fileno(), bridge.drain)`.
     #[new]
     fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let completions =
-            Completions::new().map_err(|err| PyOSError::new_err(format!("eventfd: {err}")))?;
+        let reactor =
+            Reactor::new().map_err(|err| PyOSError::new_err(format!("reactor: {err}")))?;
         Ok(PyBridge {
-            completions: Arc::new(completions),
+            reactor: Rc::new(reactor),
+            executor: Rc::new(Executor::default()),
+            completions: Rc::new(Completions::default()),
+            pools: RefCell::new(None),
             create_future: event_loop.getattr("create_future")?.unbind(),
         })
     }
 
-    /// The descriptor that becomes readable when completions are waiting.
+    /// The descriptor that becomes readable when a cell socket, a timer or a completion is ready.
     fn fileno(&self) -> i32 {
-        self.completions.eventfd.as_raw_fd()
+        self.reactor.fd()
     }
 
-    /// Resolves every waiting future; returns how many. Call it from the loop's reader callback.
-    fn drain(&self, py: Python<'_>) -> PyResult<usize> {
-        let mut counter = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN (nothing to read) is fine.
-        unsafe {
-            libc::read(
-                self.completions.eventfd.as_raw_fd(),
-                counter.as_mut_ptr().cast(),
-                8,
-            );
-        }
-        self.completions.armed.store(false, Ordering::Release);
-        let set_result = intern!(py, "set_result");
-        let mut resolved = 0;
-        while let Some((future, outcome)) = self.completions.queue.pop() {
-            let value = outcome.into_py(py)?;
-            // A future cancelled meanwhile refuses a result; nobody is waiting for it then.
-            if future.call_method1(py, set_result, (value,)).is_ok() {
-                resolved += 1;
-            }
-        }
-        Ok(resolved)
+    /// Runs what became ready and resolves every future that finished. Call it from the loop's
+    /// reader callback.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        self.reactor
+            .turn()
+            .map_err(|err| PyOSError::new_err(format!("reactor: {err}")))?;
+        self.executor.run();
+        self.resolve(py)
     }
 
-    /// A future resolved with None from the I/O runtime: the bridge's cost, measured alone.
+    /// How many tasks (forwards and connection drivers) are alive on this bridge.
+    #[getter]
+    fn tasks(&self) -> usize {
+        self.executor.len()
+    }
+
+    /// A future resolved with None through one wake-up of the loop: the bridge's cost alone.
     fn noop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (future, pending) = self.pending(py, String::new())?;
-        crate::runtime::runtime().spawn(async move { pending.complete(Outcome::Nothing) });
+        pending.complete(Outcome::Nothing);
+        self.reactor.nudge();
         Ok(future)
     }
 }

@@ -1,7 +1,10 @@
 //! `Router`: decide in the core, forward through the core, inspect live cell state.
 
 use crate::cells::Cell;
-use crate::forward::{Forwarder, Outbound};
+use crate::forward::exchange::exchange;
+use crate::forward::probe::ProbeClient;
+use crate::forward::request::build_request;
+use crate::forward::Outbound;
 use crate::health::HealthChecker;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
@@ -33,7 +36,7 @@ fn strip_port(client: &str) -> &str {
 #[pyclass(name = "Router", frozen, module = "cellgate._core")]
 pub struct PyRouter {
     core: Arc<Router>,
-    forwarder: Arc<Forwarder>,
+    probes: Arc<ProbeClient>,
     health: Mutex<Option<HealthChecker>>,
 }
 
@@ -51,12 +54,12 @@ impl PyRouter {
         let settings: CoreSettings = serde_json::from_slice(settings_json)
             .map_err(|err| CoreConfigError::new_err(vec![format!("settings: {err}")]))?;
         let clock = clock.map(|c| c.inner.clone()).unwrap_or_default();
-        let forwarder = Arc::new(Forwarder::new(&settings.forward));
+        let probes = Arc::new(ProbeClient::new(&settings.forward));
         let core =
             Router::build(settings, profiles_jsonl, clock).map_err(CoreConfigError::new_err)?;
         Ok(PyRouter {
             core: Arc::new(core),
-            forwarder,
+            probes,
             health: Mutex::new(None),
         })
     }
@@ -98,8 +101,10 @@ impl PyRouter {
         }
     }
 
-    /// Forwards a routed decision's request to its cell; returns a future of the bridge's loop
-    /// that resolves to `(status, headers, body)`. The slot is released when the cell answers.
+    /// Forwards a routed decision's request to its cell on the bridge's loop; returns a future
+    /// that resolves to `(status, headers, body)`. The request is written before this returns;
+    /// the slot is released when the cell answers.
+    #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
     fn forward(
         &self,
         py: Python<'_>,
@@ -123,9 +128,12 @@ impl PyRouter {
             request_id: request_id.clone(),
             client_ip: decision.client_ip().to_owned(),
         };
-        let forwarder = self.forwarder.clone();
-        crate::runtime::runtime().spawn(async move {
-            let result = forwarder.send(route.cell(), outbound).await;
+        let pools = bridge.pools(&self.core);
+        bridge.start(py, async move {
+            let result = match build_request(route.cell(), outbound) {
+                Ok(request) => exchange(&pools, route.cell(), request).await,
+                Err(refusal) => Err(refusal),
+            };
             drop(route);
             pending.complete(match result {
                 Ok(answer) => Outcome::Answer { answer, request_id },
@@ -134,7 +142,7 @@ impl PyRouter {
                     request_id,
                 },
             });
-        });
+        })?;
         Ok(future)
     }
 
@@ -144,7 +152,7 @@ impl PyRouter {
             if health.is_none() {
                 *health = Some(HealthChecker::start(
                     self.core.cells().all().to_vec(),
-                    self.forwarder.clone(),
+                    self.probes.clone(),
                     self.core.health_settings().clone(),
                 ));
             }
