@@ -16,6 +16,10 @@ stopped at the end, also on errors and Ctrl-C.
     python benches/e2e_load.py                                   # all four, 10 s each
     python benches/e2e_load.py --only direct,nginx,haproxy --duration 3
     python benches/e2e_load.py --only haproxy,cellgate --loop rloop --json results.json
+    python benches/e2e_load.py --only haproxy,cellgate --rounds 5   # medians of 5 interleaved runs
+
+On a shared, noisy machine use --rounds: each round measures every peer once, in turn, so drift
+hits all peers alike; the table then shows each peer's medians over the rounds.
 
 Needs nginx, haproxy (2.6+) and wrk (scripts/install-bench-deps.sh installs them on Debian), pyjwt,
 and for the cellgate peer an installed cellgate (or --cellgate-cmd).
@@ -36,6 +40,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -324,7 +329,7 @@ def start_nginx(
 ) -> tuple:
     """Starts nginx in the foreground with its own prefix directory; returns (process, log path)."""
     prefix = workdir / name
-    prefix.mkdir()
+    prefix.mkdir(exist_ok=True)
     conf = render(
         template, prefix / "nginx.conf", dir=prefix, user_line=nginx_user_line(), **values
     )
@@ -368,7 +373,7 @@ def start_haproxy(
     """Validates the HAProxy configuration with `haproxy -c`, then runs it in the foreground."""
     haproxy = find_tool("haproxy")
     home = workdir / "haproxy"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     cfg = render(
         "haproxy.cfg",
         home / "haproxy.cfg",
@@ -401,7 +406,7 @@ def start_cellgate(
 ) -> tuple:
     """Writes the cellgate configuration and runs `cellgate serve` with one worker."""
     home = workdir / "cellgate"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     config_path = home / "cellgate.toml"
     config_path.write_text(
         cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path), encoding="utf-8"
@@ -544,6 +549,21 @@ def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform()}
 
 
+def median_of(runs: list[Result]) -> Result:
+    """One peer's rounds as one row: the median of each figure, every error counted."""
+    if len(runs) == 1:
+        return runs[0]
+    return Result(
+        peer=runs[0].peer,
+        label=runs[0].label,
+        requests_per_s=statistics.median(r.requests_per_s for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        errors=sum(r.errors for r in runs),
+        wrk={"rounds_requests_per_s": [round(r.requests_per_s) for r in runs]},
+    )
+
+
 def print_table(results: list[Result], failed: dict[str, str]) -> None:
     """The results side by side, with ratios to HAProxy where HAProxy was measured."""
     reference = next((r for r in results if r.peer == "haproxy"), None)
@@ -563,6 +583,9 @@ def print_table(results: list[Result], failed: dict[str, str]) -> None:
         )
     for peer, reason in failed.items():
         print(f"{PEER_LABELS[peer]:<30} failed: {reason.splitlines()[0]}")
+    for r in results:
+        if "rounds_requests_per_s" in r.wrk:
+            print(f"{r.label:<30} req/s by round: {r.wrk['rounds_requests_per_s']}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -595,6 +618,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--loop", help="event loop for `cellgate serve --loop` (default: cellgate's)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every peer this many times, interleaved, and report medians"
+        " (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
         "--keep-tmp",
@@ -610,6 +640,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.peers = [p for p in PEERS if p in args.peers]
     if not 1 <= args.duration <= 600:
         parser.error("--duration must be between 1 and 600 seconds")
+    if not 1 <= args.rounds <= 50:
+        parser.error("--rounds must be between 1 and 50")
     if not 0 <= args.warmup <= 60:
         parser.error("--warmup must be between 0 and 60 seconds")
     if args.threads < 1 or args.connections < args.threads:
@@ -644,20 +676,24 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         start_cells(procs, workdir, cell_ports)
-        for peer in args.peers:
-            print(f"{PEER_LABELS[peer]} ...", flush=True)
-            try:
-                result = run_peer(peer, procs, workdir, cell_ports, fixtures, args)
-            except BenchError as err:
-                print(f"  failed: {err}", file=sys.stderr, flush=True)
-                failed[peer] = str(err)
-                continue
-            results.append(result)
-            print(
-                f"  {result.requests_per_s:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
-                f" p99 {result.p99_ms:.2f} ms, {result.errors} errors",
-                flush=True,
-            )
+        rounds: dict[str, list[Result]] = {peer: [] for peer in args.peers}
+        for round_no in range(1, args.rounds + 1):
+            for peer in [p for p in args.peers if p not in failed]:
+                of_rounds = f" (round {round_no}/{args.rounds})" if args.rounds > 1 else ""
+                print(f"{PEER_LABELS[peer]}{of_rounds} ...", flush=True)
+                try:
+                    result = run_peer(peer, procs, workdir, cell_ports, fixtures, args)
+                except BenchError as err:
+                    print(f"  failed: {err}", file=sys.stderr, flush=True)
+                    failed[peer] = str(err)
+                    continue
+                rounds[peer].append(result)
+                print(
+                    f"  {result.requests_per_s:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
+                    f" p99 {result.p99_ms:.2f} ms, {result.errors} errors",
+                    flush=True,
+                )
+        results = [median_of(runs) for runs in rounds.values() if runs]
         print_table(results, failed)
         if args.json:
             report = {
@@ -671,7 +707,9 @@ def main(argv: list[str] | None = None) -> int:
                     "customers": CUSTOMER_COUNT,
                     "loop": args.loop,
                 },
+                "rounds": args.rounds,
                 "results": [asdict(r) for r in results],
+                "runs": {peer: [asdict(r) for r in runs] for peer, runs in rounds.items()},
                 "failed": failed,
             }
             args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
