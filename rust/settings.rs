@@ -32,14 +32,39 @@ pub struct JwtSettings {
     pub keys: Vec<KeySettings>,
 }
 
-/// One verification key, found by `kid`.
-#[derive(Debug, Clone, Deserialize)]
+/// One verification key, found by `kid`, bound to one algorithm. Exactly one of the key forms is
+/// given: a secret for HS*, a public key (DER SubjectPublicKeyInfo or JWK) for the others.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
     pub kid: String,
     pub alg: String,
-    /// The shared secret for HS* keys, base64url without padding.
-    pub secret_b64: String,
+    /// The shared secret of an HS* key, base64url without padding.
+    #[serde(default)]
+    pub secret_b64: Option<String>,
+    /// A public key as DER SubjectPublicKeyInfo (a PEM "PUBLIC KEY" without its armour),
+    /// base64url without padding.
+    #[serde(default)]
+    pub spki_b64: Option<String>,
+    /// A public key as a JWK (RFC 7517).
+    #[serde(default)]
+    pub jwk: Option<JwkSettings>,
+}
+
+/// The public members of a JWK (RFC 7518 section 6, RFC 8037 for OKP); values base64url.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JwkSettings {
+    pub kty: String,
+    #[serde(default)]
+    pub n: Option<String>,
+    #[serde(default)]
+    pub e: Option<String>,
+    #[serde(default)]
+    pub crv: Option<String>,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub y: Option<String>,
 }
 
 /// Per-tier policy.

@@ -19,6 +19,7 @@ from typing import Any
 import cellgate.demo
 import pytest
 from cellgate.config import ConfigError, build_router, load_config
+from cellgate.keys import ALGORITHMS
 
 DEMO_DIR = Path(cellgate.demo.__file__).parent
 TOPOLOGY = DEMO_DIR / "topology.toml"
@@ -115,7 +116,7 @@ def duplicate(path: str) -> Mutation:
 UNKNOWN_CELL = "known: capacity, certifications, encryption, endpoint, id, region, signed, tier"
 UNKNOWN_TOP = "known: admin, cells, forward, health, jwt, profiles, tiers"
 ENCRYPTION = "must be one of 'standard', 'enhanced', 'maximum'"
-ALG = "must be one of 'HS256', 'HS384', 'HS512'"
+ALG = "must be one of " + ", ".join(repr(a) for a in ALGORITHMS)
 
 CASES: list[Any] = [
     # cells
@@ -175,7 +176,10 @@ CASES: list[Any] = [
     (put("base_dir", "/etc"), [f"base_dir: unknown field ({UNKNOWN_TOP})"]),
     (
         put("jwt.keys[0].use", "sig"),
-        ["jwt.keys[0].use: unknown field (known: alg, kid, secret, secret_env)"],
+        [
+            "jwt.keys[0].use: unknown field (known: alg, jwk, kid, public_key_file,"
+            " public_key_pem, secret, secret_b64, secret_env)"
+        ],
     ),
     (put("tiers.retail.weight", 2), ["tiers.retail.weight: unknown field (known: placement)"]),
     (
@@ -184,10 +188,13 @@ CASES: list[Any] = [
     ),
     (put("tiers.retail", 1), ["tiers.retail: expected a table, got int"]),
     # jwt
-    (put("jwt.keys", []), ["jwt.keys: must have at least 1 item(s)"]),
+    (put("jwt.keys", []), ["jwt.keys: give at least one key, or jwt.jwks_file"]),
     (put("jwt.keys", {"kid": "k"}), ["jwt.keys: expected an array, got table"]),
     (put("jwt.keys[0].alg", "none"), [f"jwt.keys[0].alg: {ALG}, got 'none'"]),
-    (put("jwt.keys[0].alg", "RS256"), [f"jwt.keys[0].alg: {ALG}, got 'RS256'"]),
+    (
+        put("jwt.keys[0].alg", "RS256"),
+        ["jwt.keys[0]: RS256 takes a public key, not a shared secret"],
+    ),
     (put("jwt.keys[0].kid", ""), ["jwt.keys[0].kid: must have at least 1 character(s)"]),
     (
         put("jwt.keys[0].secret", "too-short"),
@@ -199,9 +206,12 @@ CASES: list[Any] = [
     ),
     (
         put("jwt.keys[0].secret_env", EMPTY_ENV),
-        ["jwt.keys[0]: give exactly one of secret or secret_env"],
+        ["jwt.keys[0]: give exactly one of secret, secret_env or secret_b64"],
     ),
-    (drop("jwt.keys[0].secret"), ["jwt.keys[0]: give exactly one of secret or secret_env"]),
+    (
+        drop("jwt.keys[0].secret"),
+        ["jwt.keys[0]: give exactly one of secret, secret_env or secret_b64"],
+    ),
     (
         (drop("jwt.keys[0].secret"), put("jwt.keys[0].secret_env", UNSET_ENV)),
         [f"jwt.keys[0].secret_env: environment variable {UNSET_ENV} is not set"],
@@ -214,7 +224,10 @@ CASES: list[Any] = [
         (drop("jwt.keys[0].secret"), put("jwt.keys[0].secret_env", "")),
         ["jwt.keys[0].secret_env: must have at least 1 character(s)"],
     ),
-    (duplicate("jwt.keys[0]"), ["jwt.keys[1].kid: duplicate kid 'demo-2026'"]),
+    (
+        duplicate("jwt.keys[0]"),
+        ["jwt.keys[1].kid: duplicate kid 'demo-2026' (also jwt.keys[0])"],
+    ),
     (put("jwt.leeway_s", -1), ["jwt.leeway_s: must be >= 0, got -1"]),
     (put("jwt.leeway_s", "30"), ["jwt.leeway_s: expected int, got str"]),
     (put("jwt.customer_claim", ""), ["jwt.customer_claim: must have at least 1 character(s)"]),

@@ -7,8 +7,8 @@ its profile source into a :class:`cellgate._core.Router`.
 
 from __future__ import annotations
 
-import base64
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -18,6 +18,7 @@ import msgspec
 
 from cellgate import _core
 from cellgate._validate import validate
+from cellgate.keys import Algorithm, jwks_keys, key_settings
 
 __all__ = [
     "AdminConfig",
@@ -40,9 +41,6 @@ Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 
-#: Minimum HMAC key length in bytes for each algorithm (RFC 7518 section 3.2).
-HMAC_MIN_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-
 
 class ConfigError(ValueError):
     """A configuration was refused; ``errors`` lists every problem as ``path: message``."""
@@ -61,18 +59,24 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class JwtKeyConfig(_Section):
-    """A token verification key; the secret is given inline or named by an environment variable."""
+    """A token verification key bound to one algorithm: for HS* a secret (inline, from an
+    environment variable, or base64url), for the others a public key (PEM file, PEM text, JWK)."""
 
     kid: Name
-    alg: Literal["HS256", "HS384", "HS512"] = "HS256"
+    alg: Algorithm = "HS256"
     secret: str | None = None
     secret_env: Name | None = None
+    secret_b64: Name | None = None
+    public_key_file: Name | None = None
+    public_key_pem: Name | None = None
+    jwk: dict[str, Any] | None = None
 
 
 class JwtConfig(_Section):
     """How bearer tokens are verified."""
 
-    keys: Annotated[list[JwtKeyConfig], msgspec.Meta(min_length=1)]
+    keys: list[JwtKeyConfig] = []
+    jwks_file: Name | None = None
     issuer: str | None = None
     audience: str | None = None
     leeway_s: NonNegative = 30
@@ -151,7 +155,7 @@ class Config(_Section):
     _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir",)
 
 
-def _secret(section: JwtKeyConfig | AdminConfig, path: str, errors: list[str]) -> bytes | None:
+def _secret(section: AdminConfig, path: str, errors: list[str]) -> bytes | None:
     if (section.secret is None) == (section.secret_env is None):
         errors.append(f"{path}: give exactly one of secret or secret_env")
         return None
@@ -189,21 +193,26 @@ def _table(raw: Any, key: str, default: Any = None) -> Any:
 def _check_semantics(raw: dict[str, Any], base_dir: str, errors: list[str]) -> None:
     """The checks past types and bounds, run on every part that is structurally valid on its own
     (its structural errors are already reported), so that all problems show at once."""
-    seen_kids: set[str] = set()
-    keys = _table(_table(raw, "jwt"), "keys")
+    jwt = _table(raw, "jwt")
+    keys = _table(jwt, "keys")
+    compiled: list[tuple[dict[str, Any], str]] = []
     for i, item in enumerate(keys if isinstance(keys, list) else []):
         key = validate(item, JwtKeyConfig, [], f"jwt.keys[{i}]")
-        if key is None:
-            continue
-        secret = _secret(key, f"jwt.keys[{i}]", errors)
-        minimum = HMAC_MIN_KEY_BYTES[key.alg]
-        if secret is not None and len(secret) < minimum:
-            errors.append(
-                f"jwt.keys[{i}].secret: {key.alg} needs at least {minimum} bytes, got {len(secret)}"
-            )
-        if key.kid in seen_kids:
-            errors.append(f"jwt.keys[{i}].kid: duplicate kid {key.kid!r}")
-        seen_kids.add(key.kid)
+        if key is not None:
+            path = f"jwt.keys[{i}]"
+            settings = key_settings(key, path, base_dir, errors)
+            compiled.append((settings or {"kid": key.kid}, path))
+    jwks_file = _table(jwt, "jwks_file")
+    if isinstance(jwks_file, str) and jwks_file:
+        compiled.extend(jwks_keys(jwks_file, base_dir, errors))
+    elif isinstance(jwt, dict) and not keys and "jwks_file" not in jwt:
+        errors.append("jwt.keys: give at least one key, or jwt.jwks_file")
+    seen_kids: dict[str, str] = {}
+    for settings, path in compiled:
+        kid = settings["kid"]
+        if kid in seen_kids:
+            errors.append(f"{path}.kid: duplicate kid {kid!r} (also {seen_kids[kid]})")
+        seen_kids.setdefault(kid, path)
     tiers = _table(raw, "tiers", {})
     seen_cells: set[str] = set()
     cells = _table(raw, "cells")
@@ -275,8 +284,17 @@ def admin_secret(config: Config) -> bytes | None:
     return _secret(config.admin, "admin", [])
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+def compiled_keys(config: Config) -> list[tuple[dict[str, Any], str]]:
+    """The core's key settings of a valid configuration, each with the path that wrote it."""
+    errors: list[str] = []
+    keys = [
+        (key_settings(k, f"jwt.keys[{i}]", config.base_dir, errors) or {}, f"jwt.keys[{i}]")
+        for i, k in enumerate(config.jwt.keys)
+    ]
+    if config.jwt.jwks_file:
+        keys.extend(jwks_keys(config.jwt.jwks_file, config.base_dir, errors))
+    return keys
 
 
 def compile_settings(config: Config) -> bytes:
@@ -291,10 +309,7 @@ def compile_settings(config: Config) -> bytes:
             "require_exp": jwt.require_exp,
             "cache_size": jwt.cache_size,
             "cache_ttl_s": jwt.cache_ttl_s,
-            "keys": [
-                {"kid": k.kid, "alg": k.alg, "secret_b64": _b64(_secret(k, "", []) or b"")}
-                for k in jwt.keys
-            ],
+            "keys": [settings for settings, _ in compiled_keys(config)],
         },
         "tiers": {name: {"placement": tier.placement} for name, tier in config.tiers.items()},
         "cells": [
@@ -332,7 +347,21 @@ def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Rout
     try:
         return _core.Router(compile_settings(config), profiles, clock)
     except _core.CoreConfigError as err:
-        raise ConfigError([_name_profile_file(e, config) for e in err.args[0]]) from None
+        key_paths = [path for _, path in compiled_keys(config)]
+        raise ConfigError(
+            [_name_key(_name_profile_file(e, config), key_paths) for e in err.args[0]]
+        ) from None
+
+
+_CORE_KEY_ERROR = re.compile(r"^jwt\.keys\[(\d+)\]\.")
+
+
+def _name_key(error: str, key_paths: list[str]) -> str:
+    """The core numbers keys as compiled (inline keys, then the JWKS file's); name the source."""
+    match = _CORE_KEY_ERROR.match(error)
+    if match is None or int(match[1]) >= len(key_paths):
+        return error
+    return f"{key_paths[int(match[1])]}.{error[match.end() :]}"
 
 
 def _name_profile_file(error: str, config: Config) -> str:

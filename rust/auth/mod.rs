@@ -3,6 +3,7 @@
 mod cache;
 mod claims;
 mod keys;
+mod spki;
 mod verifier;
 
 pub use cache::TokenCache;

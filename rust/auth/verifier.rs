@@ -247,7 +247,8 @@ mod tests {
             keys: vec![KeySettings {
                 kid: "k1".into(),
                 alg: "HS256".into(),
-                secret_b64: URL_SAFE_NO_PAD.encode(SECRET),
+                secret_b64: Some(URL_SAFE_NO_PAD.encode(SECRET)),
+                ..KeySettings::default()
             }],
         }
     }
@@ -397,11 +398,11 @@ mod tests {
     #[test]
     fn short_secrets_and_unknown_algs_are_refused() {
         let mut s = settings();
-        s.keys[0].secret_b64 = URL_SAFE_NO_PAD.encode(b"short");
+        s.keys[0].secret_b64 = Some(URL_SAFE_NO_PAD.encode(b"short"));
         s.keys.push(KeySettings {
             kid: "k2".into(),
             alg: "none".into(),
-            secret_b64: String::new(),
+            ..KeySettings::default()
         });
         let errors = Verifier::build(&s).err().unwrap();
         assert_eq!(errors.len(), 2);
