@@ -13,6 +13,8 @@ pub enum Reason {
     AlgNotAllowed,
     UnknownKid,
     MissingCustomer,
+    TokenRevoked,
+    StepUpRequired,
     CustomerNotFound,
     NoEligibleCell,
     CellUnreachable,
@@ -35,6 +37,8 @@ impl Reason {
             Reason::AlgNotAllowed => "alg_not_allowed",
             Reason::UnknownKid => "unknown_kid",
             Reason::MissingCustomer => "missing_customer",
+            Reason::TokenRevoked => "token_revoked",
+            Reason::StepUpRequired => "step_up_required",
             Reason::CustomerNotFound => "customer_not_found",
             Reason::NoEligibleCell => "no_eligible_cell",
             Reason::CellUnreachable => "cell_unreachable",
@@ -56,7 +60,9 @@ impl Reason {
             | Reason::WrongAudience
             | Reason::AlgNotAllowed
             | Reason::UnknownKid
-            | Reason::MissingCustomer => 401,
+            | Reason::MissingCustomer
+            | Reason::TokenRevoked => 401,
+            Reason::StepUpRequired => 403,
             Reason::CustomerNotFound => 404,
             Reason::NoEligibleCell => 503,
             Reason::CellUnreachable | Reason::ResponseTooLarge => 502,
@@ -78,6 +84,8 @@ impl Reason {
             Reason::AlgNotAllowed => "The token's algorithm is not allowed for its key",
             Reason::UnknownKid => "The token names an unknown key",
             Reason::MissingCustomer => "The token does not name a customer",
+            Reason::TokenRevoked => "The token has been revoked",
+            Reason::StepUpRequired => "Stronger authentication is required for this request",
             Reason::CustomerNotFound => "No profile exists for this customer",
             Reason::NoEligibleCell => "No cell can serve this request now",
             Reason::CellUnreachable => "The cell could not be reached",

@@ -29,7 +29,25 @@ pub struct JwtSettings {
     pub cache_size: usize,
     /// How long a verified token without `exp` may stay cached.
     pub cache_ttl_s: u64,
+    /// What proves step-up authentication (none configured: nothing can prove it).
+    #[serde(default)]
+    pub step_up: StepUpSettings,
     pub keys: Vec<KeySettings>,
+}
+
+/// What counts as proof of step-up authentication; every part given must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpSettings {
+    /// An `amr` value the token must list (RFC 8176, e.g. `mfa`).
+    #[serde(default)]
+    pub amr: Option<String>,
+    /// `acr` values, any one of which is enough.
+    #[serde(default)]
+    pub acr: Vec<String>,
+    /// How recent `auth_time` must be, in seconds.
+    #[serde(default)]
+    pub max_age_s: Option<u64>,
 }
 
 /// One verification key, found by `kid`, bound to one algorithm. Exactly one of the key forms is

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cellgate.demo.launch import demo_customers, demo_token
+from cellgate.demo.launch import demo_admin_token, demo_customers, demo_token
 from harness import Gateway, http_json
 
 CELL_TIERS = {
@@ -171,6 +171,34 @@ def test_admin_routes_need_an_admin_token(gateway: Gateway):
     status, _, problem = http_json(gateway.port, "GET", "/_cellgate/cells", customer_token)
     assert (status, problem["reason"]) == (401, "admin_token_invalid")
     assert {cell["id"] for cell in gateway.cells()} == set(CELL_TIERS)
+
+
+def test_revoked_tokens_are_refused_until_the_revocation_is_lifted(gateway: Gateway):
+    admin = {"Authorization": f"Bearer {demo_admin_token()}", "Content-Type": "application/json"}
+    by_jti = bearer("c-corp-us", jti="tok-revoke-me")
+    assert http_json(gateway.port, "GET", "/api/accounts", by_jti)[0] == 200  # now cached
+    body = b'{"jti": "tok-revoke-me", "forget_after_s": 4102444800}'
+    status, _, counts = http_json(gateway.port, "POST", "/_cellgate/revocations", admin, body)
+    assert (status, counts["tokens"]) == (200, 1)
+    status, _, problem = http_json(gateway.port, "GET", "/api/accounts", by_jti)
+    assert (status, problem["reason"]) == (401, "token_revoked")
+    assert http_json(gateway.port, "GET", "/api/accounts", bearer("c-corp-us"))[0] == 200
+
+    old = bearer("c-corp-eu", iat=int(time.time()) - 60)
+    cut_off = f'{{"customer_id": "c-corp-eu", "issued_before_s": {time.time() - 30}}}'.encode()
+    assert http_json(gateway.port, "POST", "/_cellgate/revocations", admin, cut_off)[0] == 200
+    assert http_json(gateway.port, "GET", "/api/accounts", old)[2]["reason"] == "token_revoked"
+    assert http_json(gateway.port, "GET", "/api/accounts", bearer("c-corp-eu"))[0] == 200
+    path = "/_cellgate/revocations/customers/c-corp-eu"
+    assert http_json(gateway.port, "DELETE", path, admin)[2] == {
+        "customer_id": "c-corp-eu",
+        "lifted": True,
+    }
+    assert http_json(gateway.port, "GET", "/api/accounts", old)[0] == 200
+
+    for bad in (b"{", b'{"jti": "x"}', b'{"jti": "x", "customer_id": "y"}', b'{"who": 1}'):
+        status, _, problem = http_json(gateway.port, "POST", "/_cellgate/revocations", admin, bad)
+        assert (status, problem["reason"]) == (400, "bad_revocation"), bad
 
 
 def _abandon(port: int, request: bytes) -> None:

@@ -102,3 +102,11 @@ class Router:
     def profile_count(self) -> int: ...
     @property
     def cached_tokens(self) -> int: ...
+    def revoke_token(self, jti: str, forget_after_s: int) -> None:
+        """Refuses the token with ``jti`` (401 token_revoked) until ``forget_after_s``."""
+    def revoke_customer(self, customer_id: str, issued_before_s: float) -> None:
+        """Refuses the customer's tokens issued before ``issued_before_s`` (and any without iat)."""
+    def lift_customer_revocation(self, customer_id: str) -> bool: ...
+    @property
+    def revocations(self) -> dict[str, int]:
+        """``{"tokens": n, "customers": m}``."""

@@ -30,6 +30,7 @@ __all__ = [
     "JwtConfig",
     "JwtKeyConfig",
     "ProfilesConfig",
+    "StepUpConfig",
     "TierConfig",
     "build_router",
     "compile_settings",
@@ -72,6 +73,15 @@ class JwtKeyConfig(_Section):
     jwk: dict[str, Any] | None = None
 
 
+class StepUpConfig(_Section):
+    """What proves step-up authentication; every part given must hold. With none given, nothing
+    proves it (a request that needs step-up is always refused)."""
+
+    amr: Name | None = None
+    acr: list[Name] = []
+    max_age_s: Positive | None = None
+
+
 class JwtConfig(_Section):
     """How bearer tokens are verified."""
 
@@ -84,6 +94,7 @@ class JwtConfig(_Section):
     require_exp: bool = True
     cache_size: NonNegative = 100_000
     cache_ttl_s: Positive = 300
+    step_up: StepUpConfig = StepUpConfig()
 
 
 class TierConfig(_Section):
@@ -284,7 +295,6 @@ def admin_secret(config: Config) -> bytes | None:
     return _secret(config.admin, "admin", [])
 
 
-
 def compiled_keys(config: Config) -> list[tuple[dict[str, Any], str]]:
     """The core's key settings of a valid configuration, each with the path that wrote it."""
     errors: list[str] = []
@@ -309,6 +319,7 @@ def compile_settings(config: Config) -> bytes:
             "require_exp": jwt.require_exp,
             "cache_size": jwt.cache_size,
             "cache_ttl_s": jwt.cache_ttl_s,
+            "step_up": msgspec.structs.asdict(jwt.step_up),
             "keys": [settings for settings, _ in compiled_keys(config)],
         },
         "tiers": {name: {"placement": tier.placement} for name, tier in config.tiers.items()},

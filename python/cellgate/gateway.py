@@ -47,8 +47,9 @@ class Gateway:
         headers = scope.headers
         path = scope.path
         if path.startswith(ADMIN_PREFIX):
+            body = b"" if scope.method in ("GET", "HEAD", "DELETE") else await proto()
             proto.response_bytes(
-                *self.admin.handle(scope.method, path, headers.get("authorization"))
+                *self.admin.handle(scope.method, path, headers.get("authorization"), body)
             )
             return
         decision = self.router.decide(

@@ -108,6 +108,9 @@ mod tests {
         Arc::new(Verified {
             customer: "c-1".into(),
             cache_until_s: until,
+            jti: None,
+            issued_at_s: None,
+            step_up: Default::default(),
         })
     }
 

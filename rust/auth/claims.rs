@@ -80,6 +80,14 @@ pub struct Claims<'a> {
     pub nbf: Option<f64>,
     pub iss: Option<Cow<'a, str>>,
     pub aud: Option<Audience<'a>>,
+    pub iat: Option<f64>,
+    pub jti: Option<Cow<'a, str>>,
+    /// Authentication methods (RFC 8176 values such as `mfa`, `otp`, `hwk`).
+    pub amr: Option<Vec<Cow<'a, str>>>,
+    /// Authentication context class (OpenID Connect Core 2).
+    pub acr: Option<Cow<'a, str>>,
+    /// When the customer last authenticated, seconds since the epoch (OpenID Connect Core 2).
+    pub auth_time: Option<f64>,
     /// The value of the customer claim when it is a string.
     pub customer: Option<Cow<'a, str>>,
     /// Whether the customer claim was present with a value that is not a string.
@@ -140,6 +148,11 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     }
                     claims.aud = Some(aud);
                 }
+                "iat" => claims.iat = Some(map.next_value()?),
+                "jti" => claims.jti = Some(map.next_value()?),
+                "amr" => claims.amr = Some(map.next_value()?),
+                "acr" => claims.acr = Some(map.next_value()?),
+                "auth_time" => claims.auth_time = Some(map.next_value()?),
                 _ if names_customer => match map.next_value::<serde_json::Value>()? {
                     serde_json::Value::String(s) => claims.customer = Some(Cow::Owned(s)),
                     serde_json::Value::Null => {}

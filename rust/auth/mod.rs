@@ -3,9 +3,11 @@
 mod cache;
 mod claims;
 mod keys;
+mod revocations;
 mod spki;
 mod verifier;
 
 pub use cache::TokenCache;
 pub use keys::{KeyError, KeySet};
-pub use verifier::{Verified, Verifier};
+pub use revocations::{RevocationCounts, Revocations};
+pub use verifier::{StepUpProof, Verified, Verifier};

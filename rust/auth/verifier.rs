@@ -3,8 +3,9 @@
 use super::cache::TokenCache;
 use super::claims::{ClaimsSeed, Header};
 use super::keys::{KeyError, KeySet};
+use super::revocations::Revocations;
 use crate::reason::{Reason, Refusal};
-use crate::settings::JwtSettings;
+use crate::settings::{JwtSettings, StepUpSettings};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::de::DeserializeSeed;
@@ -20,6 +21,20 @@ pub struct Verified {
     pub customer: Arc<str>,
     /// The first second at which this verification may no longer be reused.
     pub cache_until_s: u64,
+    /// The token's `jti`, for revocation.
+    pub jti: Option<Arc<str>>,
+    /// The token's `iat`, for "revoke every token issued before T".
+    pub issued_at_s: Option<f64>,
+    /// The step-up proof the token carries.
+    pub step_up: StepUpProof,
+}
+
+/// The parts of step-up proof a token carries: whether its `amr` and `acr` meet the configured
+/// requirement (decided once, at verification), and its `auth_time` (whose age changes).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepUpProof {
+    pub methods_ok: bool,
+    pub auth_time_s: Option<f64>,
 }
 
 /// Verifies bearer tokens against the configured keys and claims.
@@ -31,7 +46,9 @@ pub struct Verifier {
     customer_claim: String,
     require_exp: bool,
     cache_ttl_s: u64,
+    step_up: StepUpSettings,
     cache: TokenCache,
+    revocations: Revocations,
 }
 
 fn refuse(reason: Reason, detail: impl Into<String>) -> Refusal {
@@ -49,8 +66,47 @@ impl Verifier {
             customer_claim: settings.customer_claim.clone(),
             require_exp: settings.require_exp,
             cache_ttl_s: settings.cache_ttl_s,
+            step_up: settings.step_up.clone(),
             cache: TokenCache::new(settings.cache_size),
+            revocations: Revocations::default(),
         })
+    }
+
+    /// The revocation list, changed at run time.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Whether `verified` proves step-up authentication at `now_s`; otherwise what is missing.
+    /// With no step-up requirement configured, nothing proves it.
+    pub fn step_up(&self, verified: &Verified, now_s: u64) -> Result<(), String> {
+        let required = &self.step_up;
+        if required.amr.is_none() && required.acr.is_empty() && required.max_age_s.is_none() {
+            return Err("no step-up proof is configured for this gateway".into());
+        }
+        let mut missing = Vec::new();
+        if !verified.step_up.methods_ok {
+            if let Some(amr) = &required.amr {
+                missing.push(format!("amr including {amr:?}"));
+            }
+            if !required.acr.is_empty() {
+                missing.push(format!("acr one of {:?}", required.acr));
+            }
+        }
+        if let Some(max_age) = required.max_age_s {
+            let fresh = verified
+                .step_up
+                .auth_time_s
+                .is_some_and(|t| now_s as f64 - t <= max_age as f64);
+            if !fresh {
+                missing.push(format!("auth_time within the last {max_age} s"));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("re-authenticate with {}", missing.join(", ")))
+        }
     }
 
     /// The verified-token cache.
@@ -80,12 +136,17 @@ impl Verifier {
     }
 
     /// Verifies a compact JWS token, answering from the cache when it can.
+    /// Revocations apply to cached tokens too.
     pub fn verify(&self, token: &str, now_s: u64) -> Result<Arc<Verified>, Refusal> {
-        if let Some(verified) = self.cache.get(token, now_s) {
-            return Ok(verified);
-        }
-        let verified = Arc::new(self.verify_uncached(token, now_s)?);
-        self.cache.insert(token, verified.clone(), now_s);
+        let verified = match self.cache.get(token, now_s) {
+            Some(verified) => verified,
+            None => {
+                let verified = Arc::new(self.verify_uncached(token, now_s)?);
+                self.cache.insert(token, verified.clone(), now_s);
+                verified
+            }
+        };
+        self.revocations.check(&verified)?;
         Ok(verified)
     }
 
@@ -172,6 +233,17 @@ impl Verifier {
                 ));
             }
         }
+        if let Some(iat) = claims.iat {
+            if now + leeway < iat {
+                return Err(refuse(
+                    Reason::NotYetValid,
+                    format!(
+                        "issued in the future ({iat}), now {now_s}, leeway {}s",
+                        self.leeway_s
+                    ),
+                ));
+            }
+        }
         if let Some(issuer) = &self.issuer {
             if claims.iss.as_deref() != Some(issuer.as_str()) {
                 return Err(refuse(
@@ -214,9 +286,26 @@ impl Verifier {
             Some(exp) => (exp + leeway).ceil() as u64,
             None => now_s + self.cache_ttl_s,
         };
+        let amr_ok = self.step_up.amr.as_ref().is_none_or(|wanted| {
+            claims
+                .amr
+                .as_ref()
+                .is_some_and(|methods| methods.iter().any(|m| m == wanted))
+        });
+        let acr_ok = self.step_up.acr.is_empty()
+            || claims
+                .acr
+                .as_ref()
+                .is_some_and(|acr| self.step_up.acr.iter().any(|a| a == acr));
         Ok(Verified {
             customer: Arc::from(customer.as_ref()),
             cache_until_s,
+            jti: claims.jti.map(|jti| Arc::from(jti.as_ref())),
+            issued_at_s: claims.iat,
+            step_up: StepUpProof {
+                methods_ok: amr_ok && acr_ok,
+                auth_time_s: claims.auth_time,
+            },
         })
     }
 }
@@ -244,12 +333,27 @@ mod tests {
             require_exp: true,
             cache_size: 100,
             cache_ttl_s: 60,
+            step_up: StepUpSettings::default(),
             keys: vec![KeySettings {
                 kid: "k1".into(),
                 alg: "HS256".into(),
                 secret_b64: Some(URL_SAFE_NO_PAD.encode(SECRET)),
                 ..KeySettings::default()
             }],
+        }
+    }
+
+    trait StepUpFixture {
+        fn jwt_step_up(&mut self, amr: Option<&str>, acr: &[&str], max_age_s: Option<u64>);
+    }
+
+    impl StepUpFixture for JwtSettings {
+        fn jwt_step_up(&mut self, amr: Option<&str>, acr: &[&str], max_age_s: Option<u64>) {
+            self.step_up = StepUpSettings {
+                amr: amr.map(str::to_owned),
+                acr: acr.iter().map(|a| a.to_string()).collect(),
+                max_age_s,
+            };
         }
     }
 
@@ -351,6 +455,77 @@ mod tests {
         let v = Verifier::build(&s).unwrap();
         assert_eq!(reason(&v, &token(GOOD), 500), Reason::MissingCustomer);
         assert_eq!(reason(&v, &token(GOOD), 2000), Reason::Expired);
+    }
+
+    #[test]
+    fn iat_in_the_future_is_not_yet_valid() {
+        let v = Verifier::build(&settings()).unwrap();
+        let future = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"iat":541"#);
+        assert_eq!(reason(&v, &token(&future), 500), Reason::NotYetValid);
+        let within_leeway = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"iat":510"#);
+        assert!(v.verify(&token(&within_leeway), 500).is_ok());
+        let not_a_number = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"iat":"soon""#);
+        assert_eq!(reason(&v, &token(&not_a_number), 500), Reason::Malformed);
+    }
+
+    #[test]
+    fn revocations_apply_to_cached_tokens_too() {
+        let v = Verifier::build(&settings()).unwrap();
+        let with_jti = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"jti":"t-1","iat":200"#);
+        let tok = token(&with_jti);
+        assert!(v.verify(&tok, 500).is_ok());
+        v.revocations().revoke_token("t-1", 1010, 500);
+        assert_eq!(reason(&v, &tok, 500), Reason::TokenRevoked);
+        // Once forgotten (after the token's expiry), the list stays small.
+        v.revocations().revoke_token("t-2", 2000, 1011);
+        assert_eq!(v.revocations().counts().tokens, 1);
+
+        let fresh = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"iat":300"#);
+        let no_iat = token(GOOD);
+        assert!(v.verify(&token(&fresh), 500).is_ok());
+        v.revocations().revoke_customer("c-1", 250.0, 500);
+        assert_eq!(
+            reason(&v, &token(&with_jti.replace("t-1", "t-9")), 500),
+            Reason::TokenRevoked
+        );
+        assert!(
+            v.verify(&token(&fresh), 500).is_ok(),
+            "issued after the cut-off"
+        );
+        assert_eq!(reason(&v, &no_iat, 500), Reason::TokenRevoked);
+        assert!(v.revocations().lift_customer("c-1", 500));
+        assert!(v.verify(&no_iat, 500).is_ok());
+    }
+
+    #[test]
+    fn step_up_needs_every_configured_part() {
+        let mut s = settings();
+        let plain = Verifier::build(&s).unwrap();
+        let verified = plain.verify(&token(GOOD), 500).unwrap();
+        assert!(plain
+            .step_up(&verified, 500)
+            .unwrap_err()
+            .contains("no step-up proof"));
+
+        s.jwt_step_up(Some("mfa"), &["gold"], Some(300));
+        let v = Verifier::build(&s).unwrap();
+        let proof = |extra: &str| {
+            let claims = GOOD.replace(r#""nbf":100"#, &format!(r#""nbf":100,{extra}"#));
+            v.verify(&token(&claims), 500).unwrap()
+        };
+        let full = proof(r#""amr":["pwd","mfa"],"acr":"gold","auth_time":400"#);
+        assert_eq!(v.step_up(&full, 500), Ok(()));
+        let stale = v.step_up(&full, 701).unwrap_err();
+        assert!(stale.contains("auth_time within the last 300 s"), "{stale}");
+        let no_mfa = proof(r#""amr":["pwd"],"acr":"gold","auth_time":400"#);
+        assert!(v
+            .step_up(&no_mfa, 500)
+            .unwrap_err()
+            .contains("amr including \"mfa\""));
+        let bad_acr = proof(r#""amr":["mfa"],"acr":"silver","auth_time":400"#);
+        assert!(v.step_up(&bad_acr, 500).is_err());
+        let no_time = proof(r#""amr":["mfa"],"acr":"gold""#);
+        assert!(v.step_up(&no_time, 500).is_err());
     }
 
     #[test]

@@ -232,6 +232,54 @@ impl PyRouter {
     fn cached_tokens(&self) -> usize {
         self.core.verifier().cache().len()
     }
+
+    /// Revokes the token with `jti` (401 token_revoked, cached or not); the entry is forgotten
+    /// after `forget_after_s` (seconds since the epoch), when the token has expired anyway.
+    fn revoke_token(&self, jti: &str, forget_after_s: u64) -> PyResult<()> {
+        if jti.is_empty() {
+            return Err(PyValueError::new_err("jti: must not be empty"));
+        }
+        let now_s = self.core.clock().now_us() / 1_000_000;
+        self.core
+            .verifier()
+            .revocations()
+            .revoke_token(jti, forget_after_s, now_s);
+        Ok(())
+    }
+
+    /// Revokes every token of `customer_id` issued before `issued_before_s` (and any without iat).
+    fn revoke_customer(&self, customer_id: &str, issued_before_s: f64) -> PyResult<()> {
+        if customer_id.is_empty() || !issued_before_s.is_finite() {
+            return Err(PyValueError::new_err(
+                "customer_id must not be empty and issued_before_s must be a finite time",
+            ));
+        }
+        let now_s = self.core.clock().now_us() / 1_000_000;
+        self.core
+            .verifier()
+            .revocations()
+            .revoke_customer(customer_id, issued_before_s, now_s);
+        Ok(())
+    }
+
+    /// Lifts a customer's revocation; says whether there was one.
+    fn lift_customer_revocation(&self, customer_id: &str) -> bool {
+        let now_s = self.core.clock().now_us() / 1_000_000;
+        self.core
+            .verifier()
+            .revocations()
+            .lift_customer(customer_id, now_s)
+    }
+
+    /// How many tokens and customers are revoked: `{"tokens": n, "customers": m}`.
+    #[getter]
+    fn revocations<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let counts = self.core.verifier().revocations().counts();
+        let d = PyDict::new(py);
+        d.set_item("tokens", counts.tokens)?;
+        d.set_item("customers", counts.customers)?;
+        Ok(d)
+    }
 }
 
 impl PyRouter {
