@@ -16,6 +16,7 @@ pub enum Reason {
     TokenRevoked,
     StepUpRequired,
     CustomerNotFound,
+    RateLimited,
     NoEligibleCell,
     CellUnreachable,
     CellTimeout,
@@ -40,6 +41,7 @@ impl Reason {
             Reason::TokenRevoked => "token_revoked",
             Reason::StepUpRequired => "step_up_required",
             Reason::CustomerNotFound => "customer_not_found",
+            Reason::RateLimited => "rate_limited",
             Reason::NoEligibleCell => "no_eligible_cell",
             Reason::CellUnreachable => "cell_unreachable",
             Reason::CellTimeout => "cell_timeout",
@@ -64,6 +66,7 @@ impl Reason {
             | Reason::TokenRevoked => 401,
             Reason::StepUpRequired => 403,
             Reason::CustomerNotFound => 404,
+            Reason::RateLimited => 429,
             Reason::NoEligibleCell => 503,
             Reason::CellUnreachable | Reason::ResponseTooLarge => 502,
             Reason::CellTimeout => 504,
@@ -87,6 +90,7 @@ impl Reason {
             Reason::TokenRevoked => "The token has been revoked",
             Reason::StepUpRequired => "Stronger authentication is required for this request",
             Reason::CustomerNotFound => "No profile exists for this customer",
+            Reason::RateLimited => "Too many requests",
             Reason::NoEligibleCell => "No cell can serve this request now",
             Reason::CellUnreachable => "The cell could not be reached",
             Reason::CellTimeout => "The cell did not answer in time",
@@ -101,11 +105,13 @@ impl Reason {
     }
 }
 
-/// A refusal: the reason and a detail saying what exactly was wrong.
+/// A refusal: the reason, a detail saying what exactly was wrong, and any response fields the
+/// reason calls for (`Retry-After` and the RateLimit fields of a 429).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: Reason,
     pub detail: String,
+    pub fields: Vec<(&'static str, String)>,
 }
 
 impl Refusal {
@@ -114,7 +120,14 @@ impl Refusal {
         Refusal {
             reason,
             detail: detail.into(),
+            fields: Vec::new(),
         }
+    }
+
+    /// The same refusal answered with one more response field.
+    pub fn with_field(mut self, name: &'static str, value: String) -> Self {
+        self.fields.push((name, value));
+        self
     }
 
     /// The RFC 9457 problem+json body for this refusal.
@@ -148,6 +161,7 @@ impl Refusal {
             };
             headers.push(("www-authenticate", error));
         }
+        headers.extend(self.fields.iter().cloned());
         headers
     }
 }

@@ -6,6 +6,7 @@ use crate::cells::{Cell, CellTable, InFlight};
 use crate::clock::Clock;
 use crate::placement;
 use crate::profiles::ProfileTable;
+use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
 use crate::reason::{Reason, Refusal};
 use crate::request_id::RequestIds;
 use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
@@ -21,11 +22,13 @@ pub struct RequestFacts<'a> {
     pub user_agent: Option<&'a str>,
 }
 
-/// A routed request: its customer and the cell slot it holds until the outcome is known.
+/// A routed request: its customer, the cell slot it holds until the outcome is known, and the
+/// fields the answer carries (the RateLimit fields of the customer's quota).
 #[derive(Debug)]
 pub struct Route {
     pub customer: Arc<str>,
     pub slot: InFlight,
+    pub answer_fields: Vec<(&'static str, String)>,
 }
 
 impl Route {
@@ -43,6 +46,9 @@ pub struct Router {
     cells: CellTable,
     clock: Clock,
     request_ids: RequestIds,
+    /// Each tier's quota, by tier id; None: not limited.
+    quotas: Vec<Option<Quota>>,
+    limiter: RateLimiter,
     forward: ForwardSettings,
     health: HealthSettings,
 }
@@ -63,6 +69,19 @@ impl Router {
                     tier.placement
                 ));
             }
+        }
+        let mut quotas = Vec::new();
+        for name in catalog.tiers() {
+            let quota = settings.tiers.get(name).and_then(|t| t.rate_limit.as_ref());
+            quotas.push(quota.and_then(|quota| {
+                Quota::new(name, quota)
+                    .map_err(|quota_errors| {
+                        let prefix = format!("rate_limits.{name}");
+                        let path = format!("tiers.{name}.rate_limit");
+                        errors.extend(quota_errors.iter().map(|e| e.replacen(&prefix, &path, 1)));
+                    })
+                    .ok()
+            }));
         }
         let verifier = Verifier::build(&settings.jwt)
             .map_err(|key_errors| {
@@ -87,6 +106,8 @@ impl Router {
                 cells,
                 clock,
                 request_ids: RequestIds::new(),
+                quotas,
+                limiter: RateLimiter::new(),
                 forward: settings.forward,
                 health: settings.health,
             }),
@@ -96,7 +117,8 @@ impl Router {
 
     /// Decides where a request goes, or why it may not.
     pub fn decide(&self, request: &RequestFacts) -> Result<Route, Refusal> {
-        let now_s = self.clock.now_us() / 1_000_000;
+        let now_us = self.clock.now_us();
+        let now_s = now_us / 1_000_000;
         let verified = self.verifier.verify_header(request.authorization, now_s)?;
         let profile = {
             let profiles = self
@@ -111,6 +133,7 @@ impl Router {
                 format!("no profile for customer {:?}", &*verified.customer),
             )
         })?;
+        let answer_fields = self.rate_limit(&verified.customer, profile.tier, now_us)?;
         let group = self.cells.group(profile.tier, profile.region);
         let start = self.cells.next_rotation();
         let chosen = placement::least_loaded(group, start, |cell| cell.load.healthy())
@@ -118,7 +141,48 @@ impl Router {
         Ok(Route {
             customer: verified.customer.clone(),
             slot: InFlight::acquire(chosen.clone()),
+            answer_fields,
         })
+    }
+
+    /// Counts the request against the customer's tier quota: the RateLimit fields for the answer,
+    /// or a 429 refusal with Retry-After.
+    fn rate_limit(
+        &self,
+        customer: &str,
+        tier: u16,
+        now_us: u64,
+    ) -> Result<Vec<(&'static str, String)>, Refusal> {
+        let Some(Some(quota)) = self.quotas.get(tier as usize) else {
+            return Ok(Vec::new());
+        };
+        let verdict = self.limiter.check(customer, quota, now_us);
+        let fields = vec![
+            (
+                "ratelimit-policy",
+                ratelimit::policy_field(quota).to_string(),
+            ),
+            (
+                "ratelimit",
+                ratelimit::ratelimit_field(quota, &verdict).to_string(),
+            ),
+        ];
+        match verdict {
+            Verdict::Allowed { .. } => Ok(fields),
+            Verdict::Limited { retry_after_s, .. } => {
+                let detail = format!(
+                    "over the {} quota of {} requests per {} s (burst {}); retry in {retry_after_s} s",
+                    quota.name(),
+                    quota.requests(),
+                    quota.period_s(),
+                    quota.burst()
+                );
+                let mut refusal = Refusal::new(Reason::RateLimited, detail)
+                    .with_field("retry-after", retry_after_s.to_string());
+                refusal.fields.extend(fields);
+                Err(refusal)
+            }
+        }
     }
 
     fn explain_no_cell(&self, tier: u16, region: u16, group: &[Arc<Cell>]) -> Refusal {

@@ -90,6 +90,9 @@ pub struct JwkSettings {
 #[serde(deny_unknown_fields)]
 pub struct TierSettings {
     pub placement: String,
+    /// The per-customer quota of this tier; none: not limited.
+    #[serde(default)]
+    pub rate_limit: Option<crate::ratelimit::QuotaSettings>,
 }
 
 /// One cell: where it is, what it may serve, how much it can take.

@@ -181,7 +181,10 @@ CASES: list[Any] = [
             " public_key_pem, secret, secret_b64, secret_env)"
         ],
     ),
-    (put("tiers.retail.weight", 2), ["tiers.retail.weight: unknown field (known: placement)"]),
+    (
+        put("tiers.retail.weight", 2),
+        ["tiers.retail.weight: unknown field (known: placement, rate_limit)"],
+    ),
     (
         put("tiers.retail.placement", "random"),
         ["tiers.retail.placement: must be one of 'least_loaded', got 'random'"],

@@ -47,6 +47,9 @@ class Decision:
     @property
     def problem(self) -> Response | None:
         """The problem+json ``(status, headers, body)`` of a refusal."""
+    @property
+    def fields(self) -> list[tuple[str, str]]:
+        """The gateway's own response fields (RateLimit fields; Retry-After on a 429)."""
     def release(self) -> bool:
         """Gives the cell slot back without forwarding; says whether one was held."""
 

@@ -30,6 +30,7 @@ __all__ = [
     "JwtConfig",
     "JwtKeyConfig",
     "ProfilesConfig",
+    "RateLimitConfig",
     "StepUpConfig",
     "TierConfig",
     "build_router",
@@ -97,10 +98,20 @@ class JwtConfig(_Section):
     step_up: StepUpConfig = StepUpConfig()
 
 
+class RateLimitConfig(_Section):
+    """A tier's per-customer quota (GCRA): ``requests`` per ``period_s``, at most ``burst`` at
+    once. Over it: 429 with Retry-After; every answer carries the RateLimit fields."""
+
+    requests: Positive
+    period_s: Positive
+    burst: Positive = 1
+
+
 class TierConfig(_Section):
     """Per-tier policy."""
 
     placement: Literal["least_loaded"] = "least_loaded"
+    rate_limit: RateLimitConfig | None = None
 
 
 class CellConfig(_Section):
@@ -322,7 +333,13 @@ def compile_settings(config: Config) -> bytes:
             "step_up": msgspec.structs.asdict(jwt.step_up),
             "keys": [settings for settings, _ in compiled_keys(config)],
         },
-        "tiers": {name: {"placement": tier.placement} for name, tier in config.tiers.items()},
+        "tiers": {
+            name: {
+                "placement": tier.placement,
+                "rate_limit": tier.rate_limit and msgspec.structs.asdict(tier.rate_limit),
+            }
+            for name, tier in config.tiers.items()
+        },
         "cells": [
             {
                 "id": c.id,

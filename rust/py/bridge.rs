@@ -23,8 +23,12 @@ use std::sync::Arc;
 
 /// What a future is resolved with.
 pub enum Outcome {
-    /// The cell answered.
-    Answer { answer: Answer, request_id: String },
+    /// The cell answered; `fields` are the gateway's own response fields (RateLimit).
+    Answer {
+        answer: Answer,
+        request_id: String,
+        fields: Vec<(&'static str, String)>,
+    },
     /// The forward failed; the client gets the problem+json.
     Refused {
         refusal: Refusal,
@@ -37,7 +41,11 @@ pub enum Outcome {
 impl Outcome {
     fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self {
-            Outcome::Answer { answer, request_id } => {
+            Outcome::Answer {
+                answer,
+                request_id,
+                fields,
+            } => {
                 let headers = answer
                     .headers
                     .iter()
@@ -45,7 +53,12 @@ impl Outcome {
                     .chain(std::iter::once((
                         "x-request-id",
                         request_id.as_str().into(),
-                    )));
+                    )))
+                    .chain(
+                        fields
+                            .iter()
+                            .map(|(name, value)| (*name, value.as_str().into())),
+                    );
                 Ok(response_triple(py, answer.status, headers, &answer.body)?
                     .unbind()
                     .into_any())

@@ -167,6 +167,20 @@ impl PyDecision {
         }
     }
 
+    /// The gateway's own response fields: for a routed decision those its answer will carry
+    /// (the RateLimit fields), for a refusal those of its problem answer beyond the usual ones.
+    #[getter]
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        match &self.verdict {
+            Verdict::Routed { route, .. } => route
+                .lock()
+                .ok()
+                .and_then(|route| route.as_ref().map(|r| r.answer_fields.clone()))
+                .unwrap_or_default(),
+            Verdict::Refused(refusal) => refusal.fields.clone(),
+        }
+    }
+
     /// Gives the cell slot back without forwarding; says whether a slot was held.
     fn release(&self) -> bool {
         self.take_route().is_some()

@@ -129,6 +129,8 @@ impl PyRouter {
             client_ip: decision.client_ip().to_owned(),
         };
         let pools = bridge.pools(&self.core);
+        let mut route = route;
+        let fields = std::mem::take(&mut route.answer_fields);
         bridge.start(py, async move {
             let result = match build_request(route.cell(), outbound) {
                 Ok(request) => exchange(&pools, route.cell(), request).await,
@@ -136,7 +138,11 @@ impl PyRouter {
             };
             drop(route);
             pending.complete(match result {
-                Ok(answer) => Outcome::Answer { answer, request_id },
+                Ok(answer) => Outcome::Answer {
+                    answer,
+                    request_id,
+                    fields,
+                },
                 Err(refusal) => Outcome::Refused {
                     refusal,
                     request_id,
