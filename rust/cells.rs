@@ -1,5 +1,6 @@
 //! The cell table: each cell's placement facts, its live load and health, grouped by tier and region.
 
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::catalog::Catalog;
 use crate::settings::CellSettings;
 use std::collections::HashMap;
@@ -94,6 +95,8 @@ pub struct Cell {
     /// The authority alone, sent as the `Host` of forwarded requests.
     pub authority: String,
     pub load: CellLoad,
+    /// The cell's circuit breaker, fed by the outcome of every request it takes.
+    pub breaker: Breaker,
 }
 
 /// An in-flight slot held on a cell; dropping it gives the slot back.
@@ -125,6 +128,7 @@ impl Drop for InFlight {
 pub struct CellTable {
     cells: Vec<Arc<Cell>>,
     groups: HashMap<(u16, u16), Vec<Arc<Cell>>>,
+    regions: HashMap<u16, Vec<Arc<Cell>>>,
     rotation: AtomicUsize,
 }
 
@@ -149,7 +153,11 @@ fn parse_endpoint(endpoint: &str) -> Result<(String, String), String> {
 
 impl CellTable {
     /// Builds the table; errors are `cells[i].field: message`.
-    pub fn build(settings: &[CellSettings], catalog: &Catalog) -> Result<Self, Vec<String>> {
+    pub fn build(
+        settings: &[CellSettings],
+        default_breaker: &BreakerSettings,
+        catalog: &Catalog,
+    ) -> Result<Self, Vec<String>> {
         let mut cells = Vec::new();
         let mut errors = Vec::new();
         for (index, cell) in settings.iter().enumerate() {
@@ -169,8 +177,16 @@ impl CellTable {
                 fail(format!("id: duplicate cell id {:?}", cell.id));
             }
             let endpoint = parse_endpoint(&cell.endpoint).map_err(&mut fail).ok();
-            let (Some(tier), Some(encryption), Some((origin, authority))) =
-                (tier, encryption, endpoint)
+            let breaker = Breaker::new(cell.breaker.as_ref().unwrap_or(default_breaker))
+                .map_err(|breaker_errors| {
+                    // The default breaker's errors are reported once, by the router.
+                    if cell.breaker.is_some() {
+                        errors.extend(breaker_errors.iter().map(|e| format!("cells[{index}].{e}")));
+                    }
+                })
+                .ok();
+            let (Some(tier), Some(encryption), Some((origin, authority)), Some(breaker)) =
+                (tier, encryption, endpoint, breaker)
             else {
                 continue;
             };
@@ -186,21 +202,25 @@ impl CellTable {
                 origin,
                 authority,
                 load: CellLoad::new(),
+                breaker,
             }));
         }
         if !errors.is_empty() {
             return Err(errors);
         }
         let mut groups: HashMap<(u16, u16), Vec<Arc<Cell>>> = HashMap::new();
+        let mut regions: HashMap<u16, Vec<Arc<Cell>>> = HashMap::new();
         for cell in &cells {
             groups
                 .entry((cell.tier, cell.region))
                 .or_default()
                 .push(cell.clone());
+            regions.entry(cell.region).or_default().push(cell.clone());
         }
         Ok(CellTable {
             cells,
             groups,
+            regions,
             rotation: AtomicUsize::new(0),
         })
     }
@@ -218,6 +238,16 @@ impl CellTable {
     /// The cells of one tier and region, in configuration order.
     pub fn group(&self, tier: u16, region: u16) -> &[Arc<Cell>] {
         self.groups.get(&(tier, region)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every cell of one region, whatever its tier, in configuration order.
+    pub fn region(&self, region: u16) -> &[Arc<Cell>] {
+        self.regions.get(&region).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every (tier, region) group and its cells.
+    pub fn groups(&self) -> impl Iterator<Item = (&(u16, u16), &Vec<Arc<Cell>>)> {
+        self.groups.iter()
     }
 
     /// A rotating start index, so that ties between equally loaded cells spread evenly.

@@ -1,9 +1,11 @@
 //! cellgate's hot path, built by maturin into `cellgate._core`.
 
 pub mod auth;
+pub mod breaker;
 pub mod catalog;
 pub mod cells;
 pub mod clock;
+pub mod compliance;
 pub mod driver;
 pub mod forward;
 pub mod health;
@@ -14,8 +16,10 @@ pub mod ratelimit;
 pub mod reason;
 pub mod rendezvous;
 pub mod request_id;
+pub mod risk;
 pub mod router;
 pub mod runtime;
+pub mod selection;
 pub mod settings;
 #[cfg(test)]
 mod testing;

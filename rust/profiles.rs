@@ -1,6 +1,7 @@
 //! The customer profile table: tier, region, base risk and compliance flags by customer id.
 
 use crate::catalog::Catalog;
+use crate::risk::ZoneId;
 use foldhash::fast::RandomState;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -16,7 +17,13 @@ pub struct Profile {
     pub base_risk: f32,
     /// Compliance flags as bits of the table's flag names.
     pub flags: u64,
+    /// The customer's home time zone, for the unusual-hour risk factor; None: UTC.
+    pub zone: Option<ZoneId>,
 }
+
+/// Resolves a profile's time zone name (None where time zones are not used); Err says why it is
+/// unknown.
+pub type ZoneResolver<'a> = &'a dyn Fn(&str) -> Result<Option<ZoneId>, String>;
 
 /// One line of a profile source, as written by operators.
 #[derive(Deserialize)]
@@ -42,15 +49,25 @@ pub struct ProfileTable {
 impl ProfileTable {
     /// An empty table.
     pub fn new() -> Self {
+        Self::with_flags(&[])
+    }
+
+    /// An empty table whose first flag bits are `flags`, in order (the compliance rules').
+    pub fn with_flags(flags: &[String]) -> Self {
         ProfileTable {
             by_customer: HashMap::with_hasher(RandomState::default()),
-            flag_names: Vec::new(),
+            flag_names: flags.to_vec(),
         }
     }
 
     /// Parses JSON Lines (one profile object a line; blank lines skipped), listing every bad line.
-    pub fn parse_jsonl(source: &[u8], catalog: &Catalog) -> Result<Self, Vec<String>> {
-        let mut table = ProfileTable::new();
+    pub fn parse_jsonl(
+        source: &[u8],
+        catalog: &Catalog,
+        flags: &[String],
+        zones: ZoneResolver,
+    ) -> Result<Self, Vec<String>> {
+        let mut table = ProfileTable::with_flags(flags);
         let mut errors = Vec::new();
         let mut first_line: HashMap<String, usize, RandomState> = HashMap::default();
         for (index, line) in source.split(|&b| b == b'\n').enumerate() {
@@ -71,7 +88,7 @@ impl ProfileTable {
                         )),
                         None => {
                             first_line.insert(record.customer_id.clone(), line_no);
-                            table.upsert(record, catalog)
+                            table.upsert(record, catalog, zones)
                         }
                     })
             };
@@ -91,7 +108,12 @@ impl ProfileTable {
     }
 
     /// Inserts or replaces a customer's profile, refusing names the catalog does not know.
-    pub fn upsert(&mut self, record: ProfileRecord, catalog: &Catalog) -> Result<(), String> {
+    pub fn upsert(
+        &mut self,
+        record: ProfileRecord,
+        catalog: &Catalog,
+        zones: ZoneResolver,
+    ) -> Result<(), String> {
         if record.customer_id.is_empty() {
             return Err("customer_id: must not be empty".into());
         }
@@ -119,11 +141,16 @@ impl ProfileTable {
         for flag in &record.flags {
             flags |= 1 << self.flag_bit(flag)?;
         }
+        let zone = match &record.timezone {
+            Some(name) => zones(name).map_err(|err| format!("timezone: {err}"))?,
+            None => None,
+        };
         let profile = Profile {
             tier,
             region,
             base_risk: record.risk,
             flags,
+            zone,
         };
         self.by_customer
             .insert(record.customer_id.into_boxed_str(), profile);
@@ -182,6 +209,10 @@ mod tests {
     use super::*;
     use crate::settings::CoreSettings;
 
+    fn no_zones(name: &str) -> Result<Option<ZoneId>, String> {
+        Err(format!("unknown zone {name:?}"))
+    }
+
     fn catalog() -> Catalog {
         let settings: CoreSettings = serde_json::from_str(crate::testing::SETTINGS_JSON).unwrap();
         Catalog::build(&settings)
@@ -192,7 +223,7 @@ mod tests {
         let source = br#"{"customer_id":"a","tier":"retail","region":"us-east","risk":0.2,"flags":["EU_RESIDENT"]}
 
 {"customer_id":"b","tier":"corporate","region":"us-east"}"#;
-        let table = ProfileTable::parse_jsonl(source, &catalog()).unwrap();
+        let table = ProfileTable::parse_jsonl(source, &catalog(), &[], &no_zones).unwrap();
         assert_eq!(table.len(), 2);
         let a = table.get("a").unwrap();
         assert_eq!(table.flag_names(a.flags), vec!["EU_RESIDENT"]);
@@ -211,7 +242,9 @@ not json
 ["f","retail","us-east"]
 {"customer_id":"g","tier":"retail","region":"us-east"}
   {"customer_id":"g","tier":"retail","region":"us-east"}"#;
-        let errors = ProfileTable::parse_jsonl(source, &catalog()).err().unwrap();
+        let errors = ProfileTable::parse_jsonl(source, &catalog(), &[], &no_zones)
+            .err()
+            .unwrap();
         assert_eq!(errors.len(), 7, "{errors:?}");
         assert_eq!(errors[5], "line 6: a profile is a JSON object");
         assert_eq!(
@@ -237,8 +270,10 @@ not json
             flags: vec![],
             timezone: None,
         };
-        table.upsert(record("retail"), &catalog).unwrap();
-        table.upsert(record("corporate"), &catalog).unwrap();
+        table.upsert(record("retail"), &catalog, &no_zones).unwrap();
+        table
+            .upsert(record("corporate"), &catalog, &no_zones)
+            .unwrap();
         assert_eq!(
             table.get("a").unwrap().tier,
             catalog.tier_id("corporate").unwrap()

@@ -289,6 +289,18 @@ impl RateLimiter {
         }
     }
 
+    /// What `check` would decide at `now_us`, without counting anything (for explanations).
+    pub fn peek(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
+        let now_ns = now_us.saturating_mul(NS_PER_US);
+        let tat_ns = self
+            .shard(customer)
+            .tat_ns
+            .get(customer)
+            .copied()
+            .unwrap_or(now_ns);
+        decide(tat_ns, quota, now_ns).0
+    }
+
     /// Drops every customer whose bucket is full at `now_us` and returns how many went.
     pub fn evict_expired(&self, now_us: u64) -> usize {
         let now_ns = now_us.saturating_mul(NS_PER_US);

@@ -1,14 +1,17 @@
 //! decide(): the request pipeline, composing authentication, profiles and placement.
 
-use crate::auth::Verifier;
+use crate::auth::{Verified, Verifier};
+use crate::breaker::{self, Breaker, Permit};
 use crate::catalog::Catalog;
 use crate::cells::{Cell, CellTable, InFlight};
 use crate::clock::Clock;
-use crate::placement;
-use crate::profiles::ProfileTable;
+use crate::compliance::Compliance;
+use crate::profiles::{Profile, ProfileTable};
 use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
 use crate::reason::{Reason, Refusal};
 use crate::request_id::RequestIds;
+use crate::risk::{Assessment, Level, RiskFacts, RiskModel, ZoneId};
+use crate::selection::{Request, Selector};
 use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
 use std::sync::{Arc, RwLock};
 
@@ -22,13 +25,33 @@ pub struct RequestFacts<'a> {
     pub user_agent: Option<&'a str>,
 }
 
-/// A routed request: its customer, the cell slot it holds until the outcome is known, and the
-/// fields the answer carries (the RateLimit fields of the customer's quota).
-#[derive(Debug)]
+/// A routed request: its customer, the cell slot and breaker permit it holds until the outcome
+/// is known, and the fields the answer carries (the RateLimit fields of the customer's quota).
 pub struct Route {
     pub customer: Arc<str>,
     pub slot: InFlight,
+    pub permit: Option<Permit>,
+    pub decided_us: u64,
+    pub risk: Option<Assessment>,
     pub answer_fields: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("customer", &self.customer)
+            .field("cell", &self.cell().id)
+            .finish()
+    }
+}
+
+/// How a forwarded request ended, as the cell's breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cell answered below 500.
+    Success,
+    /// The cell answered 500 or above, timed out or could not be reached.
+    Failure,
 }
 
 impl Route {
@@ -49,6 +72,9 @@ pub struct Router {
     /// Each tier's quota, by tier id; None: not limited.
     quotas: Vec<Option<Quota>>,
     limiter: RateLimiter,
+    risk: Option<RiskModel>,
+    compliance: Compliance,
+    selector: Selector,
     forward: ForwardSettings,
     health: HealthSettings,
 }
@@ -62,14 +88,6 @@ impl Router {
     ) -> Result<Self, Vec<String>> {
         let catalog = Catalog::build(&settings);
         let mut errors = Vec::new();
-        for (name, tier) in &settings.tiers {
-            if tier.placement != "least_loaded" {
-                errors.push(format!(
-                    "tiers.{name}.placement: unknown placement {:?}",
-                    tier.placement
-                ));
-            }
-        }
         let mut quotas = Vec::new();
         for name in catalog.tiers() {
             let quota = settings.tiers.get(name).and_then(|t| t.rate_limit.as_ref());
@@ -83,6 +101,9 @@ impl Router {
                     .ok()
             }));
         }
+        if let Err(breaker_errors) = Breaker::new(&settings.breaker) {
+            errors.extend(breaker_errors.iter().map(ToString::to_string));
+        }
         let verifier = Verifier::build(&settings.jwt)
             .map_err(|key_errors| {
                 for e in key_errors {
@@ -90,27 +111,55 @@ impl Router {
                 }
             })
             .ok();
-        let cells = CellTable::build(&settings.cells, &catalog)
+        let risk = match &settings.risk {
+            Some(risk) => RiskModel::build(risk)
+                .map_err(|risk_errors| errors.extend(risk_errors))
+                .ok(),
+            None => None,
+        };
+        let cells = CellTable::build(&settings.cells, &settings.breaker, &catalog)
             .map_err(|cell_errors| errors.extend(cell_errors))
             .ok();
-        let profiles = ProfileTable::parse_jsonl(profiles_jsonl, &catalog)
+        let compliance = cells.as_ref().and_then(|cells| {
+            Compliance::build(&settings.compliance, cells.all(), &catalog)
+                .map_err(|rule_errors| errors.extend(rule_errors))
+                .ok()
+        });
+        let selector = cells.as_ref().and_then(|cells| {
+            Selector::build(&settings.tiers, &catalog, cells)
+                .map_err(|tier_errors| errors.extend(tier_errors))
+                .ok()
+        });
+        let flags = compliance
+            .as_ref()
+            .map(Compliance::flags)
+            .unwrap_or_default();
+        let zones = |name: &str| zone_of(risk.as_ref(), name);
+        let profiles = ProfileTable::parse_jsonl(profiles_jsonl, &catalog, &flags, &zones)
             .map_err(|profile_errors| {
                 errors.extend(profile_errors.into_iter().map(|e| format!("profiles: {e}")))
             })
             .ok();
-        match (verifier, cells, profiles) {
-            (Some(verifier), Some(cells), Some(profiles)) if errors.is_empty() => Ok(Router {
-                catalog,
-                verifier,
-                profiles: RwLock::new(profiles),
-                cells,
-                clock,
-                request_ids: RequestIds::new(),
-                quotas,
-                limiter: RateLimiter::new(),
-                forward: settings.forward,
-                health: settings.health,
-            }),
+        match (verifier, cells, compliance, selector, profiles) {
+            (Some(verifier), Some(cells), Some(compliance), Some(selector), Some(profiles))
+                if errors.is_empty() =>
+            {
+                Ok(Router {
+                    catalog,
+                    verifier,
+                    profiles: RwLock::new(profiles),
+                    cells,
+                    clock,
+                    request_ids: RequestIds::new(),
+                    quotas,
+                    limiter: RateLimiter::new(),
+                    risk,
+                    compliance,
+                    selector,
+                    forward: settings.forward,
+                    health: settings.health,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -120,28 +169,113 @@ impl Router {
         let now_us = self.clock.now_us();
         let now_s = now_us / 1_000_000;
         let verified = self.verifier.verify_header(request.authorization, now_s)?;
-        let profile = {
-            let profiles = self
-                .profiles
-                .read()
-                .map_err(|_| internal("profile table poisoned"))?;
-            profiles.get(&verified.customer)
-        }
-        .ok_or_else(|| {
-            Refusal::new(
-                Reason::CustomerNotFound,
-                format!("no profile for customer {:?}", &*verified.customer),
-            )
-        })?;
+        let profile = self.profile(&verified.customer)?;
         let answer_fields = self.rate_limit(&verified.customer, profile.tier, now_us)?;
-        let group = self.cells.group(profile.tier, profile.region);
-        let start = self.cells.next_rotation();
-        let chosen = placement::least_loaded(group, start, |cell| cell.load.healthy())
-            .ok_or_else(|| self.explain_no_cell(profile.tier, profile.region, group))?;
+        let risk = self.assess(request, &profile, now_s);
+        if let Some(assessment) = &risk {
+            self.require_step_up(assessment, &verified, request, now_s)?;
+        }
+        let chosen = self.selector.choose(
+            &Request {
+                customer: &verified.customer,
+                tier: profile.tier,
+                region: profile.region,
+                required: self.compliance.required(profile.flags),
+                prefer_maximum: risk.is_some_and(|a| a.level() == Level::High),
+                now_us,
+            },
+            &self.cells,
+            &self.compliance,
+            &self.catalog,
+        )?;
         Ok(Route {
             customer: verified.customer.clone(),
-            slot: InFlight::acquire(chosen.clone()),
+            slot: InFlight::acquire(chosen.cell),
+            permit: Some(chosen.permit),
+            decided_us: now_us,
+            risk,
             answer_fields,
+        })
+    }
+
+    /// Feeds a forwarded request's outcome to its cell's breaker and gives its slot back.
+    pub fn report(&self, mut route: Route, outcome: Outcome) {
+        let now_us = self.clock.now_us();
+        if let Some(permit) = route.permit.take() {
+            let outcome = match outcome {
+                Outcome::Success => breaker::Outcome::Success,
+                Outcome::Failure => breaker::Outcome::Failure,
+            };
+            let duration_us = now_us.saturating_sub(route.decided_us);
+            route
+                .cell()
+                .breaker
+                .report(permit, outcome, duration_us, now_us);
+        }
+    }
+
+    /// The customer's profile, or 404.
+    pub fn profile(&self, customer: &str) -> Result<Profile, Refusal> {
+        let profiles = self
+            .profiles
+            .read()
+            .map_err(|_| internal("profile table poisoned"))?;
+        profiles.get(customer).ok_or_else(|| {
+            Refusal::new(
+                Reason::CustomerNotFound,
+                format!("no profile for customer {customer:?}"),
+            )
+        })
+    }
+
+    /// The request's risk, when risk scoring is configured.
+    pub fn assess(
+        &self,
+        request: &RequestFacts,
+        profile: &Profile,
+        now_s: u64,
+    ) -> Option<Assessment> {
+        let model = self.risk.as_ref()?;
+        Some(model.assess(
+            profile.base_risk,
+            &risk_facts(request),
+            profile.zone,
+            now_s as i64,
+        ))
+    }
+
+    /// At HIGH risk, the token must prove step-up authentication: 403 step_up_required if not.
+    fn require_step_up(
+        &self,
+        assessment: &Assessment,
+        verified: &Verified,
+        request: &RequestFacts,
+        now_s: u64,
+    ) -> Result<(), Refusal> {
+        if assessment.level() != Level::High {
+            return Ok(());
+        }
+        self.verifier.step_up(verified, now_s).map_err(|missing| {
+            let factors: Vec<String> = self
+                .risk
+                .as_ref()
+                .map(|model| {
+                    assessment
+                        .explain(model, &risk_facts(request))
+                        .into_iter()
+                        .map(|f| f.reason)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let why = if factors.is_empty() {
+                "the profile's base risk".to_owned()
+            } else {
+                factors.join("; ")
+            };
+            Refusal::new(
+                Reason::StepUpRequired,
+                format!("risk HIGH ({:.2}: {why}); {missing}", assessment.score()),
+            )
         })
     }
 
@@ -185,22 +319,25 @@ impl Router {
         }
     }
 
-    fn explain_no_cell(&self, tier: u16, region: u16, group: &[Arc<Cell>]) -> Refusal {
-        let tier_name = self.catalog.tier_name(tier);
-        let region_name = self.catalog.region_name(region);
-        let detail = if group.is_empty() {
-            format!("no {tier_name} cell in region {region_name}")
-        } else {
-            let down: Vec<String> = group
-                .iter()
-                .map(|cell| format!("{}: unhealthy", cell.id))
-                .collect();
-            format!(
-                "no eligible {tier_name} cell in region {region_name} ({})",
-                down.join("; ")
-            )
-        };
-        Refusal::new(Reason::NoEligibleCell, detail)
+    /// The risk model, when risk scoring is configured.
+    pub fn risk_model(&self) -> Option<&RiskModel> {
+        self.risk.as_ref()
+    }
+
+    /// The compliance rules.
+    pub fn compliance(&self) -> &Compliance {
+        &self.compliance
+    }
+
+    /// The cell selection.
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    /// Resolves a profile's time zone name against the compiled zones (None without risk
+    /// scoring, which is the only user of time zones).
+    pub fn zone(&self, name: &str) -> Result<Option<ZoneId>, String> {
+        zone_of(self.risk.as_ref(), name)
     }
 
     /// The next request id.
@@ -244,6 +381,34 @@ impl Router {
     }
 }
 
+fn zone_of(risk: Option<&RiskModel>, name: &str) -> Result<Option<ZoneId>, String> {
+    let Some(model) = risk else {
+        return Ok(None);
+    };
+    model
+        .zone_id(name)
+        .map(Some)
+        .ok_or_else(|| format!("unknown time zone {name:?} (not among the compiled zones)"))
+}
+
+/// What risk scoring sees of a request.
+pub fn risk_facts<'a>(request: &RequestFacts<'a>) -> RiskFacts<'a> {
+    RiskFacts {
+        client: client_address(request.client),
+        method: request.method,
+        path: request.path,
+        user_agent: request.user_agent,
+    }
+}
+
+/// The client's IP address from `1.2.3.4:5`, `[::1]:5` or a bare address.
+pub fn client_address(client: &str) -> Option<std::net::IpAddr> {
+    if let Ok(addr) = client.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    client.trim_matches(|c| c == '[' || c == ']').parse().ok()
+}
+
 fn internal(detail: &str) -> Refusal {
     Refusal::new(Reason::Internal, detail)
 }
@@ -283,43 +448,53 @@ mod tests {
         assert_eq!(refusal.reason.status(), 404);
     }
 
-    #[test]
-    fn unhealthy_cells_are_skipped_until_none_is_left() {
-        let router = router();
-        let auth = format!("Bearer {}", token("retail-us"));
-        router
-            .cells()
-            .get("retail-a")
-            .unwrap()
-            .load
-            .set_healthy(false);
-        for _ in 0..5 {
-            assert_eq!(
-                &*router.decide(&facts(&auth)).unwrap().cell().id,
-                "retail-b"
-            );
-        }
-        router
-            .cells()
-            .get("retail-b")
-            .unwrap()
-            .load
-            .set_healthy(false);
-        let refusal = router.decide(&facts(&auth)).unwrap_err();
-        assert_eq!(refusal.reason, Reason::NoEligibleCell);
-        assert!(
-            refusal.detail.contains("retail-a: unhealthy"),
-            "{}",
-            refusal.detail
-        );
+    fn set_healthy(router: &Router, id: &str, healthy: bool) {
+        router.cells().get(id).unwrap().load.set_healthy(healthy);
     }
 
     #[test]
-    fn a_region_without_cells_of_the_tier_is_explained() {
+    fn unhealthy_cells_are_skipped_then_the_region_falls_back_then_none_is_left() {
+        let router = router();
+        let auth = format!("Bearer {}", token("retail-us"));
+        set_healthy(&router, "retail-a", false);
+        for _ in 0..5 {
+            let route = router.decide(&facts(&auth)).unwrap();
+            assert_eq!(&*route.cell().id, "retail-b");
+        }
+        set_healthy(&router, "retail-b", false);
+        // Fallback: any eligible cell of the same region, whatever its tier.
+        assert_eq!(
+            &*router.decide(&facts(&auth)).unwrap().cell().id,
+            "corp-us-1"
+        );
+        set_healthy(&router, "corp-us-1", false);
+        let refusal = router.decide(&facts(&auth)).unwrap_err();
+        assert_eq!(refusal.reason, Reason::NoEligibleCell);
+        for part in [
+            "retail-a: unhealthy",
+            "retail-b: unhealthy",
+            "corp-us-1: unhealthy",
+        ] {
+            assert!(refusal.detail.contains(part), "{}", refusal.detail);
+        }
+    }
+
+    #[test]
+    fn fallback_never_leaves_the_region() {
         let router = router();
         let auth = format!("Bearer {}", token("retail-eu"));
+        // No retail cell in eu-west: the corporate one there takes it, never a us-east one.
+        assert_eq!(
+            &*router.decide(&facts(&auth)).unwrap().cell().id,
+            "corp-eu-1"
+        );
+        set_healthy(&router, "corp-eu-1", false);
         let refusal = router.decide(&facts(&auth)).unwrap_err();
-        assert_eq!(refusal.detail, "no retail cell in region eu-west");
+        assert_eq!(
+            refusal.detail,
+            "no eligible cell for a retail customer in region eu-west, fallback included \
+             (corp-eu-1: unhealthy)"
+        );
     }
 
     #[test]

@@ -15,6 +15,28 @@ pub struct CoreSettings {
     pub cells: Vec<CellSettings>,
     pub health: HealthSettings,
     pub forward: ForwardSettings,
+    /// Risk scoring; none: every request scores its profile's base risk.
+    #[serde(default)]
+    pub risk: Option<crate::risk::RiskSettings>,
+    /// Compliance rules by profile flag, applied as a hard filter on cells.
+    #[serde(default)]
+    pub compliance: BTreeMap<String, RequirementSettings>,
+    /// The breaker of every cell that does not set its own.
+    #[serde(default)]
+    pub breaker: crate::breaker::BreakerSettings,
+}
+
+/// What a cell must offer to serve a customer whose profile carries the flag: a certification it
+/// lists, the region it is in, and an encryption level at least as strong.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementSettings {
+    #[serde(default)]
+    pub certification: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub encryption: Option<String>,
 }
 
 /// How bearer tokens are verified.
@@ -107,6 +129,9 @@ pub struct CellSettings {
     pub certifications: Vec<String>,
     pub encryption: String,
     pub signed: bool,
+    /// This cell's breaker, when it differs from the default.
+    #[serde(default)]
+    pub breaker: Option<crate::breaker::BreakerSettings>,
 }
 
 /// Active health checking of cells.

@@ -113,8 +113,12 @@ def duplicate(path: str) -> Mutation:
     return mutate
 
 
-UNKNOWN_CELL = "known: capacity, certifications, encryption, endpoint, id, region, signed, tier"
-UNKNOWN_TOP = "known: admin, cells, forward, health, jwt, profiles, tiers"
+UNKNOWN_CELL = (
+    "known: breaker, capacity, certifications, encryption, endpoint, id, region, signed, tier"
+)
+UNKNOWN_TOP = (
+    "known: admin, breaker, cells, compliance, forward, health, jwt, profiles, risk, tiers"
+)
 ENCRYPTION = "must be one of 'standard', 'enhanced', 'maximum'"
 ALG = "must be one of " + ", ".join(repr(a) for a in ALGORITHMS)
 
@@ -187,7 +191,7 @@ CASES: list[Any] = [
     ),
     (
         put("tiers.retail.placement", "random"),
-        ["tiers.retail.placement: must be one of 'least_loaded', got 'random'"],
+        ["tiers.retail.placement: must be one of 'least_loaded', 'sticky', got 'random'"],
     ),
     (put("tiers.retail", 1), ["tiers.retail: expected a table, got int"]),
     # jwt
@@ -394,7 +398,7 @@ def test_check_config_lists_every_error_on_its_own_line_and_exits_2(tmp_path: Pa
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.splitlines() == [
         f"{path}: 3 configuration error(s):",
-        "  colour: unknown field (known: admin, cells, forward, health, jwt, profiles, tiers)",
+        f"  colour: unknown field ({UNKNOWN_TOP})",
         "  jwt.leeway_s: must be >= 0, got -1",
         "  cells[2].capacity: must be > 0, got 0",
     ]

@@ -69,9 +69,14 @@ def test_unhealthy_cells_are_skipped_and_unknown_cells_are_a_key_error(router):
     router.set_cell_health("retail-us-east-1", False)
     assert {decide(router).cell_id for _ in range(6)} == {"retail-us-east-2"}
     router.set_cell_health("retail-us-east-2", False)
+    # The region's other cells take over (fallback), never another region's.
+    assert decide(router).cell_id in {"corp-us-east-1", "hnw-us-east-1"}
+    for cell in ("corp-us-east-1", "hnw-us-east-1"):
+        router.set_cell_health(cell, False)
     refused = decide(router)
     assert (refused.ok, refused.status, refused.reason) == (False, 503, "no_eligible_cell")
     assert "retail-us-east-1: unhealthy" in refused.detail
+    assert "hnw-us-east-1: unhealthy" in refused.detail
     with pytest.raises(KeyError, match="nope"):
         router.set_cell_health("nope", True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -19,9 +20,11 @@ import msgspec
 from cellgate import _core
 from cellgate._validate import validate
 from cellgate.keys import Algorithm, jwks_keys, key_settings
+from cellgate.timezones import compile_zones
 
 __all__ = [
     "AdminConfig",
+    "BreakerConfig",
     "CellConfig",
     "Config",
     "ConfigError",
@@ -31,6 +34,8 @@ __all__ = [
     "JwtKeyConfig",
     "ProfilesConfig",
     "RateLimitConfig",
+    "RequirementConfig",
+    "RiskConfig",
     "StepUpConfig",
     "TierConfig",
     "build_router",
@@ -40,6 +45,8 @@ __all__ = [
 ]
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
+Weight = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -108,10 +115,125 @@ class RateLimitConfig(_Section):
 
 
 class TierConfig(_Section):
-    """Per-tier policy."""
+    """Per-tier policy: placement (least loaded, or sticky by rendezvous hashing weighted by
+    capacity) and the per-customer quota."""
 
-    placement: Literal["least_loaded"] = "least_loaded"
+    placement: Literal["least_loaded", "sticky"] = "least_loaded"
     rate_limit: RateLimitConfig | None = None
+
+
+class NetworkListConfig(_Section):
+    """A named list of high-risk networks (CIDRs or addresses) and the weight it adds."""
+
+    name: Name
+    weight: Weight
+    cidrs: list[Name]
+
+
+class UnusualHoursConfig(_Section):
+    """A local time-of-day window (``"23:00"`` to ``"06:00"`` wraps midnight), in the customer's
+    time zone (UTC without one), and the weight it adds."""
+
+    start: Name
+    end: Name
+    weight: Weight
+
+
+class MoneyPathsConfig(_Section):
+    """Money-moving path patterns (``*`` matches anything) and the methods they apply to."""
+
+    weight: Weight
+    patterns: list[Name]
+    methods: list[Name] | None = None
+
+
+class UserAgentsConfig(_Section):
+    """Suspicious User-Agent substrings (case-insensitive), and the weight of a missing one."""
+
+    weight: Weight
+    patterns: list[Name] = []
+    missing_weight: Weight | None = None
+
+
+class ThresholdsConfig(_Section):
+    """Where MEDIUM and HIGH begin."""
+
+    medium: Weight = 0.5
+    high: Weight = 0.8
+
+
+class RiskConfig(_Section):
+    """Risk scoring: the profile's base risk plus the weight of each factor that fires. A HIGH
+    request needs step-up proof (``[jwt.step_up]``) and prefers maximum-encryption cells."""
+
+    high_risk_networks: list[NetworkListConfig] = []
+    unusual_hours: UnusualHoursConfig | None = None
+    money_paths: MoneyPathsConfig | None = None
+    suspicious_user_agents: UserAgentsConfig | None = None
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+
+
+class RequirementConfig(_Section):
+    """What a cell must offer to serve a customer whose profile carries the flag."""
+
+    certification: Name | None = None
+    region: Name | None = None
+    encryption: Literal["standard", "enhanced", "maximum"] | None = None
+
+
+class BreakerConfig(_Section):
+    """A cell circuit breaker with Resilience4j's semantics (unset fields take its defaults), or
+    the consecutive form: ``consecutive_failures`` in a row open it for ``wait_in_open_ms``, then
+    ``successes_to_close`` trial calls must all succeed."""
+
+    sliding_window_size: Positive | None = None
+    minimum_number_of_calls: Positive | None = None
+    failure_rate_threshold_pct: Percent | None = None
+    slow_call_rate_threshold_pct: Percent | None = None
+    slow_call_duration_ms: Positive | None = None
+    wait_in_open_ms: Positive | None = None
+    permitted_number_of_calls_in_half_open_state: Positive | None = None
+    half_open_failure_rate_threshold_pct: Percent | None = None
+    consecutive_failures: Positive | None = None
+    successes_to_close: Positive | None = None
+
+    _WINDOW: ClassVar[tuple[str, ...]] = (
+        "sliding_window_size",
+        "minimum_number_of_calls",
+        "failure_rate_threshold_pct",
+        "permitted_number_of_calls_in_half_open_state",
+        "half_open_failure_rate_threshold_pct",
+    )
+
+    def problems(self, path: str) -> list[str]:
+        """What cannot be combined."""
+        if self.consecutive_failures is None:
+            if self.successes_to_close is not None:
+                return [f"{path}.successes_to_close: only with consecutive_failures"]
+            return []
+        mixed = [name for name in self._WINDOW if getattr(self, name) is not None]
+        problems = [f"{path}.{name}: not with consecutive_failures" for name in mixed]
+        if self.successes_to_close is None:
+            problems.append(f"{path}.successes_to_close: required with consecutive_failures")
+        return problems
+
+    def compile(self) -> dict[str, Any]:
+        """The core's breaker settings."""
+        given = {
+            name: value
+            for name, value in msgspec.structs.asdict(self).items()
+            if value is not None and name not in ("consecutive_failures", "successes_to_close")
+        }
+        if self.consecutive_failures is None:
+            return given
+        return {
+            **given,
+            "sliding_window_size": self.consecutive_failures,
+            "minimum_number_of_calls": self.consecutive_failures,
+            "failure_rate_threshold_pct": 100,
+            "permitted_number_of_calls_in_half_open_state": self.successes_to_close,
+            "half_open_failure_rate_threshold_pct": 1,
+        }
 
 
 class CellConfig(_Section):
@@ -125,6 +247,7 @@ class CellConfig(_Section):
     certifications: list[str] = []
     encryption: Literal["standard", "enhanced", "maximum"] = "standard"
     signed: bool = False
+    breaker: BreakerConfig | None = None
 
 
 class HealthConfig(_Section):
@@ -171,6 +294,9 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     forward: ForwardConfig = ForwardConfig()
     admin: AdminConfig | None = None
+    risk: RiskConfig | None = None
+    compliance: dict[str, RequirementConfig] = {}
+    breaker: BreakerConfig = BreakerConfig()
     #: The directory relative paths are resolved against (not read from the file).
     base_dir: str = "."
 
@@ -253,6 +379,11 @@ def _check_semantics(raw: dict[str, Any], base_dir: str, errors: list[str]) -> N
             errors.append(f"cells[{i}].endpoint: {problem}")
         if cell.signed:
             errors.append(f"cells[{i}].signed: request signing is not available yet")
+        if cell.breaker is not None:
+            errors.extend(cell.breaker.problems(f"cells[{i}].breaker"))
+    breaker = validate(_table(raw, "breaker", {}), BreakerConfig, [], "breaker")
+    if breaker is not None:
+        errors.extend(breaker.problems("breaker"))
     health = validate(_table(raw, "health", {}), HealthConfig, [], "health")
     if health is not None:
         if not health.path.startswith("/"):
@@ -318,8 +449,9 @@ def compiled_keys(config: Config) -> list[tuple[dict[str, Any], str]]:
     return keys
 
 
-def compile_settings(config: Config) -> bytes:
-    """The core's settings for ``config``, as the JSON the core decodes."""
+def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
+    """The core's settings for ``config``, as the JSON the core decodes; ``zone_names`` are the
+    time zones the profiles use, compiled into offset tables for the risk model."""
     jwt = config.jwt
     settings = {
         "jwt": {
@@ -350,9 +482,15 @@ def compile_settings(config: Config) -> bytes:
                 "certifications": c.certifications,
                 "encryption": c.encryption,
                 "signed": c.signed,
+                "breaker": c.breaker and c.breaker.compile(),
             }
             for c in config.cells
         ],
+        "risk": config.risk and _compile_risk(config.risk, zone_names),
+        "compliance": {
+            flag: msgspec.structs.asdict(rule) for flag, rule in config.compliance.items()
+        },
+        "breaker": config.breaker.compile(),
         "health": msgspec.structs.asdict(config.health),
         "forward": {
             k: v
@@ -361,6 +499,20 @@ def compile_settings(config: Config) -> bytes:
         },
     }
     return msgspec.json.encode(settings)
+
+
+def _compile_risk(risk: RiskConfig, zone_names: Iterable[str]) -> dict[str, Any]:
+    compiled = msgspec.to_builtins(risk)
+    compiled["zones"] = compile_zones(sorted(set(zone_names)))
+    return compiled
+
+
+_TIMEZONE = re.compile(rb'"timezone"\s*:\s*"([^"\\]+)"')
+
+
+def profile_zones(profiles_jsonl: bytes) -> set[str]:
+    """The time zone names a profile source uses (found without parsing every line)."""
+    return {match.decode() for match in _TIMEZONE.findall(profiles_jsonl)}
 
 
 def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Router:
@@ -373,7 +525,11 @@ def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Rout
             [f"profiles.source: cannot read {str(profiles_path)!r}: {err.strerror}"]
         ) from None
     try:
-        return _core.Router(compile_settings(config), profiles, clock)
+        settings = compile_settings(config, profile_zones(profiles) if config.risk else ())
+    except ValueError as err:  # an unknown time zone, named by compile_zones
+        raise ConfigError([f"profiles ({config.profiles.source}): timezone: {err}"]) from None
+    try:
+        return _core.Router(settings, profiles, clock)
     except _core.CoreConfigError as err:
         key_paths = [path for _, path in compiled_keys(config)]
         raise ConfigError(

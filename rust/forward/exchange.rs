@@ -185,6 +185,7 @@ mod tests {
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
             load: CellLoad::new(),
+            breaker: crate::breaker::Breaker::new(&Default::default()).unwrap(),
         }
     }
 

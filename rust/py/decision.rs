@@ -181,6 +181,19 @@ impl PyDecision {
         }
     }
 
+    /// The request's risk as `(score, level)`, or None when not scored or refused.
+    #[getter]
+    fn risk(&self) -> Option<(f32, &'static str)> {
+        match &self.verdict {
+            Verdict::Routed { route, .. } => route
+                .lock()
+                .ok()
+                .and_then(|route| route.as_ref().and_then(|r| r.risk))
+                .map(|a| (a.score(), a.level().as_str())),
+            Verdict::Refused(_) => None,
+        }
+    }
+
     /// Gives the cell slot back without forwarding; says whether a slot was held.
     fn release(&self) -> bool {
         self.take_route().is_some()

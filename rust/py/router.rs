@@ -11,7 +11,8 @@ use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
 use crate::py::decision::{PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
-use crate::router::{RequestFacts, Router};
+use crate::reason::Reason;
+use crate::router::{Outcome as CellOutcome, RequestFacts, Router};
 use crate::settings::CoreSettings;
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -131,12 +132,25 @@ impl PyRouter {
         let pools = bridge.pools(&self.core);
         let mut route = route;
         let fields = std::mem::take(&mut route.answer_fields);
+        let core = self.core.clone();
         bridge.start(py, async move {
             let result = match build_request(route.cell(), outbound) {
                 Ok(request) => exchange(&pools, route.cell(), request).await,
+                Err(refusal) if refusal.reason == Reason::Malformed => {
+                    // The client's request was bad, not the cell: nothing to count.
+                    drop(route);
+                    return pending.complete(Outcome::Refused {
+                        refusal,
+                        request_id,
+                    });
+                }
                 Err(refusal) => Err(refusal),
             };
-            drop(route);
+            let outcome = match &result {
+                Ok(answer) if answer.status < 500 => CellOutcome::Success,
+                _ => CellOutcome::Failure,
+            };
+            core.report(route, outcome);
             pending.complete(match result {
                 Ok(answer) => Outcome::Answer {
                     answer,
@@ -150,6 +164,20 @@ impl PyRouter {
             });
         })?;
         Ok(future)
+    }
+
+    /// Reports how a routed decision's request ended when it was not forwarded through the core:
+    /// feeds its cell's breaker and gives the slot back. Says whether the decision held a slot.
+    fn report(&self, decision: &PyDecision, success: bool) -> bool {
+        let Some(route) = decision.take_route() else {
+            return false;
+        };
+        let outcome = match success {
+            true => CellOutcome::Success,
+            false => CellOutcome::Failure,
+        };
+        self.core.report(route, outcome);
+        true
     }
 
     /// Starts probing every cell's health endpoint (idempotent).
@@ -214,7 +242,7 @@ impl PyRouter {
             .write()
             .map_err(|_| PyValueError::new_err("profile table poisoned"))?;
         profiles
-            .upsert(record, self.core.catalog())
+            .upsert(record, self.core.catalog(), &|name| self.core.zone(name))
             .map_err(|err| PyValueError::new_err(format!("profile: {err}")))
     }
 
