@@ -7,6 +7,7 @@ pub mod cells;
 pub mod clock;
 pub mod compliance;
 pub mod driver;
+pub mod explain;
 pub mod forward;
 pub mod health;
 pub mod placement;

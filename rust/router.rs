@@ -319,6 +319,16 @@ impl Router {
         }
     }
 
+    /// The quota of `tier`, if it has one.
+    pub fn quota(&self, tier: u16) -> Option<&Quota> {
+        self.quotas.get(tier as usize)?.as_ref()
+    }
+
+    /// The per-customer rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
     /// The risk model, when risk scoring is configured.
     pub fn risk_model(&self) -> Option<&RiskModel> {
         self.risk.as_ref()

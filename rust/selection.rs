@@ -211,6 +211,38 @@ impl Selector {
         compliance: &Compliance,
         catalog: &Catalog,
     ) -> Result<Chosen, Refusal> {
+        self.pick(request, cells, compliance, |cell| {
+            cell.breaker.try_acquire(request.now_us).ok()
+        })
+        .map(|(permit, cell, stage, placement)| Chosen {
+            cell,
+            permit,
+            stage,
+            placement,
+        })
+        .ok_or_else(|| no_eligible_cell(request, cells, compliance, catalog))
+    }
+
+    /// The cell `choose` would pick now, without taking a permit or a slot (for explanations).
+    pub fn preview(
+        &self,
+        request: &Request,
+        cells: &CellTable,
+        compliance: &Compliance,
+    ) -> Option<(Arc<Cell>, Stage, TierPlacement)> {
+        self.pick(request, cells, compliance, |_| Some(()))
+            .map(|((), cell, stage, placement)| (cell, stage, placement))
+    }
+
+    /// Walks the stages in order and offers each stage's placement pick to `accept`; a cell it
+    /// refuses is passed over and the stage picks again.
+    fn pick<T>(
+        &self,
+        request: &Request,
+        cells: &CellTable,
+        compliance: &Compliance,
+        mut accept: impl FnMut(&Arc<Cell>) -> Option<T>,
+    ) -> Option<(T, Arc<Cell>, Stage, TierPlacement)> {
         let group = cells.group(request.tier, request.region);
         let tier_placement = self.placement(request.tier);
         let mut stages: [Option<StageCells>; 3] = [None, None, None];
@@ -248,20 +280,13 @@ impl Selector {
                         .map(|i| &candidates[i]),
                 };
                 let Some(cell) = pick else { break };
-                match cell.breaker.try_acquire(request.now_us) {
-                    Ok(permit) => {
-                        return Ok(Chosen {
-                            cell: cell.clone(),
-                            permit,
-                            stage,
-                            placement: stage_placement,
-                        })
-                    }
-                    Err(_) => refused.push(cell.index),
+                match accept(cell) {
+                    Some(taken) => return Some((taken, cell.clone(), stage, stage_placement)),
+                    None => refused.push(cell.index),
                 }
             }
         }
-        Err(no_eligible_cell(request, cells, compliance, catalog))
+        None
     }
 }
 

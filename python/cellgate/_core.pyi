@@ -48,6 +48,9 @@ class Decision:
     def problem(self) -> Response | None:
         """The problem+json ``(status, headers, body)`` of a refusal."""
     @property
+    def risk(self) -> tuple[float, str] | None:
+        """``(score, level)`` when risk is scored."""
+    @property
     def fields(self) -> list[tuple[str, str]]:
         """The gateway's own response fields (RateLimit fields; Retry-After on a 429)."""
     def release(self) -> bool:
@@ -83,6 +86,17 @@ class Router:
         client: str,
         user_agent: str | None = None,
     ) -> Decision: ...
+    def explain(
+        self,
+        method: str,
+        path: str,
+        authorization: str | None,
+        client: str,
+        user_agent: str | None = None,
+    ) -> str:
+        """What ``decide`` would decide now and why, as JSON; counts and takes nothing."""
+    def report(self, decision: Decision, success: bool) -> bool:
+        """Feeds the cell's breaker with a routed decision's outcome and gives its slot back."""
     def forward(
         self,
         bridge: Bridge,

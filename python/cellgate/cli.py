@@ -107,6 +107,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(Path(args.config), args)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explains what the router would decide for one request, and why: the token, the profile,
+    the rate limit, each risk factor, step-up, every cell and the first rule that excludes it,
+    and the chosen cell. Nothing is counted. Exit 0 when the request would be routed, 1 when it
+    would be refused, 2 for a bad configuration."""
+    from cellgate.explain import explain, render
+
+    try:
+        router = build_router(load_config(args.config))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    explanation = explain(
+        router, args.method.upper(), args.path, args.token, args.client_ip, args.user_agent
+    )
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(explanation, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(render(explanation))
+    return 0 if explanation["decision"]["ok"] else 1
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Runs the embedded demo: the demo cells as processes on loopback, the demo customers and
     the gateway, and prints a ready-made token and curl line for each customer."""
@@ -184,6 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="the cellgate TOML configuration")
     check.set_defaults(func=cmd_check_config)
+
+    why = commands.add_parser(
+        "explain",
+        help="explain the decision for one request (rules, risk, every cell); counts nothing",
+        description=cmd_explain.__doc__,
+    )
+    why.add_argument("--config", required=True, help="the cellgate TOML configuration")
+    why.add_argument("--token", required=True, help="the bearer token (with or without 'Bearer ')")
+    why.add_argument("--path", required=True, help="the request path, e.g. /api/transfers")
+    why.add_argument("--method", default="GET", help="the request method (default: %(default)s)")
+    why.add_argument(
+        "--client-ip", default="127.0.0.1", help="the client address (default: %(default)s)"
+    )
+    why.add_argument("--user-agent", help="the User-Agent header (default: none)")
+    why.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    why.set_defaults(func=cmd_explain)
     return parser
 
 

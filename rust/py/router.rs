@@ -166,6 +166,28 @@ impl PyRouter {
         Ok(future)
     }
 
+    /// What `decide` would decide now and why, as JSON: the token, the profile, the rate limit,
+    /// the risk factors, step-up, every cell with the first rule that excludes it, and the chosen
+    /// cell. Nothing is counted or taken.
+    #[pyo3(signature = (method, path, authorization, client, user_agent=None))]
+    fn explain(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        client: &str,
+        user_agent: Option<&str>,
+    ) -> String {
+        let facts = RequestFacts {
+            method,
+            path,
+            authorization,
+            client,
+            user_agent,
+        };
+        crate::explain::explain(&self.core, &facts).to_string()
+    }
+
     /// Reports how a routed decision's request ended when it was not forwarded through the core:
     /// feeds its cell's breaker and gives the slot back. Says whether the decision held a slot.
     fn report(&self, decision: &PyDecision, success: bool) -> bool {
