@@ -17,8 +17,8 @@
 //! RFC 9110 delay-seconds. On a limited response `t` is the Retry-After delay, because §6 says
 //! Retry-After SHOULD NOT point earlier than the end of the effective window.
 
+use foldhash::fast::RandomState;
 use serde::Deserialize;
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
 use std::hash::BuildHasher;
@@ -215,7 +215,7 @@ pub struct RateLimiter {
 }
 
 struct Shard {
-    tat_ns: HashMap<Box<str>, u64>,
+    tat_ns: HashMap<Box<str>, u64, RandomState>,
     sweep_at: usize,
 }
 
@@ -254,10 +254,10 @@ impl RateLimiter {
     pub fn with_sweep_threshold(min_sweep_at: usize) -> Self {
         let min_sweep_at = min_sweep_at.max(1);
         RateLimiter {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shards: std::array::from_fn(|_| {
                 Mutex::new(Shard {
-                    tat_ns: HashMap::new(),
+                    tat_ns: HashMap::default(),
                     sweep_at: min_sweep_at,
                 })
             }),

@@ -1,6 +1,5 @@
 //! Request ids: unique per process run, cheap to make, unguessable across restarts.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Makes 32-hex-digit request ids from a random per-process prefix and a counter.
@@ -27,9 +26,20 @@ impl RequestIds {
     #[inline]
     pub fn next(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut id = String::with_capacity(32);
-        let _ = write!(id, "{:016x}{:016x}", self.prefix, n);
-        id
+        let mut id = [0u8; 32];
+        hex16(self.prefix, &mut id[..16]);
+        hex16(n, &mut id[16..]);
+        // Only ASCII hex digits were written.
+        String::from_utf8_lossy(&id).into_owned()
+    }
+}
+
+/// Writes `value` as 16 lower-case hex digits, most significant first.
+#[inline]
+fn hex16(value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate().take(16) {
+        *byte = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 

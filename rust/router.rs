@@ -26,14 +26,15 @@ pub struct RequestFacts<'a> {
 }
 
 /// A routed request: its customer, the cell slot and breaker permit it holds until the outcome
-/// is known, and the fields the answer carries (the RateLimit fields of the customer's quota).
+/// is known, its risk, and the rate-limit verdict its answer reports.
 pub struct Route {
     pub customer: Arc<str>,
     pub slot: InFlight,
     pub permit: Option<Permit>,
     pub decided_us: u64,
     pub risk: Option<Assessment>,
-    pub answer_fields: Vec<(&'static str, String)>,
+    /// The quota's verdict, for the RateLimit fields of the answer (formatted only when sent).
+    pub rate: Option<(u16, Verdict)>,
 }
 
 impl std::fmt::Debug for Route {
@@ -170,7 +171,7 @@ impl Router {
         let now_s = now_us / 1_000_000;
         let verified = self.verifier.verify_header(request.authorization, now_s)?;
         let profile = self.profile(&verified.customer)?;
-        let answer_fields = self.rate_limit(&verified.customer, profile.tier, now_us)?;
+        let rate = self.rate_limit(&verified.customer, profile.tier, now_us)?;
         let risk = self.assess(request, &profile, now_s);
         if let Some(assessment) = &risk {
             self.require_step_up(assessment, &verified, request, now_s)?;
@@ -194,7 +195,7 @@ impl Router {
             permit: Some(chosen.permit),
             decided_us: now_us,
             risk,
-            answer_fields,
+            rate,
         })
     }
 
@@ -279,19 +280,45 @@ impl Router {
         })
     }
 
-    /// Counts the request against the customer's tier quota: the RateLimit fields for the answer,
-    /// or a 429 refusal with Retry-After.
+    /// Counts the request against the customer's tier quota: the verdict for the answer's
+    /// RateLimit fields, or a 429 refusal with Retry-After and those fields.
     fn rate_limit(
         &self,
         customer: &str,
         tier: u16,
         now_us: u64,
-    ) -> Result<Vec<(&'static str, String)>, Refusal> {
+    ) -> Result<Option<(u16, Verdict)>, Refusal> {
         let Some(Some(quota)) = self.quotas.get(tier as usize) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let verdict = self.limiter.check(customer, quota, now_us);
-        let fields = vec![
+        let Verdict::Limited { retry_after_s, .. } = verdict else {
+            return Ok(Some((tier, verdict)));
+        };
+        let detail = format!(
+            "over the {} quota of {} requests per {} s (burst {}); retry in {retry_after_s} s",
+            quota.name(),
+            quota.requests(),
+            quota.period_s(),
+            quota.burst()
+        );
+        let mut refusal = Refusal::new(Reason::RateLimited, detail)
+            .with_field("retry-after", retry_after_s.to_string());
+        refusal
+            .fields
+            .extend(self.rate_fields(Some((tier, verdict))));
+        Err(refusal)
+    }
+
+    /// The RateLimit and RateLimit-Policy fields of a verdict.
+    pub fn rate_fields(&self, rate: Option<(u16, Verdict)>) -> Vec<(&'static str, String)> {
+        let Some((tier, verdict)) = rate else {
+            return Vec::new();
+        };
+        let Some(quota) = self.quota(tier) else {
+            return Vec::new();
+        };
+        vec![
             (
                 "ratelimit-policy",
                 ratelimit::policy_field(quota).to_string(),
@@ -300,23 +327,7 @@ impl Router {
                 "ratelimit",
                 ratelimit::ratelimit_field(quota, &verdict).to_string(),
             ),
-        ];
-        match verdict {
-            Verdict::Allowed { .. } => Ok(fields),
-            Verdict::Limited { retry_after_s, .. } => {
-                let detail = format!(
-                    "over the {} quota of {} requests per {} s (burst {}); retry in {retry_after_s} s",
-                    quota.name(),
-                    quota.requests(),
-                    quota.period_s(),
-                    quota.burst()
-                );
-                let mut refusal = Refusal::new(Reason::RateLimited, detail)
-                    .with_field("retry-after", retry_after_s.to_string());
-                refusal.fields.extend(fields);
-                Err(refusal)
-            }
-        }
+        ]
     }
 
     /// The quota of `tier`, if it has one.

@@ -1,7 +1,7 @@
 //! `Decision`: where a request goes, or why it may not, holding its cell slot until forwarded.
 
 use crate::reason::Refusal;
-use crate::router::Route;
+use crate::router::{Route, Router};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,8 @@ pub enum Verdict {
         encryption: &'static str,
         client_ip: String,
         route: Mutex<Option<Route>>,
+        /// The router that decided, to format the answer's RateLimit fields when asked.
+        router: Arc<Router>,
     },
     /// Refused, with the reason.
     Refused(Refusal),
@@ -172,10 +174,10 @@ impl PyDecision {
     #[getter]
     fn fields(&self) -> Vec<(&'static str, String)> {
         match &self.verdict {
-            Verdict::Routed { route, .. } => route
+            Verdict::Routed { route, router, .. } => route
                 .lock()
                 .ok()
-                .and_then(|route| route.as_ref().map(|r| r.answer_fields.clone()))
+                .and_then(|route| route.as_ref().map(|r| router.rate_fields(r.rate)))
                 .unwrap_or_default(),
             Verdict::Refused(refusal) => refusal.fields.clone(),
         }

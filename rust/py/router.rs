@@ -92,6 +92,7 @@ impl PyRouter {
                     encryption: cell.encryption.name(),
                     client_ip: strip_port(client).to_owned(),
                     route: Mutex::new(Some(route)),
+                    router: self.core.clone(),
                 }
             }
             Err(refusal) => Verdict::Refused(refusal),
@@ -130,8 +131,7 @@ impl PyRouter {
             client_ip: decision.client_ip().to_owned(),
         };
         let pools = bridge.pools(&self.core);
-        let mut route = route;
-        let fields = std::mem::take(&mut route.answer_fields);
+        let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
         bridge.start(py, async move {
             let result = match build_request(route.cell(), outbound) {
