@@ -7,7 +7,9 @@ them, one peer at a time, each with one worker / one thread:
   nginx     nginx as a plain reverse proxy (least_conn, pooled upstream connections, no auth)
   haproxy   HAProxy 2.6 verifying the HS256 JWT (alg, signature, iss, aud, exp, customer claim),
             a per-customer request-rate counter, leastconn, pooled server connections
-  cellgate  `cellgate serve --workers 1` on a generated configuration
+  cellgate  `cellgate serve --workers 1` on a generated configuration with every decision rule
+            on (quota, risk factors, compliance rules, breakers; none refuses a bench request)
+  cellgate-plain  the same without the rules (only with --only), to price them
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
@@ -52,12 +54,15 @@ import jwt
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "e2e"
-PEERS = ("direct", "nginx", "haproxy", "cellgate")
+PEERS = ("direct", "nginx", "haproxy", "cellgate", "cellgate-plain")
+#: Measured unless --only says otherwise.
+DEFAULT_PEERS = ("direct", "nginx", "haproxy", "cellgate")
 PEER_LABELS = {
     "direct": "nginx cell, direct (ceiling)",
     "nginx": "nginx proxy (no auth)",
     "haproxy": "haproxy 2.6 + jwt_verify",
-    "cellgate": "cellgate",
+    "cellgate": "cellgate (every rule on)",
+    "cellgate-plain": "cellgate (rules off)",
 }
 CUSTOMER_COUNT = 1000
 ISSUER = "https://auth.bench"
@@ -141,8 +146,54 @@ def tampered(token: str) -> str:
     return f"{head}.{payload}.{first}{signature[1:]}"
 
 
-def cellgate_config(secret: str, cell_ports: list[int], profiles_path: Path) -> str:
-    """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key."""
+#: Every decision rule on, none of which refuses a bench request: a quota as far above the load
+#: as HAProxy's counter, risk factors that are scored but do not fire on loopback GETs, compliance
+#: rules for flags the bench customers do not carry, and breakers.
+RULES = """
+[tiers.retail.rate_limit]
+requests = 1000000
+period_s = 10
+burst = 1000000
+
+[jwt.step_up]
+amr = "mfa"
+max_age_s = 900
+
+[risk.thresholds]
+medium = 0.5
+high = 0.8
+[[risk.high_risk_networks]]
+name = "bench-bad"
+weight = 0.3
+cidrs = ["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"]
+[risk.unusual_hours]
+start = "02:00"
+end = "02:01"
+weight = 0.1
+[risk.money_paths]
+weight = 0.2
+patterns = ["/api/transfers*", "/api/*/withdraw*"]
+methods = ["POST"]
+[risk.suspicious_user_agents]
+weight = 0.2
+patterns = ["sqlmap", "nikto"]
+
+[compliance]
+PII_RESTRICTED = { certification = "SOC2" }
+HIGH_RISK = { encryption = "standard" }
+
+[breaker]
+consecutive_failures = 5
+wait_in_open_ms = 30000
+successes_to_close = 3
+"""
+
+
+def cellgate_config(
+    secret: str, cell_ports: list[int], profiles_path: Path, rules: bool = True
+) -> str:
+    """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key, and
+    (unless ``rules`` is off) every decision rule."""
     cells = "".join(
         f"""
 [[cells]]
@@ -169,6 +220,7 @@ secret = "{secret}"
 
 [tiers.retail]
 placement = "least_loaded"
+{RULES if rules else ""}
 {cells}
 [health]
 path = "/health"
@@ -397,6 +449,7 @@ def start_haproxy(
 
 
 def start_cellgate(
+    peer: str,
     procs: Processes,
     workdir: Path,
     port: int,
@@ -405,11 +458,13 @@ def start_cellgate(
     args: argparse.Namespace,
 ) -> tuple:
     """Writes the cellgate configuration and runs `cellgate serve` with one worker."""
-    home = workdir / "cellgate"
+    home = workdir / peer
     home.mkdir(exist_ok=True)
     config_path = home / "cellgate.toml"
+    rules = peer == "cellgate"
     config_path.write_text(
-        cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path), encoding="utf-8"
+        cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path, rules),
+        encoding="utf-8",
     )
     argv = [
         *shlex.split(args.cellgate_cmd),
@@ -422,7 +477,7 @@ def start_cellgate(
         raise BenchError(f"no such command {argv[0]!r}: install cellgate or pass --cellgate-cmd")
     print(f"  cellgate: {shlex.join(argv)}", flush=True)
     log = home / "cellgate.log"
-    return procs.start("cellgate", argv, log, cwd=home), log
+    return procs.start(peer, argv, log, cwd=home), log
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -497,7 +552,7 @@ def run_peer(
     elif peer == "haproxy":
         proc, log = start_haproxy(procs, workdir, port, cell_ports, fixtures)
     else:
-        proc, log = start_cellgate(procs, workdir, port, cell_ports, fixtures, args)
+        proc, log = start_cellgate(peer, procs, workdir, port, cell_ports, fixtures, args)
     try:
         wait_ready(PEER_LABELS[peer], proc, log, port, "/api/accounts", fixtures.tokens[0])
         if peer != "nginx":
@@ -526,7 +581,7 @@ def versions(peers: list[str]) -> dict[str, str]:
     }
     if "haproxy" in peers:
         found["haproxy"] = first_line([find_tool("haproxy"), "-v"])
-    if "cellgate" in peers:
+    if "cellgate" in peers or "cellgate-plain" in peers:
         probe = (
             "import importlib.metadata as m\n"
             "try: print('cellgate', m.version('cellgate'))\n"
@@ -594,8 +649,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(PEERS),
-        help=f"comma-separated peers to measure, of {','.join(PEERS)} (default: all)",
+        default=",".join(DEFAULT_PEERS),
+        help=f"comma-separated peers to measure, of {','.join(PEERS)}"
+        f" (default: {','.join(DEFAULT_PEERS)})",
     )
     parser.add_argument(
         "--duration", type=int, default=10, help="seconds per measured run (default: %(default)s)"
