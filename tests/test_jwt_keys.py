@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 from cellgate import Clock, ConfigError, Router, build_router, parse_config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from jwt.algorithms import get_default_algorithms
 
 NOW = 1_700_000_000
@@ -348,3 +351,85 @@ def test_a_duplicate_kid_across_keys_and_jwks_is_refused(tmp_path: Path):
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     errors = errors_of(tmp_path, key_table("hs", "HS256", secret=HS_SECRET.decode()), "jwks.json")
     assert errors == ["jwt.jwks_file keys[0] (kid 'hs').kid: duplicate kid 'hs' (also jwt.keys[0])"]
+
+
+# --- differential: the core and pyjwt agree on public-key tokens ----------------------------
+
+MISSING = object()
+#: Per claim: (valid values, broken ones), offsets from now in seconds for the times; the two
+#: meet at the 30 s leeway. Each example breaks at most one claim, so both verdicts are common.
+CLAIMS: dict[str, tuple[list[Any], list[Any]]] = {
+    "exp": ([-29, -1, 0, 1, 29, 30, 31, 10_000], [MISSING, -30, -31, -10_000]),
+    "nbf": ([MISSING, -10_000, -1, 0, 1, 29, 30], [31, 10_000]),
+    "iat": ([MISSING, -10_000, -1, 0, 29, 30], [31, 10_000]),
+    "iss": ([ISSUER], ["https://evil.test", MISSING]),
+    "aud": ([AUDIENCE, [AUDIENCE, "x"]], ["other", MISSING]),
+    "sub": (["c-1", "c-2"], ["", 7, MISSING]),
+}
+
+
+@pytest.fixture(scope="module")
+def public_router(tmp_path_factory: pytest.TempPathFactory) -> tuple[Router, Clock]:
+    directory = tmp_path_factory.mktemp("differential")
+    keys = "".join(
+        key_table(alg.lower(), alg, public_key_pem=PAIRS[alg].pem())
+        for alg in ("RS256", "PS256", "ES256", "ES384", "EdDSA")
+    )
+    (directory / "customers.jsonl").write_bytes(
+        CUSTOMERS + b'{"customer_id": "c-2", "tier": "retail", "region": "us-east"}\n'
+    )
+    text = config(keys).replace("[jwt]\n", "[jwt]\nleeway_s = 30\n", 1)
+    clock = Clock.manual(NOW)
+    return build_router(parse_config(text, directory), clock), clock
+
+
+def pyjwt_customer(tok: str, alg: str) -> str | None:
+    """pyjwt's verdict: the customer when it accepts (and the core's customer rule holds)."""
+    try:
+        payload = jwt.decode(
+            tok,
+            PAIRS[alg].public,
+            algorithms=[alg],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=30,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+    except jwt.InvalidTokenError:
+        return None
+    sub = payload["sub"]
+    return sub if isinstance(sub, str) and sub else None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    alg=st.sampled_from(["RS256", "PS256", "ES256", "ES384", "EdDSA"]),
+    broken=st.sampled_from([None, None, None, "key", *CLAIMS]),
+    data=st.data(),
+)
+def test_the_core_accepts_exactly_what_pyjwt_accepts(public_router, alg, broken, data):
+    now = int(time.time())
+    drawn = {
+        name: data.draw(st.sampled_from(choices[name == broken]), label=name)
+        for name, choices in CLAIMS.items()
+    }
+    payload = {
+        name: (now + value if name in ("exp", "nbf", "iat") else value)
+        for name, value in drawn.items()
+        if value is not MISSING
+    }
+    other_key = broken == "key"
+    signer = _other_private(alg) if other_key else PAIRS[alg].private
+    tok = jwt.encode(payload, signer, algorithm=alg, headers={"kid": alg.lower()})
+    # pyjwt reads its own clock; the core's manual clock is set to the same second, and an
+    # example is retried when the second turned meanwhile.
+    expected = pyjwt_customer(tok, alg)
+    if int(time.time()) != now:
+        return
+    router, clock = public_router
+    clock.set(now)
+    decision = decide(router, tok)
+    event(f"accepted: {expected is not None}")
+    assert decision.customer_id == expected, (decision.reason, decision.detail, payload)
+    if decision.ok:
+        decision.release()
