@@ -752,20 +752,13 @@ def test_every_token_gets_the_references_verdict(token_routers, header, claims, 
 
 # --- a registered claim naming the customer -----------------------------------------------------
 
-CORE_READS_THE_CUSTOMER_ONLY_FROM_ISS_AND_AUD = pytest.mark.xfail(
-    strict=True,
-    reason="core bug: rust/auth/claims.rs reads jti and acr into their own fields only, so a "
-    'customer_claim of jti or acr is refused as missing_customer (\'claim "jti" is missing or '
-    "empty') although it holds the customer's id; iss and aud are read as the customer too",
-)
-
 
 @pytest.mark.parametrize(
     "claim",
     [
         "iss",
-        pytest.param("jti", marks=CORE_READS_THE_CUSTOMER_ONLY_FROM_ISS_AND_AUD),
-        pytest.param("acr", marks=CORE_READS_THE_CUSTOMER_ONLY_FROM_ISS_AND_AUD),
+        "jti",
+        "acr",
     ],
 )
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -148,11 +148,32 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     }
                     claims.aud = Some(aud);
                 }
-                "iat" => claims.iat = Some(map.next_value()?),
-                "jti" => claims.jti = Some(map.next_value()?),
-                "amr" => claims.amr = Some(map.next_value()?),
-                "acr" => claims.acr = Some(map.next_value()?),
-                "auth_time" => claims.auth_time = Some(map.next_value()?),
+                "iat" => {
+                    claims.iat = Some(map.next_value()?);
+                    claims.customer_not_string |= names_customer;
+                }
+                "jti" => {
+                    let jti: Cow<'de, str> = map.next_value()?;
+                    if names_customer {
+                        claims.customer = Some(jti.clone());
+                    }
+                    claims.jti = Some(jti);
+                }
+                "amr" => {
+                    claims.amr = Some(map.next_value()?);
+                    claims.customer_not_string |= names_customer;
+                }
+                "acr" => {
+                    let acr: Cow<'de, str> = map.next_value()?;
+                    if names_customer {
+                        claims.customer = Some(acr.clone());
+                    }
+                    claims.acr = Some(acr);
+                }
+                "auth_time" => {
+                    claims.auth_time = Some(map.next_value()?);
+                    claims.customer_not_string |= names_customer;
+                }
                 _ if names_customer => match map.next_value::<serde_json::Value>()? {
                     serde_json::Value::String(s) => claims.customer = Some(Cow::Owned(s)),
                     serde_json::Value::Null => {}

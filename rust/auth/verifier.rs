@@ -454,6 +454,12 @@ mod tests {
         s.customer_claim = "exp".into();
         let v = Verifier::build(&s).unwrap();
         assert_eq!(reason(&v, &token(GOOD), 500), Reason::MissingCustomer);
+        for claim in ["jti", "acr"] {
+            s.customer_claim = claim.into();
+            let v = Verifier::build(&s).unwrap();
+            let named = GOOD.replace(r#""nbf":100"#, &format!(r#""nbf":100,"{claim}":"c-9""#));
+            assert_eq!(&*v.verify(&token(&named), 500).unwrap().customer, "c-9");
+        }
         assert_eq!(reason(&v, &token(GOOD), 2000), Reason::Expired);
     }
 
