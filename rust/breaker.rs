@@ -41,6 +41,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The largest `sliding_window_size` accepted: the ring holds one byte per call.
@@ -283,9 +284,21 @@ pub struct Breaker {
 struct Shared {
     rules: Rules,
     machine: Mutex<Machine>,
+    /// When the machine is OPEN, the microsecond its wait ends; 0 otherwise. Written under the
+    /// lock at every transition, read without it by [`Breaker::is_open`].
+    open_until_us: AtomicU64,
 }
 
 impl Shared {
+    /// Publishes the machine's phase for lock-free readers; call after every transition.
+    fn publish(&self, machine: &Machine) {
+        let until = match machine.phase {
+            Phase::Open { half_open_at_us } => half_open_at_us,
+            _ => 0,
+        };
+        self.open_until_us.store(until, Ordering::Release);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Machine> {
         // No update can leave the machine half-changed, so a poisoned lock is still safe to use.
         self.machine.lock().unwrap_or_else(PoisonError::into_inner)
@@ -443,6 +456,7 @@ impl Breaker {
             shared: Arc::new(Shared {
                 rules,
                 machine: Mutex::new(machine),
+                open_until_us: AtomicU64::new(0),
             }),
         })
     }
@@ -468,7 +482,10 @@ impl Breaker {
                     half_open_in_us: half_open_at_us - now_us,
                 })
             }
-            Phase::Open { .. } => machine.transition(Phase::HalfOpen),
+            Phase::Open { .. } => {
+                machine.transition(Phase::HalfOpen);
+                self.shared.publish(&machine);
+            }
             Phase::HalfOpen => {}
         }
         if machine.trials_admitted >= rules.trial_calls {
@@ -520,6 +537,7 @@ impl Breaker {
                     && counts.exceeds(rules.failure_pct, rules.slow_pct)
                 {
                     machine.transition(open);
+                    self.shared.publish(&machine);
                     return Some(BreakerState::Open);
                 }
                 None
@@ -534,15 +552,25 @@ impl Breaker {
                     .exceeds(rules.half_open_failure_pct, rules.slow_pct)
                 {
                     machine.transition(open);
+                    self.shared.publish(&machine);
                     Some(BreakerState::Open)
                 } else {
                     machine.transition(Phase::Closed);
+                    self.shared.publish(&machine);
                     Some(BreakerState::Closed)
                 }
             }
             // Every transition starts a new period, so a permit of this period cannot meet OPEN.
             Phase::HalfOpen | Phase::Open { .. } => None,
         }
+    }
+
+    /// Whether the breaker is OPEN and still waiting at `now_us`, without taking its lock: the
+    /// check made for every candidate cell of every request.
+    #[inline]
+    pub fn is_open(&self, now_us: u64) -> bool {
+        let until = self.shared.open_until_us.load(Ordering::Acquire);
+        until != 0 && now_us < until
     }
 
     /// The state the next call would find at `now_us`; moves nothing.
@@ -620,6 +648,25 @@ mod tests {
             call(breaker, Outcome::Failure, now_us);
         }
         assert_eq!(breaker.state(now_us), BreakerState::Open);
+    }
+
+    #[test]
+    fn the_lock_free_open_check_agrees_with_the_state() {
+        let breaker = Breaker::new(&BreakerSettings::consecutive_failures(2, 1_000, 1)).unwrap();
+        let agrees =
+            |now_us: u64| breaker.is_open(now_us) == (breaker.state(now_us) == BreakerState::Open);
+        assert!(agrees(0) && !breaker.is_open(0));
+        for now_us in [10, 20] {
+            let permit = breaker.try_acquire(now_us).unwrap();
+            breaker.report(permit, Outcome::Failure, 1, now_us);
+        }
+        for now_us in [20, 500, 1_000_019, 1_000_020, 2_000_000] {
+            assert!(agrees(now_us), "at {now_us}");
+        }
+        assert!(breaker.is_open(1_000_019) && !breaker.is_open(1_000_020));
+        let trial = breaker.try_acquire(1_000_020).unwrap();
+        breaker.report(trial, Outcome::Success, 1, 1_000_021);
+        assert!(agrees(1_000_021) && !breaker.is_open(1_000_021));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Request ids: unique per process run, cheap to make, unguessable across restarts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Makes 32-hex-digit request ids from a random per-process prefix and a counter.
 pub struct RequestIds {
@@ -22,15 +23,35 @@ impl RequestIds {
         }
     }
 
-    /// The next id.
+    /// The next id; its text is written the first time it is asked for.
     #[inline]
-    pub fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut id = [0u8; 32];
-        hex16(self.prefix, &mut id[..16]);
-        hex16(n, &mut id[16..]);
-        // Only ASCII hex digits were written.
-        String::from_utf8_lossy(&id).into_owned()
+    pub fn next(&self) -> RequestId {
+        RequestId {
+            prefix: self.prefix,
+            n: self.counter.fetch_add(1, Ordering::Relaxed),
+            text: OnceLock::new(),
+        }
+    }
+}
+
+/// One request's id: 32 hex digits, formatted only when needed.
+#[derive(Debug)]
+pub struct RequestId {
+    prefix: u64,
+    n: u64,
+    text: OnceLock<String>,
+}
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.text.get_or_init(|| {
+            let mut id = [0u8; 32];
+            hex16(self.prefix, &mut id[..16]);
+            hex16(self.n, &mut id[16..]);
+            // Only ASCII hex digits were written.
+            String::from_utf8_lossy(&id).into_owned()
+        })
     }
 }
 
@@ -56,10 +77,14 @@ mod tests {
     #[test]
     fn ids_are_unique_and_32_hex_digits() {
         let ids = RequestIds::new();
-        let a = ids.next();
-        let b = ids.next();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            a.as_str(),
+            a.as_str(),
+            "formatted once, the same every time"
+        );
     }
 }

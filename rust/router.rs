@@ -33,6 +33,8 @@ pub struct Route {
     pub permit: Option<Permit>,
     pub decided_us: u64,
     pub risk: Option<Assessment>,
+    /// The client's address, for X-Forwarded-For.
+    pub client: Option<std::net::IpAddr>,
     /// The quota's verdict, for the RateLimit fields of the answer (formatted only when sent).
     pub rate: Option<(u16, Verdict)>,
 }
@@ -172,7 +174,8 @@ impl Router {
         let verified = self.verifier.verify_header(request.authorization, now_s)?;
         let profile = self.profile(&verified.customer)?;
         let rate = self.rate_limit(&verified.customer, profile.tier, now_us)?;
-        let risk = self.assess(request, &profile, now_s);
+        let client = client_address(request.client);
+        let risk = self.assess_with(request, client, &profile, now_s);
         if let Some(assessment) = &risk {
             self.require_step_up(assessment, &verified, request, now_s)?;
         }
@@ -195,6 +198,7 @@ impl Router {
             permit: Some(chosen.permit),
             decided_us: now_us,
             risk,
+            client,
             rate,
         })
     }
@@ -236,13 +240,24 @@ impl Router {
         profile: &Profile,
         now_s: u64,
     ) -> Option<Assessment> {
+        self.assess_with(request, client_address(request.client), profile, now_s)
+    }
+
+    fn assess_with(
+        &self,
+        request: &RequestFacts,
+        client: Option<std::net::IpAddr>,
+        profile: &Profile,
+        now_s: u64,
+    ) -> Option<Assessment> {
         let model = self.risk.as_ref()?;
-        Some(model.assess(
-            profile.base_risk,
-            &risk_facts(request),
-            profile.zone,
-            now_s as i64,
-        ))
+        let facts = RiskFacts {
+            client,
+            method: request.method,
+            path: request.path,
+            user_agent: request.user_agent,
+        };
+        Some(model.assess(profile.base_risk, &facts, profile.zone, now_s as i64))
     }
 
     /// At HIGH risk, the token must prove step-up authentication: 403 step_up_required if not.
@@ -362,7 +377,7 @@ impl Router {
     }
 
     /// The next request id.
-    pub fn next_request_id(&self) -> String {
+    pub fn next_request_id(&self) -> crate::request_id::RequestId {
         self.request_ids.next()
     }
 
@@ -516,6 +531,16 @@ mod tests {
             "no eligible cell for a retail customer in region eu-west, fallback included \
              (corp-eu-1: unhealthy)"
         );
+    }
+
+    #[test]
+    fn client_addresses_lose_their_ports() {
+        let ip = |s: &str| client_address(s).map(|ip| ip.to_string());
+        assert_eq!(ip("1.2.3.4:5678").as_deref(), Some("1.2.3.4"));
+        assert_eq!(ip("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(ip("::1").as_deref(), Some("::1"));
+        assert_eq!(ip("1.2.3.4").as_deref(), Some("1.2.3.4"));
+        assert_eq!(ip("unix:/run/sock"), None);
     }
 
     #[test]

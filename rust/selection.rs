@@ -3,7 +3,7 @@
 //! maximum-encryption cells at HIGH risk, and fallback to any eligible cell of the same region,
 //! never outside it. Each cell that is passed over has the first rule that excluded it.
 
-use crate::breaker::{BreakerState, Permit};
+use crate::breaker::Permit;
 use crate::catalog::Catalog;
 use crate::cells::{Cell, CellTable, Encryption};
 use crate::compliance::{Compliance, Requirement};
@@ -187,8 +187,7 @@ impl Selector {
         if !cell.load.healthy() {
             return Some(Exclusion::Unhealthy);
         }
-        let snapshot_open = cell.breaker.state(request.now_us) == BreakerState::Open;
-        if snapshot_open {
+        if cell.breaker.is_open(request.now_us) {
             let half_open_in_us = cell
                 .breaker
                 .snapshot(request.now_us)

@@ -1,6 +1,7 @@
 //! `Decision`: where a request goes, or why it may not, holding its cell slot until forwarded.
 
 use crate::reason::Refusal;
+use crate::request_id::RequestId;
 use crate::router::{Route, Router};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -13,7 +14,7 @@ pub enum Verdict {
         customer: Arc<str>,
         cell_id: Arc<str>,
         encryption: &'static str,
-        client_ip: String,
+        client_ip: Option<std::net::IpAddr>,
         route: Mutex<Option<Route>>,
         /// The router that decided, to format the answer's RateLimit fields when asked.
         router: Arc<Router>,
@@ -26,7 +27,7 @@ pub enum Verdict {
 /// it is forwarded or released; dropping it releases the slot too.
 #[pyclass(name = "Decision", frozen, module = "cellgate._core")]
 pub struct PyDecision {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub verdict: Verdict,
 }
 
@@ -40,10 +41,13 @@ impl PyDecision {
     }
 
     /// The client address the decision was made for.
-    pub fn client_ip(&self) -> &str {
+    pub fn client_ip(&self) -> String {
         match &self.verdict {
-            Verdict::Routed { client_ip, .. } => client_ip,
-            Verdict::Refused(_) => "",
+            Verdict::Routed {
+                client_ip: Some(ip),
+                ..
+            } => ip.to_string(),
+            _ => "unknown".to_owned(),
         }
     }
 }
@@ -121,7 +125,7 @@ impl PyDecision {
     /// The id this request carries to the cell, the client and the audit trail.
     #[getter]
     fn request_id(&self) -> &str {
-        &self.request_id
+        self.request_id.as_str()
     }
 
     /// The customer the token named, when routed.
@@ -165,7 +169,9 @@ impl PyDecision {
     fn problem<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         match &self.verdict {
             Verdict::Routed { .. } => Ok(None),
-            Verdict::Refused(refusal) => problem_triple(py, refusal, &self.request_id).map(Some),
+            Verdict::Refused(refusal) => {
+                problem_triple(py, refusal, self.request_id.as_str()).map(Some)
+            }
         }
     }
 
@@ -207,14 +213,14 @@ impl PyDecision {
                 customer, cell_id, ..
             } => format!(
                 "Decision(ok=True, customer_id={customer:?}, cell_id={cell_id:?}, request_id={:?})",
-                self.request_id
+                self.request_id.as_str()
             ),
             Verdict::Refused(refusal) => format!(
                 "Decision(ok=False, status={}, reason={:?}, detail={:?}, request_id={:?})",
                 refusal.reason.status(),
                 refusal.reason.code(),
                 refusal.detail,
-                self.request_id
+                self.request_id.as_str()
             ),
         }
     }

@@ -20,19 +20,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::{Arc, Mutex};
 
-/// The client's address without its port (`1.2.3.4:5` or `[::1]:5`).
-fn strip_port(client: &str) -> &str {
-    if let Some(rest) = client.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match client.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
-        _ => client,
-    }
-}
-
 /// The hot path: compiled configuration, profiles, cells, and the client that forwards to them.
 #[pyclass(name = "Router", frozen, module = "cellgate._core")]
 pub struct PyRouter {
@@ -90,7 +77,7 @@ impl PyRouter {
                     customer: route.customer.clone(),
                     cell_id: cell.id.clone(),
                     encryption: cell.encryption.name(),
-                    client_ip: strip_port(client).to_owned(),
+                    client_ip: route.client,
                     route: Mutex::new(Some(route)),
                     router: self.core.clone(),
                 }
@@ -120,7 +107,7 @@ impl PyRouter {
         let route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
-        let request_id = decision.request_id.clone();
+        let request_id = decision.request_id.as_str().to_owned();
         let (future, pending) = bridge.pending(py, request_id.clone())?;
         let outbound = Outbound {
             method,
@@ -128,7 +115,7 @@ impl PyRouter {
             headers,
             body: Bytes::copy_from_slice(body),
             request_id: request_id.clone(),
-            client_ip: decision.client_ip().to_owned(),
+            client_ip: decision.client_ip(),
         };
         let pools = bridge.pools(&self.core);
         let fields = self.core.rate_fields(route.rate);
@@ -344,18 +331,5 @@ impl PyRouter {
             .cells()
             .get(cell_id)
             .ok_or_else(|| PyKeyError::new_err(format!("no cell {cell_id:?}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_port;
-
-    #[test]
-    fn strips_ports_from_v4_and_v6() {
-        assert_eq!(strip_port("1.2.3.4:5678"), "1.2.3.4");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
-        assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
     }
 }
