@@ -260,6 +260,22 @@ impl Router {
         Some(model.assess(profile.base_risk, &facts, profile.zone, now_s as i64))
     }
 
+    /// Each factor of `assessment` that fired, as `(kind, reason)`.
+    pub fn risk_factors(
+        &self,
+        assessment: &Assessment,
+        request: &RequestFacts,
+    ) -> Vec<(&'static str, String)> {
+        let Some(model) = self.risk.as_ref() else {
+            return Vec::new();
+        };
+        assessment
+            .explain(model, &risk_facts(request))
+            .into_iter()
+            .map(|factor| (factor.kind.code(), factor.reason))
+            .collect()
+    }
+
     /// At HIGH risk, the token must prove step-up authentication: 403 step_up_required if not.
     fn require_step_up(
         &self,

@@ -191,7 +191,12 @@ def test_risk_adds_up_the_factors_that_fire(engine):
     decision.release()
     decision = decide(router, "plain", "POST", "/api/transfers", client="203.0.113.9:1")
     assert decision.risk == (pytest.approx(0.6), "MEDIUM")
+    assert decision.risk_factors == [
+        ("high_risk_network", "client 203.0.113.9 is in bad-net"),
+        ("money_path", "POST /api/transfers matches /api/transfers*"),
+    ]
     decision.release()
+    assert decision.risk[1] == "MEDIUM", "still reported after the slot is given back"
     decision = decide(router, "plain", agent="sqlmap/1.7")
     assert decision.risk == (pytest.approx(0.3), "LOW")
     decision.release()

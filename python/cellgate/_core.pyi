@@ -51,6 +51,9 @@ class Decision:
     def risk(self) -> tuple[float, str] | None:
         """``(score, level)`` when risk is scored."""
     @property
+    def risk_factors(self) -> list[tuple[str, str]]:
+        """Each risk factor that fired, as ``(kind, reason)``."""
+    @property
     def fields(self) -> list[tuple[str, str]]:
         """The gateway's own response fields (RateLimit fields; Retry-After on a 429)."""
     def release(self) -> bool:

@@ -2,6 +2,7 @@
 
 use crate::reason::Refusal;
 use crate::request_id::RequestId;
+use crate::risk::Assessment;
 use crate::router::{Route, Router};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -18,6 +19,9 @@ pub enum Verdict {
         route: Mutex<Option<Route>>,
         /// The router that decided, to format the answer's RateLimit fields when asked.
         router: Arc<Router>,
+        /// The request's risk, when scored, and the factors that fired (`(kind, reason)`).
+        risk: Option<Assessment>,
+        risk_factors: Vec<(&'static str, String)>,
     },
     /// Refused, with the reason.
     Refused(Refusal),
@@ -193,12 +197,18 @@ impl PyDecision {
     #[getter]
     fn risk(&self) -> Option<(f32, &'static str)> {
         match &self.verdict {
-            Verdict::Routed { route, .. } => route
-                .lock()
-                .ok()
-                .and_then(|route| route.as_ref().and_then(|r| r.risk))
-                .map(|a| (a.score(), a.level().as_str())),
+            Verdict::Routed { risk, .. } => risk.map(|a| (a.score(), a.level().as_str())),
             Verdict::Refused(_) => None,
+        }
+    }
+
+    /// Each risk factor that fired, as `(kind, reason)`: `("money_path", "POST /api/transfers
+    /// matches /api/transfers*")`. Empty when none fired or the request was refused.
+    #[getter]
+    fn risk_factors(&self) -> Vec<(&'static str, String)> {
+        match &self.verdict {
+            Verdict::Routed { risk_factors, .. } => risk_factors.clone(),
+            Verdict::Refused(_) => Vec::new(),
         }
     }
 

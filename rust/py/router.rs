@@ -78,6 +78,13 @@ impl PyRouter {
                     cell_id: cell.id.clone(),
                     encryption: cell.encryption.name(),
                     client_ip: route.client,
+                    risk: route.risk,
+                    risk_factors: match &route.risk {
+                        Some(risk) if risk.fired_count() > 0 => {
+                            self.core.risk_factors(risk, &facts)
+                        }
+                        _ => Vec::new(),
+                    },
                     route: Mutex::new(Some(route)),
                     router: self.core.clone(),
                 }
