@@ -163,6 +163,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                     f" / flags {flags}"
                 )
                 print(f"curl -s {url}/api/accounts -H 'Authorization: Bearer {token}'\n")
+            risky = demo_token("c-risky")
+            print("# a HIGH-risk transfer needs step-up (403 step_up_required); see why:")
+            print(
+                f"curl -s -X POST {url}/api/transfers -H 'Authorization: Bearer {risky}'\n"
+                f"cellgate explain --config {config_path} --method POST --path /api/transfers"
+                f" --token {risky}\n"
+            )
             print("# live cell state (admin token)")
             print(
                 f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n",
