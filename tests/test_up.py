@@ -1,0 +1,79 @@
+"""`cellgate up`, the README's first command: demo cells, demo customers and the gateway start,
+the printed curl lines work, and SIGTERM stops everything cleanly."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from harness import free_port, http_json
+
+pytestmark = pytest.mark.timeout(90)
+DEMO_CELLS = 7
+
+
+def free_port_run(length: int) -> int:
+    """The first of ``length`` consecutive free loopback ports."""
+    for _ in range(50):
+        base = free_port()
+        if base + length > 65535:
+            continue
+        taken = []
+        try:
+            for port in range(base, base + length):
+                sock = socket.socket()
+                taken.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in taken:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+def test_cellgate_up_serves_the_demo_and_stops_on_sigterm():
+    port, cell_base = free_port(), free_port_run(DEMO_CELLS)
+    command = [sys.executable, "-m", "cellgate.cli", "up", "--port", str(port)]
+    up = subprocess.Popen(
+        [*command, "--cell-port-base", str(cell_base), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        printed = []
+        while not any(line.startswith("# live cell state") for line in printed):
+            line = up.stdout.readline()
+            assert line, "cellgate up ended early:\n" + "".join(printed)
+            printed.append(line)
+        curls = [line for line in printed if line.startswith(f"curl -s http://127.0.0.1:{port}")]
+        assert len(curls) == 7, "one curl line per demo customer"
+        token = re.search(r"Bearer ([\w.-]+)", curls[0])[1]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, echo = http_json(
+                    port, "GET", "/api/accounts", {"Authorization": f"Bearer {token}"}
+                )
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the gateway never answered"
+                time.sleep(0.2)
+        assert status == 200 and echo["cell"].startswith("retail-us-east-")
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=20) == 0
+        for cell_port in range(cell_base, cell_base + DEMO_CELLS):
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", cell_port)) != 0, "a demo cell outlived up"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        up.stdout.close()
