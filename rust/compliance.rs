@@ -54,6 +54,8 @@ impl Requirement {
 #[derive(Debug, Default)]
 pub struct Compliance {
     rules: Vec<Requirement>,
+    /// Bit i set for every rule i: the profile flag bits that carry a rule.
+    rule_mask: u64,
     /// By cell index: bit i set when the cell meets rule i.
     satisfied: Vec<u64>,
 }
@@ -121,7 +123,15 @@ impl Compliance {
                     .fold(0u64, |mask, (i, _)| mask | 1 << i)
             })
             .collect();
-        Ok(Compliance { rules, satisfied })
+        let rule_mask = match rules.len() {
+            MAX_RULES => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        Ok(Compliance {
+            rules,
+            rule_mask,
+            satisfied,
+        })
     }
 
     /// The flag names, in bit order, to seed the profile table with.
@@ -132,12 +142,7 @@ impl Compliance {
     /// The rules a profile's flags call for.
     #[inline]
     pub fn required(&self, profile_flags: u64) -> u64 {
-        let all = if self.rules.len() == 64 {
-            u64::MAX
-        } else {
-            (1u64 << self.rules.len()) - 1
-        };
-        profile_flags & all
+        profile_flags & self.rule_mask
     }
 
     /// The first required rule `cell` fails, if any.

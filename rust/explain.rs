@@ -2,7 +2,7 @@
 //! risk score, step-up, every cell and the first rule that excluded it, and why the chosen cell
 //! won. Nothing is counted or taken: no quota is spent, no breaker permit or cell slot held.
 
-use crate::ratelimit::{self, Verdict};
+use crate::ratelimit;
 use crate::reason::{Reason, Refusal};
 use crate::router::{risk_facts, RequestFacts, Router};
 use crate::selection::{Request, Selector, Stage, TierPlacement};
@@ -71,16 +71,7 @@ pub fn explain(router: &Router, request: &RequestFacts) -> Value {
             "ratelimit": ratelimit::ratelimit_field(quota, &verdict).to_string(),
             "allowed": verdict.is_allowed(),
         });
-        if let Verdict::Limited { retry_after_s, .. } = verdict {
-            let refusal = Refusal::new(
-                Reason::RateLimited,
-                format!(
-                    "over the {} quota; retry in {retry_after_s} s",
-                    quota.name()
-                ),
-            );
-            return finish(out, Err(refusal));
-        }
+        refused = router.rate_refusal(profile.tier, verdict);
     } else {
         out["rate_limit"] = Value::Null;
     }
@@ -104,19 +95,16 @@ pub fn explain(router: &Router, request: &RequestFacts) -> Value {
     } else {
         out["risk"] = Value::Null;
     }
-    if high {
-        let proof = router.verifier().step_up(&verified, now_s);
-        out["step_up"] =
-            json!({"required": true, "satisfied": proof.is_ok(), "missing": proof.err()});
-        if out["step_up"]["satisfied"] == json!(false) {
-            let missing = out["step_up"]["missing"].as_str().unwrap_or("").to_owned();
-            refused.get_or_insert(Refusal::new(
-                Reason::StepUpRequired,
-                format!("risk HIGH; {missing}"),
-            ));
+    match &assessment {
+        Some(assessment) if high => {
+            let proof = router.verifier().step_up(&verified, now_s);
+            out["step_up"] =
+                json!({"required": true, "satisfied": proof.is_ok(), "missing": proof.err()});
+            if let Err(refusal) = router.require_step_up(assessment, &verified, request, now_s) {
+                refused.get_or_insert(refusal);
+            }
         }
-    } else {
-        out["step_up"] = json!({"required": false});
+        _ => out["step_up"] = json!({"required": false}),
     }
 
     let selection = Request {

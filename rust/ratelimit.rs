@@ -19,7 +19,7 @@
 
 use foldhash::fast::RandomState;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
@@ -42,51 +42,6 @@ pub struct QuotaSettings {
     pub burst: u32,
 }
 
-/// Quotas by tier name: `{"retail": {"requests": 100, "period_s": 60, "burst": 20}, ...}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct RateLimitSettings {
-    /// The quota of each tier, by tier name.
-    pub tiers: BTreeMap<String, QuotaSettings>,
-}
-
-impl RateLimitSettings {
-    /// One compiled quota per name in `tiers`, in that order, or every error with its path.
-    ///
-    /// Errors read `rate_limits.<tier>.<field>: message`; a quota for a tier not in `tiers` and a
-    /// tier without a quota are errors too, so no tier is silently unlimited.
-    pub fn compile(&self, tiers: &[&str]) -> Result<Vec<Quota>, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut compiled = BTreeMap::new();
-        for (name, settings) in &self.tiers {
-            if !tiers.contains(&name.as_str()) {
-                errors.push(format!("rate_limits.{name}: unknown tier"));
-            }
-            match Quota::new(name, settings) {
-                Ok(quota) => {
-                    compiled.insert(name.as_str(), quota);
-                }
-                Err(quota_errors) => errors.extend(quota_errors),
-            }
-        }
-        let mut quotas = Vec::with_capacity(tiers.len());
-        for tier in tiers {
-            if !self.tiers.contains_key(*tier) {
-                errors.push(format!(
-                    "rate_limits.{tier}: missing; every tier needs a quota"
-                ));
-            } else if let Some(quota) = compiled.remove(tier) {
-                quotas.push(quota);
-            }
-        }
-        if errors.is_empty() {
-            Ok(quotas)
-        } else {
-            Err(errors)
-        }
-    }
-}
-
 /// A tier's compiled quota: the GCRA constants, and the numbers the response fields report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
@@ -99,23 +54,24 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// Checks and compiles one tier's quota; errors are `rate_limits.<name>.<field>: message`.
-    pub fn new(name: &str, settings: &QuotaSettings) -> Result<Self, Vec<String>> {
+    /// Checks and compiles tier `name`'s quota; errors are `<path>.<field>: message`, with
+    /// `path` where the quota was configured (e.g. `tiers.retail.rate_limit`).
+    pub fn new(name: &str, settings: &QuotaSettings, path: &str) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         if name.is_empty() || !name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
             errors.push(format!(
-                "rate_limits.{name}: a tier name must be non-empty printable ASCII \
+                "{path}: a tier name must be non-empty printable ASCII \
                  (it names the RateLimit policy)"
             ));
         }
         if settings.requests == 0 {
-            errors.push(format!("rate_limits.{name}.requests: must be > 0"));
+            errors.push(format!("{path}.requests: must be > 0"));
         }
         if settings.period_s == 0 {
-            errors.push(format!("rate_limits.{name}.period_s: must be > 0"));
+            errors.push(format!("{path}.period_s: must be > 0"));
         }
         if settings.burst == 0 {
-            errors.push(format!("rate_limits.{name}.burst: must be >= 1"));
+            errors.push(format!("{path}.burst: must be >= 1"));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -127,7 +83,7 @@ impl Quota {
             .filter(|tolerance_ns| tolerance_ns.checked_add(emission_ns).is_some());
         let Some(tolerance_ns) = tolerance_ns else {
             return Err(vec![format!(
-                "rate_limits.{name}.burst: burst * period_s / requests is too long \
+                "{path}.burst: burst * period_s / requests is too long \
                  (over 584 years)"
             )]);
         };
@@ -450,7 +406,7 @@ mod tests {
             period_s,
             burst,
         };
-        Quota::new("retail", &settings).unwrap()
+        Quota::new("retail", &settings, "tiers.retail.rate_limit").unwrap()
     }
 
     fn allowed(limit: u32, remaining: u32, reset_s: u64) -> Verdict {
@@ -643,71 +599,67 @@ mod tests {
         assert_eq!(admitted.load(Ordering::Relaxed), 50);
     }
 
-    fn settings(json: &str) -> RateLimitSettings {
-        serde_json::from_str(json).unwrap()
+    fn quota_settings(requests: u32, period_s: u32, burst: u32) -> QuotaSettings {
+        QuotaSettings {
+            requests,
+            period_s,
+            burst,
+        }
     }
 
     #[test]
-    fn settings_compile_in_tier_order() {
-        let settings = settings(
-            r#"{"retail": {"requests": 100, "period_s": 60, "burst": 20},
-                "hnw": {"requests": 10, "period_s": 1, "burst": 1}}"#,
-        );
-        let quotas = settings.compile(&["retail", "hnw"]).unwrap();
-        assert_eq!(quotas[0].name(), "retail");
+    fn a_quota_compiles_to_its_gcra_constants() {
+        let retail = Quota::new("retail", &quota_settings(100, 60, 20), "p").unwrap();
+        assert_eq!(retail.name(), "retail");
         assert_eq!(
-            (
-                quotas[0].requests(),
-                quotas[0].period_s(),
-                quotas[0].burst()
-            ),
+            (retail.requests(), retail.period_s(), retail.burst()),
             (100, 60, 20)
         );
-        assert_eq!(quotas[0].emission_ns(), 600_000_000);
-        assert_eq!(quotas[0].tolerance_ns(), 19 * 600_000_000);
-        assert_eq!(quotas[1].name(), "hnw");
-        assert_eq!(quotas[1].emission_ns(), 100_000_000);
-        assert_eq!(quotas[1].tolerance_ns(), 0);
+        assert_eq!(retail.emission_ns(), 600_000_000);
+        assert_eq!(retail.tolerance_ns(), 19 * 600_000_000);
+        let hnw = Quota::new("hnw", &quota_settings(10, 1, 1), "p").unwrap();
+        assert_eq!(hnw.emission_ns(), 100_000_000);
+        assert_eq!(hnw.tolerance_ns(), 0);
     }
 
     #[test]
-    fn settings_errors_are_all_reported_with_paths() {
-        let settings = settings(
-            r#"{"retail": {"requests": 0, "period_s": 0, "burst": 0},
-                "gold": {"requests": 1, "period_s": 1, "burst": 1},
-                "corporate": {"requests": 1, "period_s": 4294967295, "burst": 4294967295}}"#,
+    fn quota_errors_are_all_reported_under_their_path() {
+        let zero = Quota::new(
+            "retail",
+            &quota_settings(0, 0, 0),
+            "tiers.retail.rate_limit",
         );
-        let errors = settings
-            .compile(&["retail", "corporate", "hnw"])
-            .unwrap_err();
         assert_eq!(
-            errors,
+            zero.unwrap_err(),
             [
-                "rate_limits.corporate.burst: burst * period_s / requests is too long \
-                 (over 584 years)",
-                "rate_limits.gold: unknown tier",
-                "rate_limits.retail.requests: must be > 0",
-                "rate_limits.retail.period_s: must be > 0",
-                "rate_limits.retail.burst: must be >= 1",
-                "rate_limits.hnw: missing; every tier needs a quota",
+                "tiers.retail.rate_limit.requests: must be > 0",
+                "tiers.retail.rate_limit.period_s: must be > 0",
+                "tiers.retail.rate_limit.burst: must be >= 1",
+            ]
+        );
+        let huge = quota_settings(1, 4294967295, 4294967295);
+        assert_eq!(
+            Quota::new("corporate", &huge, "tiers.corporate.rate_limit").unwrap_err(),
+            [
+                "tiers.corporate.rate_limit.burst: burst * period_s / requests is too long \
+              (over 584 years)"
             ]
         );
     }
 
     #[test]
     fn settings_reject_unknown_fields_and_unprintable_names() {
-        let unknown = r#"{"retail": {"requests": 1, "period_s": 1, "burst": 1, "rate": 2}}"#;
-        let error = serde_json::from_str::<RateLimitSettings>(unknown).unwrap_err();
+        let unknown = r#"{"requests": 1, "period_s": 1, "burst": 1, "rate": 2}"#;
+        let error = serde_json::from_str::<QuotaSettings>(unknown).unwrap_err();
         assert!(
             error.to_string().contains("unknown field `rate`"),
             "{error}"
         );
-        let settings = settings(r#"{"ré": {"requests": 1, "period_s": 1, "burst": 1}}"#);
-        let errors = settings.compile(&["ré"]).unwrap_err();
+        let errors = Quota::new("ré", &quota_settings(1, 1, 1), "tiers.ré.rate_limit");
         assert_eq!(
-            errors,
+            errors.unwrap_err(),
             [
-                "rate_limits.ré: a tier name must be non-empty printable ASCII \
+                "tiers.ré.rate_limit: a tier name must be non-empty printable ASCII \
               (it names the RateLimit policy)"
             ]
         );
@@ -746,7 +698,7 @@ mod tests {
             period_s: 1,
             burst: 1,
         };
-        let q = Quota::new(r#"a"b\c"#, &settings).unwrap();
+        let q = Quota::new(r#"a"b\c"#, &settings, "tiers.x.rate_limit").unwrap();
         assert_eq!(policy_field(&q).to_string(), r#""a\"b\\c";q=1;w=1"#);
     }
 }

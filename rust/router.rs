@@ -31,7 +31,9 @@ pub struct Route {
     pub customer: Arc<str>,
     pub slot: InFlight,
     pub permit: Option<Permit>,
-    pub decided_us: u64,
+    /// When the call to the cell began (the decision; the forward resets it once the body is
+    /// read), for the breaker's slow-call rule.
+    pub started_us: u64,
     pub risk: Option<Assessment>,
     /// The client's address, for X-Forwarded-For.
     pub client: Option<std::net::IpAddr>,
@@ -95,12 +97,8 @@ impl Router {
         for name in catalog.tiers() {
             let quota = settings.tiers.get(name).and_then(|t| t.rate_limit.as_ref());
             quotas.push(quota.and_then(|quota| {
-                Quota::new(name, quota)
-                    .map_err(|quota_errors| {
-                        let prefix = format!("rate_limits.{name}");
-                        let path = format!("tiers.{name}.rate_limit");
-                        errors.extend(quota_errors.iter().map(|e| e.replacen(&prefix, &path, 1)));
-                    })
+                Quota::new(name, quota, &format!("tiers.{name}.rate_limit"))
+                    .map_err(|quota_errors| errors.extend(quota_errors))
                     .ok()
             }));
         }
@@ -196,7 +194,7 @@ impl Router {
             customer: verified.customer.clone(),
             slot: InFlight::acquire(chosen.cell),
             permit: Some(chosen.permit),
-            decided_us: now_us,
+            started_us: now_us,
             risk,
             client,
             rate,
@@ -211,7 +209,7 @@ impl Router {
                 Outcome::Success => breaker::Outcome::Success,
                 Outcome::Failure => breaker::Outcome::Failure,
             };
-            let duration_us = now_us.saturating_sub(route.decided_us);
+            let duration_us = now_us.saturating_sub(route.started_us);
             route
                 .cell()
                 .breaker
@@ -277,7 +275,7 @@ impl Router {
     }
 
     /// At HIGH risk, the token must prove step-up authentication: 403 step_up_required if not.
-    fn require_step_up(
+    pub fn require_step_up(
         &self,
         assessment: &Assessment,
         verified: &Verified,
@@ -289,16 +287,10 @@ impl Router {
         }
         self.verifier.step_up(verified, now_s).map_err(|missing| {
             let factors: Vec<String> = self
-                .risk
-                .as_ref()
-                .map(|model| {
-                    assessment
-                        .explain(model, &risk_facts(request))
-                        .into_iter()
-                        .map(|f| f.reason)
-                        .collect()
-                })
-                .unwrap_or_default();
+                .risk_factors(assessment, request)
+                .into_iter()
+                .map(|(_, reason)| reason)
+                .collect();
             let why = if factors.is_empty() {
                 "the profile's base risk".to_owned()
             } else {
@@ -323,9 +315,19 @@ impl Router {
             return Ok(None);
         };
         let verdict = self.limiter.check(customer, quota, now_us);
+        match self.rate_refusal(tier, verdict) {
+            Some(refusal) => Err(refusal),
+            None => Ok(Some((tier, verdict))),
+        }
+    }
+
+    /// The 429 refusal of a limited verdict, with Retry-After and the RateLimit fields; None
+    /// when the verdict allows the request.
+    pub fn rate_refusal(&self, tier: u16, verdict: Verdict) -> Option<Refusal> {
         let Verdict::Limited { retry_after_s, .. } = verdict else {
-            return Ok(Some((tier, verdict)));
+            return None;
         };
+        let quota = self.quota(tier)?;
         let detail = format!(
             "over the {} quota of {} requests per {} s (burst {}); retry in {retry_after_s} s",
             quota.name(),
@@ -338,7 +340,7 @@ impl Router {
         refusal
             .fields
             .extend(self.rate_fields(Some((tier, verdict))));
-        Err(refusal)
+        Some(refusal)
     }
 
     /// The RateLimit and RateLimit-Policy fields of a verdict.

@@ -86,12 +86,10 @@ pub enum Stage {
     Fallback,
 }
 
-/// The chosen cell, the breaker permit taken on it, and how it was found.
+/// The chosen cell and the breaker permit taken on it.
 pub struct Chosen {
     pub cell: Arc<Cell>,
     pub permit: Permit,
-    pub stage: Stage,
-    pub placement: TierPlacement,
 }
 
 /// What the selection needs to know about one request.
@@ -213,12 +211,7 @@ impl Selector {
         self.pick(request, cells, compliance, |cell| {
             cell.breaker.try_acquire(request.now_us).ok()
         })
-        .map(|(permit, cell, stage, placement)| Chosen {
-            cell,
-            permit,
-            stage,
-            placement,
-        })
+        .map(|(permit, cell, _, _)| Chosen { cell, permit })
         .ok_or_else(|| no_eligible_cell(request, cells, compliance, catalog))
     }
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 from cellgate.reference.ratelimit import (
     Quota,
     RateLimiter,
-    RateLimitSettingsError,
     Verdict,
-    compile_rate_limits,
     policy_field,
+    quota_errors,
     ratelimit_field,
     retry_after_field,
 )
@@ -25,9 +23,9 @@ T0 = 1_700_000_000 * S
 
 
 def quota(requests: int, period_s: int, burst: int) -> Quota:
-    return compile_rate_limits(
-        {"retail": {"requests": requests, "period_s": period_s, "burst": burst}}, ["retail"]
-    )[0]
+    settings = {"requests": requests, "period_s": period_s, "burst": burst}
+    assert quota_errors("retail", settings, "tiers.retail.rate_limit") == []
+    return Quota("retail", requests, period_s, burst)
 
 
 def allowed(limit: int, remaining: int, reset_s: int) -> Verdict:
@@ -144,50 +142,33 @@ def test_eviction_keeps_behaviour_identical() -> None:
     assert not sweeping.tat_ns
 
 
-def test_settings_compile_in_tier_order() -> None:
-    quotas = compile_rate_limits(
-        {
-            "retail": {"requests": 100, "period_s": 60, "burst": 20},
-            "hnw": {"requests": 10, "period_s": 1, "burst": 1},
-        },
-        ["retail", "hnw"],
-    )
-    assert quotas == [Quota("retail", 100, 60, 20), Quota("hnw", 10, 1, 1)]
-    assert quotas[0].emission_ns == 600_000_000
-    assert quotas[0].tolerance_ns == 19 * 600_000_000
-    assert quotas[1].emission_ns == 100_000_000
-    assert quotas[1].tolerance_ns == 0
+def test_a_quota_compiles_to_its_gcra_constants() -> None:
+    retail, hnw = quota(100, 60, 20), Quota("hnw", 10, 1, 1)
+    assert retail == Quota("retail", 100, 60, 20)
+    assert retail.emission_ns == 600_000_000
+    assert retail.tolerance_ns == 19 * 600_000_000
+    assert hnw.emission_ns == 100_000_000
+    assert hnw.tolerance_ns == 0
 
 
-def test_settings_errors_are_all_reported_with_paths() -> None:
-    raw = {
-        "retail": {"requests": 0, "period_s": 0, "burst": 0},
-        "gold": {"requests": 1, "period_s": 1, "burst": 1},
-        "corporate": {"requests": 1, "period_s": 4294967295, "burst": 4294967295},
-    }
-    with pytest.raises(RateLimitSettingsError) as caught:
-        compile_rate_limits(raw, ["retail", "corporate", "hnw"])
-    assert caught.value.errors == [
-        "rate_limits.corporate.burst: burst * period_s / requests is too long (over 584 years)",
-        "rate_limits.gold: unknown tier",
-        "rate_limits.retail.requests: must be > 0",
-        "rate_limits.retail.period_s: must be > 0",
-        "rate_limits.retail.burst: must be >= 1",
-        "rate_limits.hnw: missing; every tier needs a quota",
+def test_quota_errors_are_all_reported_under_their_path() -> None:
+    zero = {"requests": 0, "period_s": 0, "burst": 0}
+    assert quota_errors("retail", zero, "tiers.retail.rate_limit") == [
+        "tiers.retail.rate_limit.requests: must be > 0",
+        "tiers.retail.rate_limit.period_s: must be > 0",
+        "tiers.retail.rate_limit.burst: must be >= 1",
+    ]
+    huge = {"requests": 1, "period_s": 4294967295, "burst": 4294967295}
+    assert quota_errors("corporate", huge, "tiers.corporate.rate_limit") == [
+        "tiers.corporate.rate_limit.burst: burst * period_s / requests is too long (over 584 years)"
     ]
 
 
 def test_settings_reject_unknown_fields_and_unprintable_names() -> None:
-    with pytest.raises(RateLimitSettingsError) as caught:
-        compile_rate_limits(
-            {"retail": {"requests": 1, "period_s": 1, "burst": 1, "rate": 2}}, ["retail"]
-        )
-    assert caught.value.errors == ["rate_limits.retail.rate: unknown field"]
-    with pytest.raises(RateLimitSettingsError) as caught:
-        compile_rate_limits({"ré": {"requests": 1, "period_s": 1, "burst": 1}}, ["ré"])
-    assert caught.value.errors == [
-        "rate_limits.ré: a tier name must be non-empty printable ASCII "
-        "(it names the RateLimit policy)"
+    extra = {"requests": 1, "period_s": 1, "burst": 1, "rate": 2}
+    assert quota_errors("retail", extra, "p") == ["p.rate: unknown field"]
+    assert quota_errors("ré", {"requests": 1, "period_s": 1, "burst": 1}, "p") == [
+        "p: a tier name must be non-empty printable ASCII (it names the RateLimit policy)"
     ]
 
 

@@ -19,7 +19,7 @@ import msgspec
 
 from cellgate import _core
 from cellgate._validate import validate
-from cellgate.keys import Algorithm, jwks_keys, key_settings
+from cellgate.keys import Algorithm, jwks_keys, key_settings, secret
 from cellgate.timezones import compile_zones
 
 __all__ = [
@@ -303,20 +303,6 @@ class Config(_Section):
     _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir",)
 
 
-def _secret(section: AdminConfig, path: str, errors: list[str]) -> bytes | None:
-    if (section.secret is None) == (section.secret_env is None):
-        errors.append(f"{path}: give exactly one of secret or secret_env")
-        return None
-    if section.secret is not None:
-        return section.secret.encode()
-    value = os.environ.get(section.secret_env or "")
-    if not value:
-        state = "is not set" if value is None else "is empty"
-        errors.append(f"{path}.secret_env: environment variable {section.secret_env} {state}")
-        return None
-    return value.encode()
-
-
 def _endpoint_problem(endpoint: str) -> str | None:
     url = urlsplit(endpoint)
     if url.scheme != "http" or not url.hostname:
@@ -392,9 +378,9 @@ def _check_semantics(raw: dict[str, Any], base_dir: str, errors: list[str]) -> N
             errors.append("health.timeout_ms: must not exceed health.interval_ms")
     if _table(raw, "admin") is not None:
         admin = validate(raw["admin"], AdminConfig, [], "admin")
-        secret = None if admin is None else _secret(admin, "admin", errors)
-        if secret is not None and len(secret) < 32:
-            errors.append(f"admin.secret: needs at least 32 bytes, got {len(secret)}")
+        shared = None if admin is None else secret(admin, "admin", errors)
+        if shared is not None and len(shared) < 32:
+            errors.append(f"admin.secret: needs at least 32 bytes, got {len(shared)}")
     profiles = validate(_table(raw, "profiles"), ProfilesConfig, [], "profiles")
     if profiles is not None:
         source = Path(base_dir, profiles.source)
@@ -434,7 +420,7 @@ def admin_secret(config: Config) -> bytes | None:
     """The admin token secret, or None when the admin API is off."""
     if config.admin is None:
         return None
-    return _secret(config.admin, "admin", [])
+    return secret(config.admin, "admin", [])
 
 
 def compiled_keys(config: Config) -> list[tuple[dict[str, Any], str]]:

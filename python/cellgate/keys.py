@@ -24,6 +24,7 @@ __all__ = [
     "Algorithm",
     "jwks_keys",
     "key_settings",
+    "secret",
 ]
 
 Algorithm = Literal[
@@ -62,14 +63,18 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _secret(key: Any, path: str, errors: list[str]) -> bytes | None:
-    given = [name for name in ("secret", "secret_env", "secret_b64") if getattr(key, name)]
-    if len(given) != 1:
-        errors.append(f"{path}: give exactly one of secret, secret_env or secret_b64")
+def secret(section: Any, path: str, errors: list[str]) -> bytes | None:
+    """The shared secret a section gives in exactly one of its forms (``secret``, ``secret_env``
+    and, where the section has it, ``secret_b64``), or None after adding its errors."""
+    forms = [name for name in ("secret", "secret_env", "secret_b64") if hasattr(section, name)]
+    if sum(getattr(section, name) is not None for name in forms) != 1:
+        choices = f"{', '.join(forms[:-1])} or {forms[-1]}"
+        errors.append(f"{path}: give exactly one of {choices}")
         return None
+    key = section
     if key.secret is not None:
         return key.secret.encode()
-    if key.secret_b64 is not None:
+    if getattr(key, "secret_b64", None) is not None:
         try:
             return base64.urlsafe_b64decode(key.secret_b64 + "=" * (-len(key.secret_b64) % 4))
         except (binascii.Error, ValueError):
@@ -145,16 +150,16 @@ def key_settings(key: Any, path: str, base_dir: str, errors: list[str]) -> dict[
         if key.public_key_file or key.public_key_pem or key.jwk is not None:
             errors.append(f"{path}: {key.alg} takes a shared secret, not a public key")
             return None
-        secret = _secret(key, path, errors)
-        if secret is None:
+        shared = secret(key, path, errors)
+        if shared is None:
             return None
         minimum = HMAC_MIN_KEY_BYTES[key.alg]
-        if len(secret) < minimum:
+        if len(shared) < minimum:
             errors.append(
-                f"{path}.secret: {key.alg} needs at least {minimum} bytes, got {len(secret)}"
+                f"{path}.secret: {key.alg} needs at least {minimum} bytes, got {len(shared)}"
             )
             return None
-        return {"kid": key.kid, "alg": key.alg, "secret_b64": b64url(secret)}
+        return {"kid": key.kid, "alg": key.alg, "secret_b64": b64url(shared)}
     if key.secret or key.secret_env or key.secret_b64:
         errors.append(f"{path}: {key.alg} takes a public key, not a shared secret")
         return None

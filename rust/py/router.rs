@@ -111,9 +111,11 @@ impl PyRouter {
         headers: Vec<(String, String)>,
         body: &[u8],
     ) -> PyResult<Py<PyAny>> {
-        let route = decision.take_route().ok_or_else(|| {
+        let mut route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
+        // The cell's time starts now: reading the client's body is not the cell's slowness.
+        route.started_us = self.core.clock().now_us();
         let request_id = decision.request_id.as_str().to_owned();
         let (future, pending) = bridge.pending(py, request_id.clone())?;
         let outbound = Outbound {

@@ -22,7 +22,7 @@ earlier than the end of the effective window). ``Retry-After`` is RFC 9110 delay
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 NS_PER_US = 1_000
@@ -57,17 +57,9 @@ class Quota:
         return (self.burst - 1) * self.emission_ns
 
 
-class RateLimitSettingsError(ValueError):
-    """Rate-limit settings that cannot be compiled; ``errors`` lists every problem with its path."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
-
-
-def quota_errors(name: str, settings: Mapping[str, object]) -> list[str]:
-    """Every problem with one tier's quota, as ``rate_limits.<name>.<field>: message``."""
-    path = f"rate_limits.{name}"
+def quota_errors(name: str, settings: Mapping[str, object], path: str) -> list[str]:
+    """Every problem with tier ``name``'s quota, as ``<path>.<field>: message`` (the core's
+    ``Quota::new``), with ``path`` where the quota was configured."""
     errors = []
     if not name or not all(0x20 <= ord(ch) <= 0x7E for ch in name):
         errors.append(
@@ -97,33 +89,6 @@ def quota_errors(name: str, settings: Mapping[str, object]) -> list[str]:
     if quota.tolerance_ns + quota.emission_ns > U64_MAX:
         errors.append(f"{path}.burst: burst * period_s / requests is too long (over 584 years)")
     return errors
-
-
-def compile_rate_limits(
-    settings: Mapping[str, Mapping[str, object]], tiers: Sequence[str]
-) -> list[Quota]:
-    """One quota per name in ``tiers``, in that order; raises with every error at once.
-
-    ``settings`` is the ``rate_limits`` object: ``{"retail": {"requests": 100, "period_s": 60,
-    "burst": 20}, ...}``. A quota for a tier not in ``tiers`` and a tier without a quota are
-    errors, so no tier is silently unlimited.
-    """
-    errors = []
-    for name in sorted(settings):
-        if name not in tiers:
-            errors.append(f"rate_limits.{name}: unknown tier")
-        errors += quota_errors(name, settings[name])
-    errors += [
-        f"rate_limits.{tier}: missing; every tier needs a quota"
-        for tier in tiers
-        if tier not in settings
-    ]
-    if errors:
-        raise RateLimitSettingsError(errors)
-    return [
-        Quota(tier, settings[tier]["requests"], settings[tier]["period_s"], settings[tier]["burst"])
-        for tier in tiers
-    ]
 
 
 @dataclass(frozen=True)
