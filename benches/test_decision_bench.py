@@ -107,13 +107,20 @@ def decide_and_release(router, customer: str):
     """One decision for ``customer`` (a cached token), its slot given back at once."""
     auth = authorization(customer)
 
-    def once():
-        decision = router.decide("GET", "/api/accounts", auth, CLIENT, AGENT)
-        if isinstance(router, ReferenceRouter):
+    # One closure per kind of router, so neither pays for choosing at every call.
+    if isinstance(router, ReferenceRouter):
+
+        def once():
+            decision = router.decide("GET", "/api/accounts", auth, CLIENT, AGENT)
             router.release(decision)
-        else:
+            return decision
+
+    else:
+
+        def once():
+            decision = router.decide("GET", "/api/accounts", auth, CLIENT, AGENT)
             decision.release()
-        return decision
+            return decision
 
     once()  # the token is verified once and cached
     return once

@@ -3,10 +3,54 @@
 use crate::reason::Refusal;
 use crate::request_id::RequestId;
 use crate::risk::Assessment;
-use crate::router::{Route, Router};
+use crate::router::{RequestFacts, Route, Router};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::sync::{Arc, Mutex};
+
+/// The parts of a request its risk factors are explained from, owned by the decision in one
+/// allocation: method, path, client and user agent side by side.
+pub struct OwnedRiskFacts {
+    text: Box<str>,
+    /// Where the method, path and client end in `text`; the user agent is the rest.
+    ends: [usize; 3],
+    has_user_agent: bool,
+}
+
+impl OwnedRiskFacts {
+    /// Keeps what `facts` says about the request.
+    pub fn of(facts: &RequestFacts) -> Self {
+        let agent = facts.user_agent.unwrap_or("");
+        let mut text = String::with_capacity(
+            facts.method.len() + facts.path.len() + facts.client.len() + agent.len(),
+        );
+        let mut ends = [0; 3];
+        for (end, part) in ends
+            .iter_mut()
+            .zip([facts.method, facts.path, facts.client])
+        {
+            text.push_str(part);
+            *end = text.len();
+        }
+        text.push_str(agent);
+        OwnedRiskFacts {
+            text: text.into_boxed_str(),
+            ends,
+            has_user_agent: facts.user_agent.is_some(),
+        }
+    }
+
+    fn borrowed(&self) -> RequestFacts<'_> {
+        let [method, path, client] = self.ends;
+        RequestFacts {
+            method: &self.text[..method],
+            path: &self.text[method..path],
+            authorization: None,
+            client: &self.text[path..client],
+            user_agent: self.has_user_agent.then(|| &self.text[client..]),
+        }
+    }
+}
 
 /// What was decided.
 // Each Decision holds one Verdict inline; boxing the routed one would add an allocation to every
@@ -22,9 +66,11 @@ pub enum Verdict {
         route: Mutex<Option<Route>>,
         /// The router that decided, to format the answer's RateLimit fields when asked.
         router: Arc<Router>,
-        /// The request's risk, when scored, and the factors that fired (`(kind, reason)`).
+        /// The request's risk, when scored.
         risk: Option<Assessment>,
-        risk_factors: Vec<(&'static str, String)>,
+        /// What the fired factors are explained from, kept only when one fired: reasons are
+        /// written when asked for, not for every request.
+        risk_facts: Option<OwnedRiskFacts>,
     },
     /// Refused, with the reason.
     Refused(Refusal),
@@ -210,8 +256,13 @@ impl PyDecision {
     #[getter]
     fn risk_factors(&self) -> Vec<(&'static str, String)> {
         match &self.verdict {
-            Verdict::Routed { risk_factors, .. } => risk_factors.clone(),
-            Verdict::Refused(_) => Vec::new(),
+            Verdict::Routed {
+                risk: Some(risk),
+                risk_facts: Some(facts),
+                router,
+                ..
+            } => router.risk_factors(risk, &facts.borrowed()),
+            _ => Vec::new(),
         }
     }
 

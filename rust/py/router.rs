@@ -9,7 +9,7 @@ use crate::health::HealthChecker;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
-use crate::py::decision::{PyDecision, Verdict};
+use crate::py::decision::{OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
 use crate::router::{Outcome as CellOutcome, RequestFacts, Router};
@@ -79,12 +79,10 @@ impl PyRouter {
                     encryption: cell.encryption.name(),
                     client_ip: route.client,
                     risk: route.risk,
-                    risk_factors: match &route.risk {
-                        Some(risk) if risk.fired_count() > 0 => {
-                            self.core.risk_factors(risk, &facts)
-                        }
-                        _ => Vec::new(),
-                    },
+                    risk_facts: route
+                        .risk
+                        .filter(|risk| risk.fired_count() > 0)
+                        .map(|_| OwnedRiskFacts::of(&facts)),
                     route: Mutex::new(Some(route)),
                     router: self.core.clone(),
                 }
