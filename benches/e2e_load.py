@@ -4,6 +4,8 @@ Two nginx processes stand in for two cells (GET /api/... answers a small JSON bo
 them, one peer at a time, each with one worker / one thread:
 
   direct    wrk straight at cell bench-1: the ceiling, no proxy at all
+  granian   granian serving an RSGI app that answers a constant JSON body from Python, with no
+            auth and no forwarding: the ceiling of any gateway granian serves on this machine
   nginx     nginx as a plain reverse proxy (least_conn, pooled upstream connections, no auth)
   haproxy   HAProxy 2.6 verifying the HS256 JWT (alg, signature, iss, aud, exp, customer claim),
             a per-customer request-rate counter, leastconn, pooled server connections
@@ -54,11 +56,12 @@ import jwt
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "e2e"
-PEERS = ("direct", "nginx", "haproxy", "cellgate", "cellgate-plain")
+PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate", "cellgate-plain")
 #: Measured unless --only says otherwise.
-DEFAULT_PEERS = ("direct", "nginx", "haproxy", "cellgate")
+DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
 PEER_LABELS = {
     "direct": "nginx cell, direct (ceiling)",
+    "granian": "granian, constant answer",
     "nginx": "nginx proxy (no auth)",
     "haproxy": "haproxy 2.6 + jwt_verify",
     "cellgate": "cellgate (every rule on)",
@@ -101,6 +104,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    #: The peer's processes' CPU time (user + system) over the measured run, per request.
+    cpu_us_per_request: float | None = None
     wrk: dict = field(default_factory=dict)
 
 
@@ -448,6 +453,20 @@ def start_haproxy(
     return procs.start("haproxy", [haproxy, "-db", "-f", str(cfg)], log), log
 
 
+def start_granian_floor(procs: Processes, workdir: Path, port: int) -> tuple:
+    """Runs granian (one worker, cellgate's loop) on benches/bridge_app.py's constant answer."""
+    home = workdir / "granian"
+    home.mkdir(exist_ok=True)
+    argv = [
+        sys.executable,
+        *("-m", "granian", "--interface", "rsgi", "--loop", "rloop", "--workers", "1"),
+        *("--http", "1", "--no-ws", "--log-level", "warning"),
+        *("--host", "127.0.0.1", "--port", str(port), "bridge_app:constant"),
+    ]
+    log = home / "granian.log"
+    return procs.start("granian", argv, log, cwd=HERE), log
+
+
 def start_cellgate(
     peer: str,
     procs: Processes,
@@ -508,11 +527,34 @@ def run_wrk(port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixt
     return json.loads(match.group(1))
 
 
-def measure(peer: str, port: int, args: argparse.Namespace, fixtures: Fixtures) -> Result:
-    """A warm-up run (unless --warmup 0), then the measured run."""
+def group_cpu_s(pgid: int) -> float:
+    """The CPU time (user + system, seconds) of the live processes in process group `pgid`."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces and parentheses: the fields follow its last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    peer: str,
+    port: int,
+    args: argparse.Namespace,
+    fixtures: Fixtures,
+    pgid: int | None = None,
+) -> Result:
+    """A warm-up run (unless --warmup 0), then the measured run; with `pgid`, also the CPU time
+    that process group spent per request."""
     if args.warmup > 0:
         run_wrk(port, args.warmup, args, fixtures)
+    cpu_before = group_cpu_s(pgid) if pgid is not None else 0.0
     numbers = run_wrk(port, args.duration, args, fixtures)
+    cpu_s = group_cpu_s(pgid) - cpu_before if pgid is not None else None
     socket_errors = sum(
         numbers[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
     )
@@ -523,6 +565,9 @@ def measure(peer: str, port: int, args: argparse.Namespace, fixtures: Fixtures) 
         p50_ms=numbers["p50_us"] / 1000,
         p99_ms=numbers["p99_us"] / 1000,
         errors=socket_errors + numbers["status_errors"],
+        cpu_us_per_request=(
+            cpu_s * 1e6 / numbers["requests"] if cpu_s is not None and numbers["requests"] else None
+        ),
         wrk=numbers,
     )
 
@@ -537,7 +582,8 @@ def run_peer(
 ) -> Result:
     """Starts one peer in front of the cells, checks it, measures it and stops it."""
     if peer == "direct":
-        return measure(peer, cell_ports[0], args, fixtures)
+        cell = next(proc for name, proc, _log in procs.running if name == "cell-1")
+        return measure(peer, cell_ports[0], args, fixtures, pgid=cell.pid)
     port = free_port()
     if peer == "nginx":
         proc, log = start_nginx(
@@ -551,13 +597,15 @@ def run_peer(
         )
     elif peer == "haproxy":
         proc, log = start_haproxy(procs, workdir, port, cell_ports, fixtures)
+    elif peer == "granian":
+        proc, log = start_granian_floor(procs, workdir, port)
     else:
         proc, log = start_cellgate(peer, procs, workdir, port, cell_ports, fixtures, args)
     try:
         wait_ready(PEER_LABELS[peer], proc, log, port, "/api/accounts", fixtures.tokens[0])
-        if peer != "nginx":
+        if peer not in ("nginx", "granian"):
             check_auth(peer, port, fixtures)
-        return measure(peer, port, args, fixtures)
+        return measure(peer, port, args, fixtures, pgid=proc.pid)
     finally:
         procs.stop(proc)
 
@@ -608,6 +656,7 @@ def median_of(runs: list[Result]) -> Result:
     """One peer's rounds as one row: the median of each figure, every error counted."""
     if len(runs) == 1:
         return runs[0]
+    cpus = [r.cpu_us_per_request for r in runs if r.cpu_us_per_request is not None]
     return Result(
         peer=runs[0].peer,
         label=runs[0].label,
@@ -615,6 +664,7 @@ def median_of(runs: list[Result]) -> Result:
         p50_ms=statistics.median(r.p50_ms for r in runs),
         p99_ms=statistics.median(r.p99_ms for r in runs),
         errors=sum(r.errors for r in runs),
+        cpu_us_per_request=statistics.median(cpus) if cpus else None,
         wrk={"rounds_requests_per_s": [round(r.requests_per_s) for r in runs]},
     )
 
@@ -624,7 +674,7 @@ def print_table(results: list[Result], failed: dict[str, str]) -> None:
     reference = next((r for r in results if r.peer == "haproxy"), None)
     header = (
         f"{'peer':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'req/s vs haproxy':>16} {'p99 vs haproxy':>14}"
+        f"{'req/s vs haproxy':>16} {'p99 vs haproxy':>14} {'CPU us/req':>10}"
     )
     print()
     print(header)
@@ -632,9 +682,10 @@ def print_table(results: list[Result], failed: dict[str, str]) -> None:
     for r in results:
         rps_ratio = f"{r.requests_per_s / reference.requests_per_s:.2f}" if reference else "-"
         p99_ratio = f"{r.p99_ms / reference.p99_ms:.2f}" if reference and reference.p99_ms else "-"
+        cpu = f"{r.cpu_us_per_request:.1f}" if r.cpu_us_per_request is not None else "-"
         print(
             f"{r.label:<30} {r.requests_per_s:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
-            f" {r.errors:>7d} {rps_ratio:>16} {p99_ratio:>14}"
+            f" {r.errors:>7d} {rps_ratio:>16} {p99_ratio:>14} {cpu:>10}"
         )
     for peer, reason in failed.items():
         print(f"{PEER_LABELS[peer]:<30} failed: {reason.splitlines()[0]}")
@@ -746,7 +797,12 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[peer].append(result)
                 print(
                     f"  {result.requests_per_s:.0f} req/s, p50 {result.p50_ms:.2f} ms,"
-                    f" p99 {result.p99_ms:.2f} ms, {result.errors} errors",
+                    f" p99 {result.p99_ms:.2f} ms, {result.errors} errors"
+                    + (
+                        f", {result.cpu_us_per_request:.1f} us CPU per request"
+                        if result.cpu_us_per_request is not None
+                        else ""
+                    ),
                     flush=True,
                 )
         results = [median_of(runs) for runs in rounds.values() if runs]

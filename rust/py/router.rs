@@ -9,6 +9,7 @@ use crate::health::HealthChecker;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
+use crate::py::completion::PyCompletion;
 use crate::py::decision::{OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
@@ -108,7 +109,7 @@ impl PyRouter {
         path_and_query: String,
         headers: Vec<(String, String)>,
         body: &[u8],
-    ) -> PyResult<Py<PyAny>> {
+    ) -> PyResult<Py<PyCompletion>> {
         let mut route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
