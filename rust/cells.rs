@@ -3,6 +3,7 @@
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::catalog::Catalog;
 use crate::settings::CellSettings;
+use hyper::header::HeaderValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -94,6 +95,9 @@ pub struct Cell {
     pub origin: String,
     /// The authority alone, sent as the `Host` of forwarded requests.
     pub authority: String,
+    /// `authority` and `id` as header values, made once for every request forwarded here.
+    pub host_header: HeaderValue,
+    pub id_header: HeaderValue,
     pub load: CellLoad,
     /// The cell's circuit breaker, fed by the outcome of every request it takes.
     pub breaker: Breaker,
@@ -132,8 +136,8 @@ pub struct CellTable {
     rotation: AtomicUsize,
 }
 
-/// Parses `http://host:port` into (origin, authority).
-fn parse_endpoint(endpoint: &str) -> Result<(String, String), String> {
+/// Parses `http://host:port` into (origin, authority, the authority as a `Host` value).
+fn parse_endpoint(endpoint: &str) -> Result<(String, String, HeaderValue), String> {
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|err| format!("endpoint: not a URL: {err}"))?;
@@ -148,7 +152,9 @@ fn parse_endpoint(endpoint: &str) -> Result<(String, String), String> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("endpoint: must not carry a path or query".into());
     }
-    Ok((format!("http://{authority}"), authority))
+    let host = HeaderValue::from_str(&authority)
+        .map_err(|_| format!("endpoint: {authority:?} cannot be sent as a Host"))?;
+    Ok((format!("http://{authority}"), authority, host))
 }
 
 impl CellTable {
@@ -176,6 +182,9 @@ impl CellTable {
             if cells.iter().any(|c: &Arc<Cell>| *c.id == *cell.id) {
                 fail(format!("id: duplicate cell id {:?}", cell.id));
             }
+            let id_header = HeaderValue::from_str(&cell.id)
+                .map_err(|_| fail(format!("id: {:?} cannot be sent in a header", cell.id)))
+                .ok();
             let endpoint = parse_endpoint(&cell.endpoint).map_err(&mut fail).ok();
             let breaker = Breaker::new(cell.breaker.as_ref().unwrap_or(default_breaker))
                 .map_err(|breaker_errors| {
@@ -185,8 +194,13 @@ impl CellTable {
                     }
                 })
                 .ok();
-            let (Some(tier), Some(encryption), Some((origin, authority)), Some(breaker)) =
-                (tier, encryption, endpoint, breaker)
+            let (
+                Some(tier),
+                Some(encryption),
+                Some((origin, authority, host_header)),
+                Some(breaker),
+                Some(id_header),
+            ) = (tier, encryption, endpoint, breaker, id_header)
             else {
                 continue;
             };
@@ -201,6 +215,8 @@ impl CellTable {
                 signed: cell.signed,
                 origin,
                 authority,
+                host_header,
+                id_header,
                 load: CellLoad::new(),
                 breaker,
             }));

@@ -51,6 +51,8 @@ pub struct Quota {
     burst: u32,
     emission_ns: u64,
     tolerance_ns: u64,
+    /// The `RateLimit-Policy` field value, the same on every answer.
+    policy: Box<str>,
 }
 
 impl Quota {
@@ -87,14 +89,17 @@ impl Quota {
                  (over 584 years)"
             )]);
         };
-        Ok(Quota {
+        let mut quota = Quota {
             name: name.into(),
             requests: settings.requests,
             period_s: settings.period_s,
             burst: settings.burst,
             emission_ns,
             tolerance_ns,
-        })
+            policy: Box::default(),
+        };
+        quota.policy = PolicyField(&quota).to_string().into();
+        Ok(quota)
     }
 
     /// The tier name, which is also the policy name in the RateLimit fields.
@@ -321,13 +326,12 @@ fn decide(tat_ns: u64, quota: &Quota, now_ns: u64) -> (Verdict, Option<u64>) {
 }
 
 /// The `RateLimit-Policy` field value for `quota`: `"<tier>";q=<requests>;w=<period_s>`.
-pub fn policy_field(quota: &Quota) -> PolicyField<'_> {
-    PolicyField(quota)
+pub fn policy_field(quota: &Quota) -> &str {
+    &quota.policy
 }
 
-/// A `RateLimit-Policy` field value; its `Display` writes it without allocating.
-#[derive(Debug, Clone, Copy)]
-pub struct PolicyField<'a>(&'a Quota);
+/// How a `RateLimit-Policy` field value is written, once per quota.
+struct PolicyField<'a>(&'a Quota);
 
 impl fmt::Display for PolicyField<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

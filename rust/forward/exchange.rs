@@ -184,6 +184,9 @@ mod tests {
             signed: false,
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
+            host_header: hyper::header::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
+                .unwrap(),
+            id_header: hyper::header::HeaderValue::from_static("test-cell"),
             load: CellLoad::new(),
             breaker: crate::breaker::Breaker::new(&Default::default()).unwrap(),
         }

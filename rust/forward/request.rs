@@ -5,46 +5,49 @@ use crate::cells::Cell;
 use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::{HeaderMap, Method, Request};
 
-/// A request as it leaves for a cell.
-pub struct Outbound {
-    pub method: String,
-    pub path_and_query: String,
-    pub headers: Vec<(String, String)>,
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
+const X_ENCRYPTION_LEVEL: HeaderName = HeaderName::from_static("x-encryption-level");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The headers the gateway sets on every forwarded request.
+const ROUTING_HEADERS: usize = 5;
+
+/// A request as it leaves for a cell, borrowing what the client sent.
+pub struct Outbound<'a> {
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
     pub body: Bytes,
-    pub request_id: String,
-    pub client_ip: String,
+    pub request_id: &'a str,
+    pub client_ip: &'a str,
 }
 
 /// The request as it goes to `cell`: origin-form target, hop-by-hop headers dropped, routing
 /// headers set by the gateway alone.
-pub fn build_request(cell: &Cell, outbound: Outbound) -> Result<Request<Full<Bytes>>, Refusal> {
+pub fn build_request(cell: &Cell, outbound: Outbound<'_>) -> Result<Request<Full<Bytes>>, Refusal> {
     let bad = |detail: String| Refusal::new(Reason::Malformed, detail);
     let method = Method::from_bytes(outbound.method.as_bytes())
         .map_err(|_| bad(format!("method {:?} is not valid", outbound.method)))?;
     let mut request = Request::builder()
         .method(method)
-        .uri(outbound.path_and_query.as_str())
+        .uri(outbound.path_and_query)
         .body(Full::new(outbound.body))
         .map_err(|err| bad(format!("request target: {err}")))?;
     let headers = request.headers_mut();
-    let tokens = connection_tokens(
-        outbound
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str())),
-    );
+    headers.reserve(outbound.headers.len() + ROUTING_HEADERS);
+    let tokens = connection_tokens(outbound.headers.iter().copied());
     let mut forwarded_for: Option<String> = None;
-    for (name, value) in &outbound.headers {
+    for &(name, value) in outbound.headers {
         if is_not_forwarded(name, &tokens) {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
             forwarded_for = Some(match forwarded_for {
                 Some(list) => format!("{list}, {value}"),
-                None => value.clone(),
+                None => value.to_owned(),
             });
             continue;
         }
@@ -57,17 +60,20 @@ pub fn build_request(cell: &Cell, outbound: Outbound) -> Result<Request<Full<Byt
     }
     let forwarded_for = match forwarded_for {
         Some(list) => format!("{list}, {}", outbound.client_ip),
-        None => outbound.client_ip,
+        None => outbound.client_ip.to_owned(),
     };
-    set(headers, "host", &cell.authority);
-    set(headers, "x-forwarded-for", &forwarded_for);
-    set(headers, "x-cell-id", &cell.id);
-    set(headers, "x-encryption-level", cell.encryption.name());
-    set(headers, "x-request-id", &outbound.request_id);
+    headers.insert(HOST, cell.host_header.clone());
+    set(headers, X_FORWARDED_FOR, &forwarded_for);
+    headers.insert(X_CELL_ID, cell.id_header.clone());
+    headers.insert(
+        X_ENCRYPTION_LEVEL,
+        HeaderValue::from_static(cell.encryption.name()),
+    );
+    set(headers, X_REQUEST_ID, outbound.request_id);
     Ok(request)
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
@@ -78,17 +84,14 @@ mod tests {
     use super::*;
     use crate::testing::router;
 
-    fn outbound(headers: &[(&str, &str)]) -> Outbound {
+    fn outbound<'a>(headers: &'a [(&'a str, &'a str)]) -> Outbound<'a> {
         Outbound {
-            method: "POST".into(),
-            path_and_query: "/api/transfers?x=1".into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
+            method: "POST",
+            path_and_query: "/api/transfers?x=1",
+            headers,
             body: Bytes::from_static(b"{}"),
-            request_id: "rid".into(),
-            client_ip: "10.0.0.9".into(),
+            request_id: "rid",
+            client_ip: "10.0.0.9",
         }
     }
 
@@ -135,7 +138,7 @@ mod tests {
         let router = router();
         let cell = router.cells().get("corp-eu-1").unwrap();
         let mut bad = outbound(&[]);
-        bad.method = "BAD METHOD".into();
+        bad.method = "BAD METHOD";
         assert_eq!(
             build_request(cell, bad).unwrap_err().reason,
             Reason::Malformed

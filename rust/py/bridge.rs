@@ -15,8 +15,10 @@ use crate::py::completion::PyCompletion;
 use crate::py::decision::{problem_triple, response_triple};
 use crate::reason::{Reason, Refusal};
 use crate::router::Router;
+use hyper::header::HeaderValue;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
@@ -50,7 +52,7 @@ impl Outcome {
                 let headers = answer
                     .headers
                     .iter()
-                    .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
+                    .map(|(name, value)| (name.as_str(), header_text(value)))
                     .chain(std::iter::once((
                         "x-request-id",
                         request_id.as_str().into(),
@@ -72,6 +74,14 @@ impl Outcome {
                 .into_any()),
             Outcome::Nothing => Ok(py.None()),
         }
+    }
+}
+
+/// A header value as text: as it is when it is visible ASCII (nearly always), else lossily.
+fn header_text(value: &HeaderValue) -> Cow<'_, str> {
+    match value.to_str() {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()),
     }
 }
 

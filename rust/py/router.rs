@@ -18,7 +18,7 @@ use crate::settings::CoreSettings;
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use std::sync::{Arc, Mutex};
 
 /// The hot path: compiled configuration, profiles, cells, and the client that forwards to them.
@@ -105,11 +105,15 @@ impl PyRouter {
         py: Python<'_>,
         bridge: &PyBridge,
         decision: &PyDecision,
-        method: String,
-        path_and_query: String,
-        headers: Vec<(String, String)>,
+        method: &str,
+        path_and_query: &str,
+        headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         body: &[u8],
     ) -> PyResult<Py<PyCompletion>> {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| Ok((name.to_str()?, value.to_str()?)))
+            .collect::<PyResult<Vec<(&str, &str)>>>()?;
         let mut route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
@@ -117,19 +121,22 @@ impl PyRouter {
         route.started_us = self.core.clock().now_us();
         let request_id = decision.request_id.as_str().to_owned();
         let (future, pending) = bridge.pending(py, request_id.clone())?;
-        let outbound = Outbound {
-            method,
-            path_and_query,
-            headers,
-            body: Bytes::copy_from_slice(body),
-            request_id: request_id.clone(),
-            client_ip: decision.client_ip(),
-        };
+        let request = build_request(
+            route.cell(),
+            Outbound {
+                method,
+                path_and_query,
+                headers: &headers,
+                body: Bytes::copy_from_slice(body),
+                request_id: &request_id,
+                client_ip: &decision.client_ip(),
+            },
+        );
         let pools = bridge.pools(&self.core);
         let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
         bridge.start(py, async move {
-            let result = match build_request(route.cell(), outbound) {
+            let result = match request {
                 Ok(request) => exchange(&pools, route.cell(), request).await,
                 Err(refusal) if refusal.reason == Reason::Malformed => {
                     // The client's request was bad, not the cell: nothing to count.
