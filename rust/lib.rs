@@ -33,7 +33,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::decision::PyDecision>()?;
     m.add_class::<py::clock::PyClock>()?;
     m.add_class::<py::bridge::PyBridge>()?;
-    m.add_class::<py::completion::PyCompletion>()?;
     m.add(
         "CoreConfigError",
         m.py().get_type::<py::errors::CoreConfigError>(),

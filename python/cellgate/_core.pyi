@@ -1,11 +1,7 @@
 """Type stubs for cellgate's compiled core."""
 
 import asyncio
-import contextvars
-from collections.abc import Callable, Generator
-from typing import Any, Generic, TypeVar
-
-_T = TypeVar("_T")
+from typing import Any
 
 __version__: str
 
@@ -63,27 +59,6 @@ class Decision:
     def release(self) -> bool:
         """Gives the cell slot back without forwarding; says whether one was held."""
 
-class Completion(Generic[_T]):
-    """A future of one event loop that its bridge resolves; waiters resume in the drain that
-    resolves it. Speaks asyncio's future protocol (``asyncio.isfuture`` is true)."""
-
-    _asyncio_future_blocking: bool
-    def __init__(self, event_loop: asyncio.AbstractEventLoop) -> None: ...
-    def get_loop(self) -> asyncio.AbstractEventLoop: ...
-    def done(self) -> bool: ...
-    def cancelled(self) -> bool: ...
-    def result(self) -> _T: ...
-    def exception(self) -> BaseException | None: ...
-    def add_done_callback(
-        self,
-        callback: Callable[[Completion[_T]], object],
-        *,
-        context: contextvars.Context | None = None,
-    ) -> None: ...
-    def remove_done_callback(self, callback: Callable[[Completion[_T]], object]) -> int: ...
-    def cancel(self, msg: str | None = None) -> bool: ...
-    def __await__(self) -> Generator[Any, None, _T]: ...
-
 class Bridge:
     """One event loop's end of the core: the reactor, tasks and cell connections that forward
     requests on this loop's own thread. Use it only from that thread."""
@@ -96,7 +71,7 @@ class Bridge:
     @property
     def tasks(self) -> int:
         """How many forwards and connection drivers are alive."""
-    def noop(self) -> Completion[None]:
+    def noop(self) -> asyncio.Future[None]:
         """A future resolved with None after one wake-up of the loop: the bridge measured alone."""
 
 class Router:
@@ -133,7 +108,7 @@ class Router:
         path_and_query: str,
         headers: list[tuple[str, str]],
         body: bytes,
-    ) -> Completion[Response]:
+    ) -> asyncio.Future[Response]:
         """Sends a routed decision's request to its cell; ValueError if it holds no route."""
     def start_health_checks(self) -> None: ...
     def stop_health_checks(self) -> None: ...

@@ -4,19 +4,18 @@
 //! every cell socket in it) and calls `Bridge.drain` when it is readable; a forward runs as a task
 //! on the bridge's executor, on the loop's own thread. So a request never changes threads inside
 //! cellgate: granian hands it to the loop, the loop writes it to the cell, the cell's answer wakes
-//! the loop, and the loop answers. Futures finished in one turn are resolved together, and their
-//! waiting tasks resume in that same turn (see `completion`).
+//! the loop, and the loop answers. Futures finished in one turn are resolved together.
 
 use crate::driver::executor::Executor;
 use crate::driver::reactor::Reactor;
 use crate::forward::pool::Pools;
 use crate::forward::Answer;
-use crate::py::completion::PyCompletion;
 use crate::py::decision::{problem_triple, response_triple};
 use crate::reason::{Reason, Refusal};
 use crate::router::Router;
 use hyper::header::HeaderValue;
 use pyo3::exceptions::PyOSError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -88,14 +87,14 @@ fn header_text(value: &HeaderValue) -> Cow<'_, str> {
 /// Futures finished and waiting to be resolved, in the order they finished.
 #[derive(Default)]
 struct Completions {
-    done: RefCell<Vec<(Py<PyCompletion>, Outcome)>>,
+    done: RefCell<Vec<(Py<PyAny>, Outcome)>>,
 }
 
 /// A future waiting for its outcome. If its task ends without completing it (a panic, a dropped
 /// task), dropping this completes it with a 500 problem, so no request waits forever.
 pub struct Pending {
     completions: Rc<Completions>,
-    future: Option<Py<PyCompletion>>,
+    future: Option<Py<PyAny>>,
     request_id: String,
 }
 
@@ -130,17 +129,13 @@ pub struct PyBridge {
     completions: Rc<Completions>,
     /// The connection pools of the router last forwarded for (one router per worker in practice).
     pools: RefCell<Option<(Arc<Router>, Rc<Pools>)>>,
-    event_loop: Py<PyAny>,
+    create_future: Py<PyAny>,
 }
 
 impl PyBridge {
-    /// A new future of this loop and the pending handle that will resolve it.
-    pub fn pending(
-        &self,
-        py: Python<'_>,
-        request_id: String,
-    ) -> PyResult<(Py<PyCompletion>, Pending)> {
-        let future = Py::new(py, PyCompletion::new(self.event_loop.clone_ref(py)))?;
+    /// A new asyncio future of this loop and the pending handle that will resolve it.
+    pub fn pending(&self, py: Python<'_>, request_id: String) -> PyResult<(Py<PyAny>, Pending)> {
+        let future = self.create_future.call0(py)?;
         let pending = Pending {
             completions: self.completions.clone(),
             future: Some(future.clone_ref(py)),
@@ -170,21 +165,26 @@ impl PyBridge {
     pub fn start(&self, py: Python<'_>, task: impl Future<Output = ()> + 'static) -> PyResult<()> {
         self.executor.spawn(task);
         self.executor.run();
-        // The caller is a running task: whatever finished meanwhile wakes its waiters through
-        // the loop, since a task cannot resume inside another.
-        self.resolve(py, false)
+        self.resolve(py)
     }
 
-    /// Resolves every future that finished; with `now`, their waiters run before this returns.
-    fn resolve(&self, py: Python<'_>, now: bool) -> PyResult<()> {
+    fn resolve(&self, py: Python<'_>) -> PyResult<()> {
         let done = std::mem::take(&mut *self.completions.done.borrow_mut());
+        let set_result = intern!(py, "set_result");
         let mut first_error = None;
         for (future, outcome) in done {
-            // A future cancelled meanwhile (the client went away) keeps its cancellation.
-            let result = outcome.into_py(py).inspect_err(|err| {
-                first_error.get_or_insert_with(|| err.clone_ref(py));
-            });
-            PyCompletion::resolve(future.bind(py), result, now);
+            // A future cancelled meanwhile (the client went away) refuses a result; nobody
+            // waits for it then.
+            match outcome.into_py(py) {
+                Ok(value) => {
+                    let _ = future.call_method1(py, set_result, (value,));
+                }
+                Err(err) => {
+                    let _ =
+                        future.call_method1(py, intern!(py, "set_exception"), (err.clone_ref(py),));
+                    first_error.get_or_insert(err);
+                }
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -210,7 +210,7 @@ impl PyBridge {
             executor: Rc::new(Executor::default()),
             completions: Rc::new(Completions::default()),
             pools: RefCell::new(None),
-            event_loop: event_loop.clone().unbind(),
+            create_future: event_loop.getattr("create_future")?.unbind(),
         })
     }
 
@@ -226,7 +226,7 @@ impl PyBridge {
             .turn()
             .map_err(|err| PyOSError::new_err(format!("reactor: {err}")))?;
         self.executor.run();
-        self.resolve(py, true)
+        self.resolve(py)
     }
 
     /// How many tasks (forwards and connection drivers) are alive on this bridge.
@@ -236,7 +236,7 @@ impl PyBridge {
     }
 
     /// A future resolved with None through one wake-up of the loop: the bridge's cost alone.
-    fn noop(&self, py: Python<'_>) -> PyResult<Py<PyCompletion>> {
+    fn noop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (future, pending) = self.pending(py, String::new())?;
         pending.complete(Outcome::Nothing);
         self.reactor.nudge();

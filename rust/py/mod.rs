@@ -2,7 +2,6 @@
 
 pub mod bridge;
 pub mod clock;
-pub mod completion;
 pub mod decision;
 pub mod errors;
 pub mod router;

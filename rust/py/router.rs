@@ -9,7 +9,6 @@ use crate::health::HealthChecker;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
-use crate::py::completion::PyCompletion;
 use crate::py::decision::{OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
@@ -109,7 +108,7 @@ impl PyRouter {
         path_and_query: &str,
         headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         body: &[u8],
-    ) -> PyResult<Py<PyCompletion>> {
+    ) -> PyResult<Py<PyAny>> {
         let headers = headers
             .iter()
             .map(|(name, value)| Ok((name.to_str()?, value.to_str()?)))
