@@ -10,7 +10,7 @@
 #   sudo systemctl disable --now nginx haproxy
 set -euo pipefail
 
-TOOLS=(nginx haproxy wrk)
+TOOLS=(nginx haproxy wrk valgrind)
 
 have() {
   PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1
