@@ -124,6 +124,40 @@ def test_forwarding_a_refused_or_spent_decision_is_a_value_error(router):
         loop.close()
 
 
+def test_serve_answers_a_refusal_at_once_and_forwards_a_routed_request(router):
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    bridge = cellgate.Bridge(loop)
+    loop.add_reader(bridge.fileno(), bridge.drain)
+    try:
+        status, headers, body = router.serve(
+            bridge, "GET", "/api/accounts", "", [("user-agent", "t")], "198.51.100.4:4431"
+        )
+        assert status == 401
+        assert orjson.loads(body)["reason"] == "missing_token"
+        assert dict(headers)["content-type"] == "application/problem+json"
+
+        token = f"Bearer {demo_token('c-retail-us')}"
+        answer = router.serve(
+            bridge,
+            "GET",
+            "/api/accounts",
+            "page=2",
+            [("authorization", token), ("user-agent", "t")],
+            "198.51.100.4:4431",
+        )
+        assert asyncio.isfuture(answer)
+        # The demo cells are not running here: the forward fails, and the slot comes back.
+        status, headers, body = loop.run_until_complete(asyncio.wait_for(answer, 10))
+        assert status == 502
+        assert orjson.loads(body)["reason"] == "cell_unreachable"
+        assert sum(in_flight(router).values()) == 0
+    finally:
+        loop.remove_reader(bridge.fileno())
+        loop.close()
+
+
 def test_a_manual_clock_drives_token_expiry():
     clock = Clock.manual(1_000_000)
     router = build_router(load_config(DEMO), clock=clock)

@@ -110,6 +110,17 @@ class Router:
         body: bytes,
     ) -> asyncio.Future[Response]:
         """Sends a routed decision's request to its cell; ValueError if it holds no route."""
+    def serve(
+        self,
+        bridge: Bridge,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        client: str,
+    ) -> Response | asyncio.Future[Response]:
+        """``decide`` then, when routed, ``forward`` in one call, for a request without a body:
+        a refusal's problem answer at once, or a future of the cell's answer."""
     def start_health_checks(self) -> None: ...
     def stop_health_checks(self) -> None: ...
     def set_cell_health(self, cell_id: str, healthy: bool) -> None:

@@ -1,8 +1,8 @@
 """The RSGI application granian serves: decide in the core, read the body, forward through the core.
 
-Per request Python does three things: one ``decide`` call, one body read (none when the request
-has no body), and one await of the core's forward, which runs on this loop's own thread and
-completes through the bridge (a descriptor the loop watches).
+A request without a body crosses into the core once: ``serve`` decides and, when routed, starts
+the forward, which runs on this loop's own thread and completes through the bridge (a descriptor
+the loop watches). A request with a body takes three steps: ``decide``, the body read, ``forward``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ class Gateway:
                 *self.admin.handle(scope.method, path, headers.get("authorization"), body)
             )
             return
+        length = headers.get("content-length")
+        if length is None and "transfer-encoding" not in headers:
+            # RFC 9112 section 6.3: a request with neither header has no body.
+            answer = self.router.serve(
+                self.bridge, scope.method, path, scope.query_string, headers.items(), scope.client
+            )
+            proto.response_bytes(*(answer if type(answer) is tuple else await answer))
+            return
         decision = self.router.decide(
             scope.method,
             path,
@@ -62,19 +70,15 @@ class Gateway:
         if not decision.ok:
             proto.response_bytes(*decision.problem)
             return
-        length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
             decision.release()
             proto.response_bytes(*self._too_large(decision.request_id, length))
             return
-        if length is None and "transfer-encoding" not in headers:
-            body = b""  # RFC 9112 section 6.3: a request with neither header has no body.
-        else:
-            try:
-                body = await proto()
-            except Exception:
-                decision.release()
-                return
+        try:
+            body = await proto()
+        except Exception:
+            decision.release()
+            return
         if len(body) > self.max_request_bytes:
             decision.release()
             proto.response_bytes(*self._too_large(decision.request_id, str(len(body))))

@@ -9,15 +9,16 @@ use crate::health::HealthChecker;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
-use crate::py::decision::{OwnedRiskFacts, PyDecision, Verdict};
+use crate::py::decision::{problem_triple, OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
-use crate::router::{Outcome as CellOutcome, RequestFacts, Router};
+use crate::router::{Outcome as CellOutcome, RequestFacts, Route, Router};
 use crate::settings::CoreSettings;
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 /// The hot path: compiled configuration, profiles, cells, and the client that forwards to them.
@@ -26,6 +27,67 @@ pub struct PyRouter {
     core: Arc<Router>,
     probes: Arc<ProbeClient>,
     health: Mutex<Option<HealthChecker>>,
+}
+
+/// The `(name, value)` string pairs of a header list, borrowed from Python.
+fn text_pairs<'a>(
+    headers: &'a [(Bound<'_, PyString>, Bound<'_, PyString>)],
+) -> PyResult<Vec<(&'a str, &'a str)>> {
+    headers
+        .iter()
+        .map(|(name, value)| Ok((name.to_str()?, value.to_str()?)))
+        .collect()
+}
+
+impl PyRouter {
+    /// Sends `outbound` to `route`'s cell on the bridge's loop; returns the future of its answer.
+    fn start_forward(
+        &self,
+        py: Python<'_>,
+        bridge: &PyBridge,
+        mut route: Route,
+        outbound: Outbound<'_>,
+    ) -> PyResult<Py<PyAny>> {
+        // The cell's time starts now: reading the client's body is not the cell's slowness.
+        route.started_us = self.core.clock().now_us();
+        let request_id = outbound.request_id.to_owned();
+        let (future, pending) = bridge.pending(py, request_id.clone())?;
+        let request = build_request(route.cell(), outbound);
+        let pools = bridge.pools(&self.core);
+        let fields = self.core.rate_fields(route.rate);
+        let core = self.core.clone();
+        bridge.start(py, async move {
+            let result = match request {
+                Ok(request) => exchange(&pools, route.cell(), request).await,
+                Err(refusal) if refusal.reason == Reason::Malformed => {
+                    // The client's request was bad, not the cell: nothing to count.
+                    drop(route);
+                    return pending.complete(Outcome::Refused {
+                        refusal,
+                        request_id,
+                    });
+                }
+                Err(refusal) => Err(refusal),
+            };
+            let outcome = match &result {
+                Ok(answer) if answer.status < 500 => CellOutcome::Success,
+                _ => CellOutcome::Failure,
+            };
+            core.report(route, outcome);
+            pending.complete(match result {
+                Ok(answer) => Outcome::Answer {
+                    answer,
+                    request_id,
+                    fields,
+                },
+                Err(refusal) => Outcome::Refused {
+                    refusal,
+                    request_id,
+                },
+            });
+        })?;
+        Ok(future)
+    }
 }
 
 #[pymethods]
@@ -109,62 +171,82 @@ impl PyRouter {
         headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         body: &[u8],
     ) -> PyResult<Py<PyAny>> {
-        let headers = headers
-            .iter()
-            .map(|(name, value)| Ok((name.to_str()?, value.to_str()?)))
-            .collect::<PyResult<Vec<(&str, &str)>>>()?;
-        let mut route = decision.take_route().ok_or_else(|| {
+        let headers = text_pairs(&headers)?;
+        let route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
-        // The cell's time starts now: reading the client's body is not the cell's slowness.
-        route.started_us = self.core.clock().now_us();
-        let request_id = decision.request_id.as_str().to_owned();
-        let (future, pending) = bridge.pending(py, request_id.clone())?;
-        let request = build_request(
-            route.cell(),
+        self.start_forward(
+            py,
+            bridge,
+            route,
             Outbound {
                 method,
                 path_and_query,
                 headers: &headers,
                 body: Bytes::copy_from_slice(body),
-                request_id: &request_id,
+                request_id: decision.request_id.as_str(),
                 client_ip: &decision.client_ip(),
             },
-        );
-        let pools = bridge.pools(&self.core);
-        let fields = self.core.rate_fields(route.rate);
-        let core = self.core.clone();
-        bridge.start(py, async move {
-            let result = match request {
-                Ok(request) => exchange(&pools, route.cell(), request).await,
-                Err(refusal) if refusal.reason == Reason::Malformed => {
-                    // The client's request was bad, not the cell: nothing to count.
-                    drop(route);
-                    return pending.complete(Outcome::Refused {
-                        refusal,
-                        request_id,
-                    });
-                }
-                Err(refusal) => Err(refusal),
-            };
-            let outcome = match &result {
-                Ok(answer) if answer.status < 500 => CellOutcome::Success,
-                _ => CellOutcome::Failure,
-            };
-            core.report(route, outcome);
-            pending.complete(match result {
-                Ok(answer) => Outcome::Answer {
-                    answer,
-                    request_id,
-                    fields,
-                },
-                Err(refusal) => Outcome::Refused {
-                    refusal,
-                    request_id,
-                },
-            });
-        })?;
-        Ok(future)
+        )
+    }
+
+    /// `decide`, then `forward` when routed, in one call, for a request without a body (it has
+    /// neither Content-Length nor Transfer-Encoding). Returns a refusal's `(status, headers,
+    /// body)` at once, or a future of the cell's answer.
+    #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
+    fn serve(
+        &self,
+        py: Python<'_>,
+        bridge: &PyBridge,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
+        client: &str,
+    ) -> PyResult<Py<PyAny>> {
+        let headers = text_pairs(&headers)?;
+        let header = |wanted: &str| {
+            headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .map(|&(_, value)| value)
+        };
+        let facts = RequestFacts {
+            method,
+            path,
+            authorization: header("authorization"),
+            client,
+            user_agent: header("user-agent"),
+        };
+        let request_id = self.core.next_request_id();
+        let route = match self.core.decide(&facts) {
+            Ok(route) => route,
+            Err(refusal) => {
+                return Ok(problem_triple(py, &refusal, request_id.as_str())?
+                    .into_any()
+                    .unbind())
+            }
+        };
+        let target = match query {
+            "" => Cow::Borrowed(path),
+            query => Cow::Owned(format!("{path}?{query}")),
+        };
+        let client_ip = route
+            .client
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        self.start_forward(
+            py,
+            bridge,
+            route,
+            Outbound {
+                method,
+                path_and_query: &target,
+                headers: &headers,
+                body: Bytes::new(),
+                request_id: request_id.as_str(),
+                client_ip: &client_ip,
+            },
+        )
     }
 
     /// What `decide` would decide now and why, as JSON: the token, the profile, the rate limit,
