@@ -250,16 +250,52 @@ def render(template: str, dest: Path, **values: object) -> Path:
 # -- processes -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Pinning:
+    """The CPUs the measured peer runs on, and those wrk and the cells run on (--pin)."""
+
+    peer: frozenset[int]
+    load: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> Pinning:
+        """`PEER:LOAD`, each a comma-separated list of CPU numbers, e.g. `0:1` or `0,1:2,3`."""
+        try:
+            peer, load = (
+                frozenset(int(cpu) for cpu in part.split(",")) for part in text.split(":")
+            )
+        except ValueError:
+            raise ValueError(f"--pin {text!r}: expected PEER:LOAD CPU lists, e.g. 0:1") from None
+        usable = os.sched_getaffinity(0)
+        if not peer or not load or peer & load or not (peer | load) <= usable:
+            raise ValueError(
+                f"--pin {text!r}: the two lists must be disjoint and within CPUs {sorted(usable)}"
+            )
+        return cls(peer, load)
+
+    def confine(self, load: bool):
+        """A preexec_fn that confines a child to the load's CPUs or the peer's."""
+        cpus = self.load if load else self.peer
+        return lambda: os.sched_setaffinity(0, cpus)
+
+
 class Processes:
     """Children started in their own process groups, all stopped by stop_all()."""
 
-    def __init__(self) -> None:
+    def __init__(self, pinning: Pinning | None = None) -> None:
         self.running: list[tuple[str, subprocess.Popen, Path]] = []
+        self.pinning = pinning
 
     def start(
-        self, name: str, argv: list[str], log_path: Path, cwd: Path | None = None
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        cwd: Path | None = None,
+        load: bool = False,
     ) -> subprocess.Popen:
-        """Starts argv with stdout and stderr going to log_path."""
+        """Starts argv with stdout and stderr going to log_path; with pinning, on the load's CPUs
+        (cells) or the peer's."""
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 argv,
@@ -268,6 +304,7 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=self.pinning.confine(load) if self.pinning else None,
             )
         self.running.append((name, proc, log_path))
         return proc
@@ -392,7 +429,7 @@ def start_nginx(
     )
     error_log = prefix / "error.log"
     argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf), "-e", str(error_log)]
-    proc = procs.start(name, argv, prefix / "stdout.log")
+    proc = procs.start(name, argv, prefix / "stdout.log", load=name.startswith("cell-"))
     return proc, error_log
 
 
@@ -518,7 +555,13 @@ def run_wrk(port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixt
         str(fixtures.tokens_path),
     ]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 30,
+            preexec_fn=args.pin.confine(load=True) if args.pin else None,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish within {duration_s + 30}s") from None
     match = re.search(r"^E2E_RESULT (\{.*\})$", done.stdout, re.MULTILINE)
@@ -732,6 +775,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure every peer this many times, interleaved, and report medians"
         " (default: %(default)s)",
     )
+    parser.add_argument(
+        "--pin",
+        metavar="PEER:LOAD",
+        help="run the measured peer on the CPUs before the colon and wrk and the cells on those"
+        " after it, e.g. 0:1 (default: no pinning, everything shares every CPU)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
         "--keep-tmp",
@@ -745,6 +794,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         given = ", ".join(unknown) or "(none given)"
         parser.error(f"--only: unknown peer(s) {given}; choose from {', '.join(PEERS)}")
     args.peers = [p for p in PEERS if p in args.peers]
+    try:
+        args.pin = Pinning.parse(args.pin) if args.pin else None
+    except ValueError as err:
+        parser.error(str(err))
     if not 1 <= args.duration <= 600:
         parser.error("--duration must be between 1 and 600 seconds")
     if not 1 <= args.rounds <= 50:
@@ -765,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     raise_fd_limit()
-    procs = Processes()
+    procs = Processes(args.pin)
     workdir = Path(tempfile.mkdtemp(prefix="cellgate-e2e-"))
     results: list[Result] = []
     failed: dict[str, str] = {}
@@ -779,7 +832,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{os.cpu_count()} cpus; wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
             f" (warm-up {args.warmup}s); {CUSTOMER_COUNT} customers and tokens;"
-            f" cells on :{cell_ports[0]} and :{cell_ports[1]}",
+            f" cells on :{cell_ports[0]} and :{cell_ports[1]}"
+            + (
+                f"; peer on CPUs {sorted(args.pin.peer)}, wrk and cells on {sorted(args.pin.load)}"
+                if args.pin
+                else ""
+            ),
             flush=True,
         )
         start_cells(procs, workdir, cell_ports)
@@ -818,6 +876,11 @@ def main(argv: list[str] | None = None) -> int:
                     "warmup_s": args.warmup,
                     "customers": CUSTOMER_COUNT,
                     "loop": args.loop,
+                    "pin": (
+                        {"peer": sorted(args.pin.peer), "load": sorted(args.pin.load)}
+                        if args.pin
+                        else None
+                    ),
                 },
                 "rounds": args.rounds,
                 "results": [asdict(r) for r in results],
