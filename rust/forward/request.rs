@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::{HeaderMap, Method, Request};
+use std::fmt::Display;
+use std::net::IpAddr;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
@@ -22,7 +24,8 @@ pub struct Outbound<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     pub body: Bytes,
     pub request_id: &'a str,
-    pub client_ip: &'a str,
+    /// The client's address, when known, for X-Forwarded-For.
+    pub client: Option<IpAddr>,
 }
 
 /// The request as it goes to `cell`: origin-form target, hop-by-hop headers dropped, routing
@@ -58,9 +61,13 @@ pub fn build_request(cell: &Cell, outbound: Outbound<'_>) -> Result<Request<Full
             headers.append(name, value);
         }
     }
+    let client: &dyn Display = match &outbound.client {
+        Some(ip) => ip,
+        None => &"unknown",
+    };
     let forwarded_for = match forwarded_for {
-        Some(list) => format!("{list}, {}", outbound.client_ip),
-        None => outbound.client_ip.to_owned(),
+        Some(list) => format!("{list}, {client}"),
+        None => client.to_string(),
     };
     headers.insert(HOST, cell.host_header.clone());
     set(headers, X_FORWARDED_FOR, &forwarded_for);
@@ -91,7 +98,7 @@ mod tests {
             headers,
             body: Bytes::from_static(b"{}"),
             request_id: "rid",
-            client_ip: "10.0.0.9",
+            client: Some(IpAddr::from([10, 0, 0, 9])),
         }
     }
 

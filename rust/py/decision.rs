@@ -62,7 +62,6 @@ pub enum Verdict {
         customer: Arc<str>,
         cell_id: Arc<str>,
         encryption: &'static str,
-        client_ip: Option<std::net::IpAddr>,
         route: Mutex<Option<Route>>,
         /// The router that decided, to format the answer's RateLimit fields when asked.
         router: Arc<Router>,
@@ -90,17 +89,6 @@ impl PyDecision {
         match &self.verdict {
             Verdict::Routed { route, .. } => route.lock().ok()?.take(),
             Verdict::Refused(_) => None,
-        }
-    }
-
-    /// The client address the decision was made for.
-    pub fn client_ip(&self) -> String {
-        match &self.verdict {
-            Verdict::Routed {
-                client_ip: Some(ip),
-                ..
-            } => ip.to_string(),
-            _ => "unknown".to_owned(),
         }
     }
 }

@@ -139,7 +139,6 @@ impl PyRouter {
                     customer: route.customer.clone(),
                     cell_id: cell.id.clone(),
                     encryption: cell.encryption.name(),
-                    client_ip: route.client,
                     risk: route.risk,
                     risk_facts: route
                         .risk
@@ -175,6 +174,7 @@ impl PyRouter {
         let route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
+        let client = route.client;
         self.start_forward(
             py,
             bridge,
@@ -185,7 +185,7 @@ impl PyRouter {
                 headers: &headers,
                 body: Bytes::copy_from_slice(body),
                 request_id: decision.request_id.as_str(),
-                client_ip: &decision.client_ip(),
+                client,
             },
         )
     }
@@ -231,9 +231,7 @@ impl PyRouter {
             "" => Cow::Borrowed(path),
             query => Cow::Owned(format!("{path}?{query}")),
         };
-        let client_ip = route
-            .client
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let client = route.client;
         self.start_forward(
             py,
             bridge,
@@ -244,7 +242,7 @@ impl PyRouter {
                 headers: &headers,
                 body: Bytes::new(),
                 request_id: request_id.as_str(),
-                client_ip: &client_ip,
+                client,
             },
         )
     }
