@@ -1,7 +1,7 @@
 """End-to-end load: cellgate against nginx and HAProxy 2.6 in front of the same two cells, with wrk.
 
 Two nginx processes stand in for two cells (GET /api/... answers a small JSON body). In front of
-them, one peer at a time, each with one worker / one thread:
+them, one peer at a time, each with one worker / one thread (--workers N for N):
 
   direct    wrk straight at cell bench-1: the ceiling, no proxy at all
   granian   granian serving an RSGI app that answers a constant JSON body from Python, with no
@@ -9,7 +9,7 @@ them, one peer at a time, each with one worker / one thread:
   nginx     nginx as a plain reverse proxy (least_conn, pooled upstream connections, no auth)
   haproxy   HAProxy 2.6 verifying the HS256 JWT (alg, signature, iss, aud, exp, customer claim),
             a per-customer request-rate counter, leastconn, pooled server connections
-  cellgate  `cellgate serve --workers 1` on a generated configuration with every decision rule
+  cellgate  `cellgate serve` on a generated configuration with every decision rule
             on (quota, risk factors, compliance rules, breakers; none refuses a bench request)
   cellgate-plain  the same without the rules (only with --only), to price them
 
@@ -17,10 +17,11 @@ wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,00
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
 stopped at the end, also on errors and Ctrl-C.
 
-    python benches/e2e_load.py                                   # all four, 10 s each
+    python benches/e2e_load.py                                   # five peers, 10 s each
     python benches/e2e_load.py --only direct,nginx,haproxy --duration 3
     python benches/e2e_load.py --only haproxy,cellgate --loop rloop --json results.json
     python benches/e2e_load.py --only haproxy,cellgate --rounds 5   # medians of 5 interleaved runs
+    python benches/e2e_load.py --workers 4 --cell-workers 4 --threads 4 --connections 256
 
 On a shared, noisy machine use --rounds: each round measures every peer once, in turn, so drift
 hits all peers alike; the table then shows each peer's medians over the rounds.
@@ -433,12 +434,19 @@ def start_nginx(
     return proc, error_log
 
 
-def start_cells(procs: Processes, workdir: Path, cell_ports: list[int]) -> None:
-    """Starts one nginx per cell and waits until each answers GET /health."""
+def start_cells(procs: Processes, workdir: Path, cell_ports: list[int], workers: int = 1) -> None:
+    """Starts one nginx per cell (`workers` worker processes each) and waits until each answers
+    GET /health."""
     for i, port in enumerate(cell_ports, start=1):
         cell_id = f"bench-{i}"
         proc, log = start_nginx(
-            procs, workdir, f"cell-{i}", "cell.nginx.conf", port=port, cell_id=cell_id
+            procs,
+            workdir,
+            f"cell-{i}",
+            "cell.nginx.conf",
+            port=port,
+            cell_id=cell_id,
+            workers=workers,
         )
         wait_ready(f"nginx cell {cell_id}", proc, log, port, "/health", None)
 
@@ -462,7 +470,12 @@ def haproxy_maxconn() -> int:
 
 
 def start_haproxy(
-    procs: Processes, workdir: Path, port: int, cell_ports: list[int], fixtures: Fixtures
+    procs: Processes,
+    workdir: Path,
+    port: int,
+    cell_ports: list[int],
+    fixtures: Fixtures,
+    workers: int = 1,
 ) -> tuple:
     """Validates the HAProxy configuration with `haproxy -c`, then runs it in the foreground."""
     haproxy = find_tool("haproxy")
@@ -480,6 +493,7 @@ def start_haproxy(
         leeway_s=LEEWAY_S,
         rate_limit_per_10s=HAPROXY_RATE_LIMIT_PER_10S,
         maxconn=haproxy_maxconn(),
+        workers=workers,
     )
     check = subprocess.run(
         [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
@@ -490,13 +504,13 @@ def start_haproxy(
     return procs.start("haproxy", [haproxy, "-db", "-f", str(cfg)], log), log
 
 
-def start_granian_floor(procs: Processes, workdir: Path, port: int) -> tuple:
-    """Runs granian (one worker, cellgate's loop) on benches/bridge_app.py's constant answer."""
+def start_granian_floor(procs: Processes, workdir: Path, port: int, workers: int = 1) -> tuple:
+    """Runs granian (cellgate's loop) on benches/bridge_app.py's constant answer."""
     home = workdir / "granian"
     home.mkdir(exist_ok=True)
     argv = [
         sys.executable,
-        *("-m", "granian", "--interface", "rsgi", "--loop", "rloop", "--workers", "1"),
+        *("-m", "granian", "--interface", "rsgi", "--loop", "rloop", "--workers", str(workers)),
         *("--http", "1", "--no-ws", "--log-level", "warning"),
         *("--host", "127.0.0.1", "--port", str(port), "bridge_app:constant"),
     ]
@@ -513,7 +527,7 @@ def start_cellgate(
     fixtures: Fixtures,
     args: argparse.Namespace,
 ) -> tuple:
-    """Writes the cellgate configuration and runs `cellgate serve` with one worker."""
+    """Writes the cellgate configuration and runs `cellgate serve` with --workers workers."""
     home = workdir / peer
     home.mkdir(exist_ok=True)
     config_path = home / "cellgate.toml"
@@ -525,12 +539,14 @@ def start_cellgate(
     argv = [
         *shlex.split(args.cellgate_cmd),
         *("serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)),
-        *("--workers", "1"),
+        *("--workers", str(args.workers)),
     ]
     if args.loop:
         argv += ["--loop", args.loop]
-    if shutil.which(argv[0]) is None:
+    found = shutil.which(argv[0])
+    if found is None:
         raise BenchError(f"no such command {argv[0]!r}: install cellgate or pass --cellgate-cmd")
+    argv[0] = os.path.abspath(found)  # cellgate runs in its own directory
     print(f"  cellgate: {shlex.join(argv)}", flush=True)
     log = home / "cellgate.log"
     return procs.start(peer, argv, log, cwd=home), log
@@ -637,11 +653,12 @@ def run_peer(
             port=port,
             cell1_port=cell_ports[0],
             cell2_port=cell_ports[1],
+            workers=args.workers,
         )
     elif peer == "haproxy":
-        proc, log = start_haproxy(procs, workdir, port, cell_ports, fixtures)
+        proc, log = start_haproxy(procs, workdir, port, cell_ports, fixtures, args.workers)
     elif peer == "granian":
-        proc, log = start_granian_floor(procs, workdir, port)
+        proc, log = start_granian_floor(procs, workdir, port, args.workers)
     else:
         proc, log = start_cellgate(peer, procs, workdir, port, cell_ports, fixtures, args)
     try:
@@ -761,6 +778,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default: %(default)s)")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes or threads of every peer: cellgate's and granian's --workers,"
+        " nginx's worker_processes, HAProxy's nbthread (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cell-workers",
+        type=int,
+        default=1,
+        help="nginx worker processes of each cell (default: %(default)s)",
+    )
+    parser.add_argument(
         "--cellgate-cmd",
         default="cellgate",
         help="command that runs cellgate; `serve --config ...` is appended (default: %(default)s)",
@@ -802,6 +832,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be between 1 and 600 seconds")
     if not 1 <= args.rounds <= 50:
         parser.error("--rounds must be between 1 and 50")
+    if args.workers < 1 or args.cell_workers < 1:
+        parser.error("--workers and --cell-workers must be >= 1")
     if not 0 <= args.warmup <= 60:
         parser.error("--warmup must be between 0 and 60 seconds")
     if args.threads < 1 or args.connections < args.threads:
@@ -832,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{os.cpu_count()} cpus; wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
             f" (warm-up {args.warmup}s); {CUSTOMER_COUNT} customers and tokens;"
-            f" cells on :{cell_ports[0]} and :{cell_ports[1]}"
+            f" cells on :{cell_ports[0]} and :{cell_ports[1]} ({args.cell_workers} worker(s) each);"
+            f" {args.workers} worker(s) or thread(s) per peer"
             + (
                 f"; peer on CPUs {sorted(args.pin.peer)}, wrk and cells on {sorted(args.pin.load)}"
                 if args.pin
@@ -840,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             flush=True,
         )
-        start_cells(procs, workdir, cell_ports)
+        start_cells(procs, workdir, cell_ports, args.cell_workers)
         rounds: dict[str, list[Result]] = {peer: [] for peer in args.peers}
         for round_no in range(1, args.rounds + 1):
             for peer in [p for p in args.peers if p not in failed]:
@@ -876,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
                     "warmup_s": args.warmup,
                     "customers": CUSTOMER_COUNT,
                     "loop": args.loop,
+                    "workers": args.workers,
+                    "cell_workers": args.cell_workers,
                     "pin": (
                         {"peer": sorted(args.pin.peer), "load": sorted(args.pin.load)}
                         if args.pin
