@@ -17,20 +17,23 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The headers the gateway sets on every forwarded request.
 const ROUTING_HEADERS: usize = 5;
 
-/// A request as it leaves for a cell, borrowing what the client sent.
+/// What the client sent, borrowed, as it goes on to a cell.
 pub struct Outbound<'a> {
     pub method: &'a str,
     pub path_and_query: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
     pub body: Bytes,
-    pub request_id: &'a str,
-    /// The client's address, when known, for X-Forwarded-For.
-    pub client: Option<IpAddr>,
 }
 
 /// The request as it goes to `cell`: origin-form target, hop-by-hop headers dropped, routing
-/// headers set by the gateway alone.
-pub fn build_request(cell: &Cell, outbound: Outbound<'_>) -> Result<Request<Full<Bytes>>, Refusal> {
+/// headers set by the gateway alone (`client`, the client's address when known, ends
+/// X-Forwarded-For).
+pub fn build_request(
+    cell: &Cell,
+    outbound: Outbound<'_>,
+    request_id: &str,
+    client: Option<IpAddr>,
+) -> Result<Request<Full<Bytes>>, Refusal> {
     let bad = |detail: String| Refusal::new(Reason::Malformed, detail);
     let method = Method::from_bytes(outbound.method.as_bytes())
         .map_err(|_| bad(format!("method {:?} is not valid", outbound.method)))?;
@@ -61,7 +64,7 @@ pub fn build_request(cell: &Cell, outbound: Outbound<'_>) -> Result<Request<Full
             headers.append(name, value);
         }
     }
-    let client: &dyn Display = match &outbound.client {
+    let client: &dyn Display = match &client {
         Some(ip) => ip,
         None => &"unknown",
     };
@@ -76,7 +79,7 @@ pub fn build_request(cell: &Cell, outbound: Outbound<'_>) -> Result<Request<Full
         X_ENCRYPTION_LEVEL,
         HeaderValue::from_static(cell.encryption.name()),
     );
-    set(headers, X_REQUEST_ID, outbound.request_id);
+    set(headers, X_REQUEST_ID, request_id);
     Ok(request)
 }
 
@@ -97,16 +100,18 @@ mod tests {
             path_and_query: "/api/transfers?x=1",
             headers,
             body: Bytes::from_static(b"{}"),
-            request_id: "rid",
-            client: Some(IpAddr::from([10, 0, 0, 9])),
         }
+    }
+
+    fn build(cell: &Cell, outbound: Outbound<'_>) -> Result<Request<Full<Bytes>>, Refusal> {
+        build_request(cell, outbound, "rid", Some(IpAddr::from([10, 0, 0, 9])))
     }
 
     #[test]
     fn strips_hop_by_hop_and_sets_routing_headers() {
         let router = router();
         let cell = router.cells().get("corp-eu-1").unwrap();
-        let request = build_request(
+        let request = build(
             cell,
             outbound(&[
                 ("Connection", "keep-alive, X-Secret-Hop"),
@@ -146,9 +151,6 @@ mod tests {
         let cell = router.cells().get("corp-eu-1").unwrap();
         let mut bad = outbound(&[]);
         bad.method = "BAD METHOD";
-        assert_eq!(
-            build_request(cell, bad).unwrap_err().reason,
-            Reason::Malformed
-        );
+        assert_eq!(build(cell, bad).unwrap_err().reason, Reason::Malformed);
     }
 }

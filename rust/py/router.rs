@@ -46,13 +46,13 @@ impl PyRouter {
         py: Python<'_>,
         bridge: &PyBridge,
         mut route: Route,
+        request_id: String,
         outbound: Outbound<'_>,
     ) -> PyResult<Py<PyAny>> {
         // The cell's time starts now: reading the client's body is not the cell's slowness.
         route.started_us = self.core.clock().now_us();
-        let request_id = outbound.request_id.to_owned();
+        let request = build_request(route.cell(), outbound, &request_id, route.client);
         let (future, pending) = bridge.pending(py, request_id.clone())?;
-        let request = build_request(route.cell(), outbound);
         let pools = bridge.pools(&self.core);
         let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
@@ -174,20 +174,14 @@ impl PyRouter {
         let route = decision.take_route().ok_or_else(|| {
             PyValueError::new_err("the decision is refused, or already forwarded or released")
         })?;
-        let client = route.client;
-        self.start_forward(
-            py,
-            bridge,
-            route,
-            Outbound {
-                method,
-                path_and_query,
-                headers: &headers,
-                body: Bytes::copy_from_slice(body),
-                request_id: decision.request_id.as_str(),
-                client,
-            },
-        )
+        let outbound = Outbound {
+            method,
+            path_and_query,
+            headers: &headers,
+            body: Bytes::copy_from_slice(body),
+        };
+        let request_id = decision.request_id.as_str().to_owned();
+        self.start_forward(py, bridge, route, request_id, outbound)
     }
 
     /// `decide`, then `forward` when routed, in one call, for a request without a body (it has
@@ -231,20 +225,13 @@ impl PyRouter {
             "" => Cow::Borrowed(path),
             query => Cow::Owned(format!("{path}?{query}")),
         };
-        let client = route.client;
-        self.start_forward(
-            py,
-            bridge,
-            route,
-            Outbound {
-                method,
-                path_and_query: &target,
-                headers: &headers,
-                body: Bytes::new(),
-                request_id: request_id.as_str(),
-                client,
-            },
-        )
+        let outbound = Outbound {
+            method,
+            path_and_query: &target,
+            headers: &headers,
+            body: Bytes::new(),
+        };
+        self.start_forward(py, bridge, route, request_id.as_str().to_owned(), outbound)
     }
 
     /// What `decide` would decide now and why, as JSON: the token, the profile, the rate limit,
