@@ -4,20 +4,21 @@ raised (so a benchmark never runs into them), signing keys, and fresh tokens."""
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import jwt
-import msgspec
 import pytest
 from cellgate import load_config
-from cellgate.config import Config, JwtKeyConfig, RateLimitConfig
+from cellgate.config import Config, config_from_table
 from cellgate.demo import launch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 TOPOLOGY = Path(launch.__file__).parent / "topology.toml"
 #: Far above what a benchmark reaches, so the quota is checked on every call but never bites.
-UNBOUNDED = RateLimitConfig(requests=1_000_000_000, period_s=1, burst=1_000_000_000)
+UNBOUNDED = {"requests": 1_000_000_000, "period_s": 1, "burst": 1_000_000_000}
 UNCACHED = 20_000
 SIGNING_KEYS = {
     "ES256": ec.generate_private_key(ec.SECP256R1()),
@@ -25,26 +26,25 @@ SIGNING_KEYS = {
 }
 
 
-def bench_config(extra_keys: list[JwtKeyConfig] = ()) -> Config:
-    """The demo configuration with every rule on, its quotas raised, and ``extra_keys``."""
-    config = load_config(TOPOLOGY)
-    tiers = {
-        name: msgspec.structs.replace(tier, rate_limit=UNBOUNDED)
-        for name, tier in config.tiers.items()
-    }
-    jwt_config = msgspec.structs.replace(config.jwt, keys=[*config.jwt.keys, *extra_keys])
-    return msgspec.structs.replace(config, tiers=tiers, jwt=jwt_config)
+def bench_config(extra_keys: list[dict[str, Any]] = ()) -> Config:
+    """The demo configuration with every rule on, its quotas raised, and ``extra_keys`` (tables
+    of ``[[jwt.keys]]``), validated as any configuration is."""
+    raw = tomllib.loads(TOPOLOGY.read_text(encoding="utf-8"))
+    for tier in raw["tiers"].values():
+        tier["rate_limit"] = UNBOUNDED
+    raw["jwt"]["keys"] = [*raw["jwt"]["keys"], *extra_keys]
+    return config_from_table(raw, TOPOLOGY.parent, str(TOPOLOGY))
 
 
-def public_key_config(kid: str, alg: str) -> JwtKeyConfig:
-    """The verification key of the benchmark's ``alg`` signing key."""
+def public_key_config(kid: str, alg: str) -> dict[str, Any]:
+    """The ``[[jwt.keys]]`` table of the benchmark's ``alg`` verification key."""
     pem = (
         SIGNING_KEYS[alg]
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    return JwtKeyConfig(kid=kid, alg=alg, public_key_pem=pem)
+    return {"kid": kid, "alg": alg, "public_key_pem": pem}
 
 
 def token_count(request: pytest.FixtureRequest) -> int:

@@ -173,6 +173,19 @@ def test_every_algorithm_verifies_in_every_key_form(tmp_path: Path, alg: str, fo
     assert reason(r, token(pair, "pk", iss="https://elsewhere.test")) == "wrong_issuer"
 
 
+@pytest.mark.parametrize("form", ["public_key_file", "jwks_file"])
+def test_key_files_are_read_once_when_the_configuration_loads(tmp_path: Path, form: str):
+    pair = PAIRS["ES256"]
+    keys, jwks = keys_in_form(tmp_path, pair, "pk", form)
+    (tmp_path / "customers.jsonl").write_bytes(CUSTOMERS)
+    loaded = parse_config(config(keys, jwks), tmp_path)
+    for file in [*tmp_path.glob("*.pem"), *tmp_path.glob("*.json")]:
+        file.unlink()  # what was validated is what compiles, even if the file goes away
+    decision = decide(build_router(loaded, Clock.manual(NOW)), token(pair, "pk"))
+    assert decision.ok, decision.detail
+    decision.release()
+
+
 _OTHER: dict[str, Any] = {}
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "TierConfig",
     "build_router",
     "compile_settings",
+    "config_from_table",
     "load_config",
     "parse_config",
 ]
@@ -299,8 +300,11 @@ class Config(_Section):
     breaker: BreakerConfig = BreakerConfig()
     #: The directory relative paths are resolved against (not read from the file).
     base_dir: str = "."
+    #: The core's settings of every key (inline, then the JWKS file's), each with the place that
+    #: wrote it: compiled once, while validating, so key files are read once.
+    compiled_keys: list[tuple[dict[str, Any], str]] = []
 
-    _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir",)
+    _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir", "compiled_keys")
 
 
 def _endpoint_problem(endpoint: str) -> str | None:
@@ -324,9 +328,12 @@ def _table(raw: Any, key: str, default: Any = None) -> Any:
     return raw.get(key, default) if isinstance(raw, dict) else None
 
 
-def _check_semantics(raw: dict[str, Any], base_dir: str, errors: list[str]) -> None:
+def _check_semantics(
+    raw: dict[str, Any], base_dir: str, errors: list[str]
+) -> list[tuple[dict[str, Any], str]]:
     """The checks past types and bounds, run on every part that is structurally valid on its own
-    (its structural errors are already reported), so that all problems show at once."""
+    (its structural errors are already reported), so that all problems show at once. Returns
+    the compiled keys with their paths (complete when no error was added)."""
     jwt = _table(raw, "jwt")
     keys = _table(jwt, "keys")
     compiled: list[tuple[dict[str, Any], str]] = []
@@ -386,6 +393,7 @@ def _check_semantics(raw: dict[str, Any], base_dir: str, errors: list[str]) -> N
         source = Path(base_dir, profiles.source)
         if not source.is_file():
             errors.append(f"profiles.source: no such file {str(source)!r}")
+    return compiled
 
 
 def parse_config(
@@ -396,12 +404,20 @@ def parse_config(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"toml: {err}"], source) from None
+    return config_from_table(raw, base_dir, source)
+
+
+def config_from_table(
+    raw: dict[str, Any], base_dir: str | os.PathLike[str] = ".", source: str | None = None
+) -> Config:
+    """Validates a configuration already read from TOML into tables; raises
+    :class:`ConfigError` listing every problem."""
     errors: list[str] = []
     config = validate(raw, Config, errors)
-    _check_semantics(raw, str(base_dir), errors)
+    keys = _check_semantics(raw, str(base_dir), errors)
     if errors or config is None:
         raise ConfigError(errors, source)
-    return msgspec.structs.replace(config, base_dir=str(base_dir))
+    return msgspec.structs.replace(config, base_dir=str(base_dir), compiled_keys=keys)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -423,18 +439,6 @@ def admin_secret(config: Config) -> bytes | None:
     return secret(config.admin, "admin", [])
 
 
-def compiled_keys(config: Config) -> list[tuple[dict[str, Any], str]]:
-    """The core's key settings of a valid configuration, each with the path that wrote it."""
-    errors: list[str] = []
-    keys = [
-        (key_settings(k, f"jwt.keys[{i}]", config.base_dir, errors) or {}, f"jwt.keys[{i}]")
-        for i, k in enumerate(config.jwt.keys)
-    ]
-    if config.jwt.jwks_file:
-        keys.extend(jwks_keys(config.jwt.jwks_file, config.base_dir, errors))
-    return keys
-
-
 def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
     """The core's settings for ``config``, as the JSON the core decodes; ``zone_names`` are the
     time zones the profiles use, compiled into offset tables for the risk model."""
@@ -449,7 +453,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
             "cache_size": jwt.cache_size,
             "cache_ttl_s": jwt.cache_ttl_s,
             "step_up": msgspec.structs.asdict(jwt.step_up),
-            "keys": [settings for settings, _ in compiled_keys(config)],
+            "keys": [settings for settings, _ in config.compiled_keys],
         },
         "tiers": {
             name: {
@@ -517,7 +521,7 @@ def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Rout
     try:
         return _core.Router(settings, profiles, clock)
     except _core.CoreConfigError as err:
-        key_paths = [path for _, path in compiled_keys(config)]
+        key_paths = [path for _, path in config.compiled_keys]
         raise ConfigError(
             [_name_key(_name_profile_file(e, config), key_paths) for e in err.args[0]]
         ) from None
