@@ -47,9 +47,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// The largest `sliding_window_size` accepted: the ring holds one byte per call.
 pub const MAX_SLIDING_WINDOW_SIZE: u32 = 1 << 20;
 
-/// A breaker's configuration: Resilience4j's names in snake_case, with units in the names.
+/// A breaker's configuration: Resilience4j's names in snake_case, with units in the names. It is
+/// read from [`ConfiguredBreaker`], which may give it in the consecutive form.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "ConfiguredBreaker")]
 pub struct BreakerSettings {
     /// Calls the CLOSED window holds (Resilience4j `slidingWindowSize`, count-based); 100.
     pub sliding_window_size: u32,
@@ -82,6 +83,71 @@ impl Default for BreakerSettings {
             permitted_number_of_calls_in_half_open_state: 10,
             half_open_failure_rate_threshold_pct: None,
         }
+    }
+}
+
+/// A breaker as configured: any of Resilience4j's fields (the others keep its defaults), or the
+/// consecutive form, `consecutive_failures` with `successes_to_close`, standing for the window
+/// fields (see [`BreakerSettings::consecutive_failures`]). The configuration layer reports a
+/// mix of the two by path; here it is refused as a whole.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConfiguredBreaker {
+    sliding_window_size: Option<u32>,
+    minimum_number_of_calls: Option<u32>,
+    failure_rate_threshold_pct: Option<u32>,
+    slow_call_rate_threshold_pct: Option<u32>,
+    slow_call_duration_ms: Option<u64>,
+    wait_in_open_ms: Option<u64>,
+    permitted_number_of_calls_in_half_open_state: Option<u32>,
+    half_open_failure_rate_threshold_pct: Option<u32>,
+    consecutive_failures: Option<u32>,
+    successes_to_close: Option<u32>,
+}
+
+impl TryFrom<ConfiguredBreaker> for BreakerSettings {
+    type Error = String;
+
+    fn try_from(given: ConfiguredBreaker) -> Result<Self, String> {
+        let window_given = given.sliding_window_size.is_some()
+            || given.minimum_number_of_calls.is_some()
+            || given.failure_rate_threshold_pct.is_some()
+            || given.permitted_number_of_calls_in_half_open_state.is_some()
+            || given.half_open_failure_rate_threshold_pct.is_some();
+        let defaults = BreakerSettings::default();
+        let mut settings = match (given.consecutive_failures, given.successes_to_close) {
+            (None, None) => defaults,
+            (Some(failures), Some(successes)) if !window_given => {
+                BreakerSettings::consecutive_failures(failures, defaults.wait_in_open_ms, successes)
+            }
+            (Some(_), Some(_)) => {
+                return Err("the consecutive form replaces the window fields".into())
+            }
+            _ => return Err("consecutive_failures and successes_to_close go together".into()),
+        };
+        // What is given overrides: in the consecutive form no window field is.
+        let s = &mut settings;
+        s.sliding_window_size = given.sliding_window_size.unwrap_or(s.sliding_window_size);
+        s.minimum_number_of_calls = given
+            .minimum_number_of_calls
+            .unwrap_or(s.minimum_number_of_calls);
+        s.failure_rate_threshold_pct = given
+            .failure_rate_threshold_pct
+            .unwrap_or(s.failure_rate_threshold_pct);
+        s.slow_call_rate_threshold_pct = given
+            .slow_call_rate_threshold_pct
+            .unwrap_or(s.slow_call_rate_threshold_pct);
+        s.slow_call_duration_ms = given
+            .slow_call_duration_ms
+            .unwrap_or(s.slow_call_duration_ms);
+        s.wait_in_open_ms = given.wait_in_open_ms.unwrap_or(s.wait_in_open_ms);
+        s.permitted_number_of_calls_in_half_open_state = given
+            .permitted_number_of_calls_in_half_open_state
+            .unwrap_or(s.permitted_number_of_calls_in_half_open_state);
+        s.half_open_failure_rate_threshold_pct = given
+            .half_open_failure_rate_threshold_pct
+            .or(s.half_open_failure_rate_threshold_pct);
+        Ok(settings)
     }
 }
 
@@ -906,6 +972,32 @@ mod tests {
         );
         let unknown = serde_json::from_str::<BreakerSettings>(r#"{"slidingWindowSize": 20}"#);
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn the_consecutive_form_deserializes_to_its_window() {
+        let parsed: BreakerSettings = serde_json::from_str(
+            r#"{"consecutive_failures": 5, "wait_in_open_ms": 30000, "successes_to_close": 3,
+                "slow_call_duration_ms": 2000}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            BreakerSettings {
+                slow_call_duration_ms: 2000,
+                ..BreakerSettings::consecutive_failures(5, 30_000, 3)
+            }
+        );
+        for mixed in [
+            r#"{"consecutive_failures": 5, "successes_to_close": 3, "sliding_window_size": 9}"#,
+            r#"{"consecutive_failures": 5}"#,
+            r#"{"successes_to_close": 3}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<BreakerSettings>(mixed).is_err(),
+                "{mixed}"
+            );
+        }
     }
 
     #[test]

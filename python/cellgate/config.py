@@ -219,22 +219,9 @@ class BreakerConfig(_Section):
         return problems
 
     def compile(self) -> dict[str, Any]:
-        """The core's breaker settings."""
-        given = {
-            name: value
-            for name, value in msgspec.structs.asdict(self).items()
-            if value is not None and name not in ("consecutive_failures", "successes_to_close")
-        }
-        if self.consecutive_failures is None:
-            return given
-        return {
-            **given,
-            "sliding_window_size": self.consecutive_failures,
-            "minimum_number_of_calls": self.consecutive_failures,
-            "failure_rate_threshold_pct": 100,
-            "permitted_number_of_calls_in_half_open_state": self.successes_to_close,
-            "half_open_failure_rate_threshold_pct": 1,
-        }
+        """The core's breaker settings: the fields given (the core expands the consecutive
+        form)."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
 
 
 class CellConfig(_Section):

@@ -322,10 +322,31 @@ class Breaker:
         )
 
 
+#: The fields the consecutive form stands for.
+WINDOW_FIELDS = (
+    "sliding_window_size",
+    "minimum_number_of_calls",
+    "failure_rate_threshold_pct",
+    "permitted_number_of_calls_in_half_open_state",
+    "half_open_failure_rate_threshold_pct",
+)
+
+
 def settings_from_dict(raw: dict[str, object]) -> BreakerSettings:
-    """Settings from the JSON shape the core decodes; unknown fields are an error, as there."""
+    """Settings from the JSON shape the core decodes, the consecutive form
+    (``consecutive_failures`` with ``successes_to_close``) included; unknown fields and a mix of
+    the two forms are an error, as there."""
+    fields = dict(raw)
+    failures = fields.pop("consecutive_failures", None)
+    successes = fields.pop("successes_to_close", None)
     names = {f.name for f in dataclasses.fields(BreakerSettings)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(set(fields) - names)
     if unknown:
         raise BreakerSettingsError([f"breaker.{name}: unknown field" for name in unknown])
-    return BreakerSettings(**raw)  # type: ignore[arg-type]
+    if failures is None and successes is None:
+        return BreakerSettings(**fields)  # type: ignore[arg-type]
+    if failures is None or successes is None or any(name in fields for name in WINDOW_FIELDS):
+        raise BreakerSettingsError(["breaker: the consecutive form stands alone"])
+    wait = fields.pop("wait_in_open_ms", BreakerSettings.wait_in_open_ms)
+    consecutive = BreakerSettings.consecutive_failures(failures, wait, successes)  # type: ignore[arg-type]
+    return dataclasses.replace(consecutive, **fields)  # type: ignore[arg-type]
