@@ -71,19 +71,19 @@ def secret(section: Any, path: str, errors: list[str]) -> bytes | None:
         choices = f"{', '.join(forms[:-1])} or {forms[-1]}"
         errors.append(f"{path}: give exactly one of {choices}")
         return None
-    key = section
-    if key.secret is not None:
-        return key.secret.encode()
-    if getattr(key, "secret_b64", None) is not None:
+    if section.secret is not None:
+        return section.secret.encode()
+    encoded = getattr(section, "secret_b64", None)
+    if encoded is not None:
         try:
-            return base64.urlsafe_b64decode(key.secret_b64 + "=" * (-len(key.secret_b64) % 4))
+            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except (binascii.Error, ValueError):
             errors.append(f"{path}.secret_b64: not base64url")
             return None
-    value = os.environ.get(key.secret_env or "")
+    value = os.environ.get(section.secret_env or "")
     if not value:
         state = "is not set" if value is None else "is empty"
-        errors.append(f"{path}.secret_env: environment variable {key.secret_env} {state}")
+        errors.append(f"{path}.secret_env: environment variable {section.secret_env} {state}")
         return None
     return value.encode()
 
