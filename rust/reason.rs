@@ -11,6 +11,7 @@ pub enum Reason {
     WrongIssuer,
     WrongAudience,
     AlgNotAllowed,
+    WrongType,
     UnknownKid,
     MissingCustomer,
     TokenRevoked,
@@ -21,6 +22,7 @@ pub enum Reason {
     CellUnreachable,
     CellTimeout,
     ResponseTooLarge,
+    BadPath,
     Internal,
 }
 
@@ -36,6 +38,7 @@ impl Reason {
             Reason::WrongIssuer => "wrong_issuer",
             Reason::WrongAudience => "wrong_audience",
             Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::WrongType => "wrong_type",
             Reason::UnknownKid => "unknown_kid",
             Reason::MissingCustomer => "missing_customer",
             Reason::TokenRevoked => "token_revoked",
@@ -46,6 +49,7 @@ impl Reason {
             Reason::CellUnreachable => "cell_unreachable",
             Reason::CellTimeout => "cell_timeout",
             Reason::ResponseTooLarge => "response_too_large",
+            Reason::BadPath => "bad_path",
             Reason::Internal => "internal",
         }
     }
@@ -61,9 +65,11 @@ impl Reason {
             | Reason::WrongIssuer
             | Reason::WrongAudience
             | Reason::AlgNotAllowed
+            | Reason::WrongType
             | Reason::UnknownKid
             | Reason::MissingCustomer
             | Reason::TokenRevoked => 401,
+            Reason::BadPath => 400,
             Reason::StepUpRequired => 403,
             Reason::CustomerNotFound => 404,
             Reason::RateLimited => 429,
@@ -85,6 +91,7 @@ impl Reason {
             Reason::WrongIssuer => "The token was issued by an untrusted issuer",
             Reason::WrongAudience => "The token is not meant for this gateway",
             Reason::AlgNotAllowed => "The token's algorithm is not allowed for its key",
+            Reason::WrongType => "The token is not of the required type",
             Reason::UnknownKid => "The token names an unknown key",
             Reason::MissingCustomer => "The token does not name a customer",
             Reason::TokenRevoked => "The token has been revoked",
@@ -95,6 +102,7 @@ impl Reason {
             Reason::CellUnreachable => "The cell could not be reached",
             Reason::CellTimeout => "The cell did not answer in time",
             Reason::ResponseTooLarge => "The cell's answer was too large",
+            Reason::BadPath => "The request target is not acceptable",
             Reason::Internal => "The gateway failed internally",
         }
     }
