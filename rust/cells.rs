@@ -91,6 +91,8 @@ pub struct Cell {
     pub certifications: Vec<String>,
     pub encryption: Encryption,
     pub signed: bool,
+    /// Whether the client's `Authorization` goes on to this cell.
+    pub forward_bearer_token: bool,
     /// `scheme://authority` of the cell, without a trailing slash.
     pub origin: String,
     /// The authority alone, sent as the `Host` of forwarded requests.
@@ -213,6 +215,7 @@ impl CellTable {
                 certifications: cell.certifications.clone(),
                 encryption,
                 signed: cell.signed,
+                forward_bearer_token: cell.forward_bearer_token,
                 origin,
                 authority,
                 host_header,

@@ -2,25 +2,50 @@
 //! risk score, step-up, every cell and the first rule that excluded it, and why the chosen cell
 //! won. Nothing is counted or taken: no quota is spent, no breaker permit or cell slot held.
 
+use crate::ingress::Ingress;
 use crate::ratelimit;
 use crate::reason::{Reason, Refusal};
-use crate::router::{risk_facts, RequestFacts, Router};
+use crate::router::{risk_facts, Router};
 use crate::selection::{Request, Selector, Stage, TierPlacement};
 use serde_json::{json, Value};
 
-/// The explanation of what `router.decide(request)` would decide now, as JSON.
-pub fn explain(router: &Router, request: &RequestFacts) -> Value {
+/// The explanation of what `router.decide(request)` would decide now for the request that sent
+/// `sent_path` and that `ingress` made sense of, as JSON.
+pub fn explain(router: &Router, sent_path: &str, ingress: &Ingress) -> Value {
     let now_us = router.clock().now_us();
     let now_s = now_us / 1_000_000;
     let mut out = json!({
         "request": {
-            "method": request.method,
-            "path": request.path,
-            "client": request.client,
-            "user_agent": request.user_agent,
+            "method": ingress.method,
+            "path": ingress.path.as_ref().ok().map(|p| p.path()),
+            "client": ingress.origin.client.map(|ip| ip.to_string()),
+            "user_agent": ingress.user_agent,
             "at_s": now_s,
+            "trace_id": ingress.trace.trace_id_hex(),
         },
     });
+    let canonical = ingress.path.as_ref().ok().map(|p| p.path());
+    if canonical != Some(sent_path) {
+        out["request"]["sent_path"] = sent_path.into();
+    }
+    if !ingress.origin.via.is_empty() {
+        out["request"]["via"] = ingress
+            .origin
+            .via
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+            .into();
+    }
+    let facts = match ingress.facts() {
+        Ok(facts) => facts,
+        Err(refusal) => {
+            out["path"] =
+                json!({"ok": false, "reason": refusal.reason.code(), "detail": refusal.detail});
+            return finish(out, Err(refusal));
+        }
+    };
+    let request = &facts;
     let verified = match router
         .verifier()
         .verify_header(request.authorization, now_s)

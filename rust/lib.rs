@@ -4,12 +4,15 @@ pub mod auth;
 pub mod breaker;
 pub mod catalog;
 pub mod cells;
+pub mod client_address;
 pub mod clock;
 pub mod compliance;
 pub mod driver;
 pub mod explain;
 pub mod forward;
 pub mod health;
+pub mod ingress;
+pub mod networks;
 pub mod placement;
 pub mod profiles;
 pub mod py;
@@ -22,8 +25,10 @@ pub mod router;
 pub mod runtime;
 pub mod selection;
 pub mod settings;
+pub mod target;
 #[cfg(test)]
 mod testing;
+pub mod trace;
 
 use pyo3::prelude::*;
 

@@ -138,9 +138,9 @@ impl Refusal {
         self
     }
 
-    /// The RFC 9457 problem+json body for this refusal.
-    pub fn problem_json(&self, request_id: &str) -> Vec<u8> {
-        let body = serde_json::json!({
+    /// The RFC 9457 problem+json body for this refusal, with the request's trace id when known.
+    pub fn problem_json(&self, request_id: &str, trace_id: Option<&str>) -> Vec<u8> {
+        let mut body = serde_json::json!({
             "type": format!("urn:cellgate:problem:{}", self.reason.code()),
             "title": self.reason.title(),
             "status": self.reason.status(),
@@ -148,6 +148,9 @@ impl Refusal {
             "reason": self.reason.code(),
             "request_id": request_id,
         });
+        if let Some(trace_id) = trace_id {
+            body["trace_id"] = trace_id.into();
+        }
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
@@ -181,12 +184,14 @@ mod tests {
     #[test]
     fn problem_body_carries_reason_and_request_id() {
         let refusal = Refusal::new(Reason::Expired, "expired 31 s ago");
-        let body: serde_json::Value = serde_json::from_slice(&refusal.problem_json("abc")).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&refusal.problem_json("abc", Some("t1"))).unwrap();
         assert_eq!(body["status"], 401);
         assert_eq!(body["reason"], "expired");
         assert_eq!(body["request_id"], "abc");
         assert_eq!(body["type"], "urn:cellgate:problem:expired");
         assert_eq!(body["detail"], "expired 31 s ago");
+        assert_eq!(body["trace_id"], "t1");
     }
 
     #[test]

@@ -27,10 +27,11 @@
 //! A factor with weight 0 still fires and is explained without changing the score: a way to watch
 //! a new factor before it counts. A factor that is omitted never fires.
 
+use crate::networks::AddressSet;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// Score points per 1.0: weights, thresholds and scores are whole multiples of 1/10 000.
 pub const POINTS_PER_UNIT: u16 = 10_000;
@@ -625,8 +626,7 @@ fn without_query(path: &str) -> &str {
 struct NetworkList {
     name: Box<str>,
     weight: u16,
-    v4: Box<[(u128, u128)]>,
-    v6: Box<[(u128, u128)]>,
+    addresses: AddressSet,
 }
 
 impl NetworkList {
@@ -653,114 +653,27 @@ impl NetworkList {
             );
         }
         let weight = points(list.weight, &format!("{path}.weight"), errors);
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for (cidr_index, cidr) in list.cidrs.iter().enumerate() {
-            match parse_cidr(cidr) {
-                Ok(Network::V4(range)) => v4.push(range),
-                Ok(Network::V6(range)) => v6.push(range),
-                Err(message) => errors.push(&format!("{path}.cidrs[{cidr_index}]"), message),
-            }
-        }
+        let addresses = AddressSet::build(&list.cidrs)
+            .map_err(|cidr_errors| {
+                for (cidr_index, message) in cidr_errors {
+                    errors.push(&format!("{path}.cidrs[{cidr_index}]"), message);
+                }
+            })
+            .ok();
         if errors.0.len() > failed_before {
             return None;
         }
         Some(NetworkList {
             name: list.name.as_str().into(),
             weight: weight?,
-            v4: merged(v4),
-            v6: merged(v6),
+            addresses: addresses?,
         })
     }
 
     #[inline]
     fn contains(&self, client: IpAddr) -> bool {
-        let (ranges, address) = match client {
-            IpAddr::V4(v4) => (&self.v4, u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => (&self.v6, u128::from(v6)),
-        };
-        let after = ranges.partition_point(|&(first, _)| first <= address);
-        after > 0 && address <= ranges[after - 1].1
+        self.addresses.contains(client)
     }
-}
-
-/// A parsed CIDR as its first and last address.
-enum Network {
-    V4((u128, u128)),
-    V6((u128, u128)),
-}
-
-/// Parses `address/prefix` (or a bare address, one host), refusing host bits and mapped ranges.
-fn parse_cidr(text: &str) -> Result<Network, String> {
-    let not_cidr = || format!("not a CIDR: {text:?}");
-    let (address, prefix) = match text.split_once('/') {
-        Some((address, prefix)) => {
-            if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(not_cidr());
-            }
-            (
-                address,
-                Some(prefix.parse::<u32>().map_err(|_| not_cidr())?),
-            )
-        }
-        None => (text, None),
-    };
-    let address: IpAddr = address.parse().map_err(|_| not_cidr())?;
-    let (bits, width) = match address {
-        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
-        IpAddr::V6(v6) => (u128::from(v6), 128),
-    };
-    let prefix = prefix.unwrap_or(width);
-    if prefix > width {
-        return Err(not_cidr());
-    }
-    // The host bits of the address's own width: the low (width - prefix) bits.
-    let host_mask = if width - prefix == 128 {
-        u128::MAX
-    } else {
-        (1u128 << (width - prefix)) - 1
-    };
-    if bits & host_mask != 0 {
-        return Err(format!(
-            "{text:?} has host bits set (the network is {}/{prefix})",
-            network_text(address, bits & !host_mask)
-        ));
-    }
-    let range = (bits, bits | host_mask);
-    match address {
-        IpAddr::V4(_) => Ok(Network::V4(range)),
-        IpAddr::V6(v6) => {
-            if prefix >= 96 && v6.to_ipv4_mapped().is_some() {
-                return Err(format!(
-                    "{text:?} is IPv4-mapped; clients are matched as IPv4, so write it as IPv4"
-                ));
-            }
-            Ok(Network::V6(range))
-        }
-    }
-}
-
-fn network_text(address: IpAddr, bits: u128) -> String {
-    match address {
-        IpAddr::V4(_) => std::net::Ipv4Addr::from(bits as u32).to_string(),
-        IpAddr::V6(_) => Ipv6Addr::from(bits).to_string(),
-    }
-}
-
-/// Sorts ranges and merges those that overlap or touch.
-fn merged(mut ranges: Vec<(u128, u128)>) -> Box<[(u128, u128)]> {
-    ranges.sort_unstable();
-    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
-    for (first, last) in ranges {
-        match out.last_mut() {
-            Some(previous) if first <= previous.1.saturating_add(1) => {
-                previous.1 = previous.1.max(last)
-            }
-            _ => out.push((first, last)),
-        }
-    }
-    out.into_boxed_slice()
 }
 
 /// The unusual-hours window in seconds of the local day.
@@ -1245,7 +1158,7 @@ mod tests {
     fn touching_and_nested_ranges_merge() {
         let model = one_list(r#"["10.0.0.0/25", "10.0.0.128/25", "10.0.0.64/26", "10.0.2.0/24"]"#);
         let list = &model.networks[0];
-        assert_eq!(list.v4.len(), 2);
+        assert_eq!(list.addresses.range_count(), 2);
         assert_eq!(network_fires(&model, "10.0.0.200"), ["l"]);
         assert!(network_fires(&model, "10.0.1.0").is_empty());
         assert_eq!(network_fires(&model, "10.0.2.255"), ["l"]);

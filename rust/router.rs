@@ -4,8 +4,10 @@ use crate::auth::{Verified, Verifier};
 use crate::breaker::{self, Breaker, Permit};
 use crate::catalog::Catalog;
 use crate::cells::{Cell, CellTable, InFlight};
+use crate::client_address::ClientAddressing;
 use crate::clock::Clock;
 use crate::compliance::Compliance;
+use crate::ingress::{Arrival, Ingress};
 use crate::profiles::{Profile, ProfileTable};
 use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
 use crate::reason::{Reason, Refusal};
@@ -13,15 +15,20 @@ use crate::request_id::RequestIds;
 use crate::risk::{Assessment, Level, RiskFacts, RiskModel, ZoneId};
 use crate::selection::{Request, Selector};
 use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
+use crate::target::PathSettings;
+use crate::trace::{TraceContext, TraceIds};
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-/// What the gateway knows of a request before reading its body.
+/// What the gateway knows of a request before reading its body, as every rule sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub method: &'a str,
+    /// The canonical path (`target::canonicalize`), the one the cell receives.
     pub path: &'a str,
     pub authorization: Option<&'a str>,
-    pub client: &'a str,
+    /// The client's address as earned (`client_address`): None when the peer is not an IP.
+    pub client: Option<IpAddr>,
     pub user_agent: Option<&'a str>,
 }
 
@@ -36,9 +43,18 @@ pub struct Route {
     pub started_us: u64,
     pub risk: Option<Assessment>,
     /// The client's address, for X-Forwarded-For.
-    pub client: Option<std::net::IpAddr>,
+    pub client: Option<IpAddr>,
+    /// The trusted proxies between the client and the gateway (the peer last), for
+    /// X-Forwarded-For; empty when the peer is not trusted.
+    pub via: Vec<IpAddr>,
     /// The quota's verdict, for the RateLimit fields of the answer (formatted only when sent).
     pub rate: Option<(u16, Verdict)>,
+    /// The customer's tier, sent to the cell as X-Customer-Tier.
+    pub tier: u16,
+    /// Whether the token proved step-up authentication, sent as X-Step-Up.
+    pub step_up: bool,
+    /// The request's trace context, when it came through `decide_arrival`.
+    pub trace: Option<TraceContext>,
 }
 
 impl std::fmt::Debug for Route {
@@ -82,6 +98,9 @@ pub struct Router {
     selector: Selector,
     forward: ForwardSettings,
     health: HealthSettings,
+    paths: PathSettings,
+    addressing: ClientAddressing,
+    trace_ids: TraceIds,
 }
 
 impl Router {
@@ -135,34 +154,64 @@ impl Router {
             .as_ref()
             .map(Compliance::flags)
             .unwrap_or_default();
+        let addressing = ClientAddressing::build(
+            &settings.forward.trusted_proxies,
+            settings.forward.forwarded_header,
+        )
+        .map_err(|proxy_errors| {
+            for (index, message) in proxy_errors {
+                errors.push(format!("forward.trusted_proxies[{index}]: {message}"));
+            }
+        })
+        .ok();
         let zones = |name: &str| zone_of(risk.as_ref(), name);
         let profiles = ProfileTable::parse_jsonl(profiles_jsonl, &catalog, &flags, &zones)
             .map_err(|profile_errors| {
                 errors.extend(profile_errors.into_iter().map(|e| format!("profiles: {e}")))
             })
             .ok();
-        match (verifier, cells, compliance, selector, profiles) {
-            (Some(verifier), Some(cells), Some(compliance), Some(selector), Some(profiles))
-                if errors.is_empty() =>
-            {
-                Ok(Router {
-                    catalog,
-                    verifier,
-                    profiles: RwLock::new(profiles),
-                    cells,
-                    clock,
-                    request_ids: RequestIds::new(),
-                    quotas,
-                    limiter: RateLimiter::new(),
-                    risk,
-                    compliance,
-                    selector,
-                    forward: settings.forward,
-                    health: settings.health,
-                })
-            }
+        match (verifier, cells, compliance, selector, profiles, addressing) {
+            (
+                Some(verifier),
+                Some(cells),
+                Some(compliance),
+                Some(selector),
+                Some(profiles),
+                Some(addressing),
+            ) if errors.is_empty() => Ok(Router {
+                catalog,
+                verifier,
+                profiles: RwLock::new(profiles),
+                cells,
+                clock,
+                request_ids: RequestIds::new(),
+                quotas,
+                limiter: RateLimiter::new(),
+                risk,
+                compliance,
+                selector,
+                forward: settings.forward,
+                health: settings.health,
+                paths: settings.paths,
+                addressing,
+                trace_ids: TraceIds::new(),
+            }),
             _ => Err(errors),
         }
+    }
+
+    /// Reads a request as it arrived: canonical path, earned client address, trace context.
+    pub fn ingress<'a>(&self, arrival: &Arrival<'a>) -> Ingress<'a> {
+        Ingress::read(arrival, &self.paths, &self.addressing, &self.trace_ids)
+    }
+
+    /// `decide` on what `ingress` made of a request: 400 bad_path before any rule runs; the
+    /// route carries the trace context and the trusted hops.
+    pub fn decide_ingress(&self, ingress: &Ingress) -> Result<Route, Refusal> {
+        let mut route = self.decide(&ingress.facts()?)?;
+        route.trace = Some(ingress.trace);
+        route.via = ingress.origin.via.clone();
+        Ok(route)
     }
 
     /// Decides where a request goes, or why it may not.
@@ -172,7 +221,7 @@ impl Router {
         let verified = self.verifier.verify_header(request.authorization, now_s)?;
         let profile = self.profile(&verified.customer)?;
         let rate = self.rate_limit(&verified.customer, profile.tier, now_us)?;
-        let client = client_address(request.client);
+        let client = request.client;
         let risk = self.assess_with(request, client, &profile, now_s);
         if let Some(assessment) = &risk {
             self.require_step_up(assessment, &verified, request, now_s)?;
@@ -197,7 +246,11 @@ impl Router {
             started_us: now_us,
             risk,
             client,
+            via: Vec::new(),
             rate,
+            tier: profile.tier,
+            step_up: self.verifier.proves_step_up(&verified, now_s),
+            trace: None,
         })
     }
 
@@ -238,13 +291,13 @@ impl Router {
         profile: &Profile,
         now_s: u64,
     ) -> Option<Assessment> {
-        self.assess_with(request, client_address(request.client), profile, now_s)
+        self.assess_with(request, request.client, profile, now_s)
     }
 
     fn assess_with(
         &self,
         request: &RequestFacts,
-        client: Option<std::net::IpAddr>,
+        client: Option<IpAddr>,
         profile: &Profile,
         now_s: u64,
     ) -> Option<Assessment> {
@@ -429,6 +482,11 @@ impl Router {
         &self.forward
     }
 
+    /// How request paths are made canonical.
+    pub fn path_settings(&self) -> &PathSettings {
+        &self.paths
+    }
+
     /// How cells are health-checked.
     pub fn health_settings(&self) -> &HealthSettings {
         &self.health
@@ -448,7 +506,7 @@ fn zone_of(risk: Option<&RiskModel>, name: &str) -> Result<Option<ZoneId>, Strin
 /// What risk scoring sees of a request.
 pub fn risk_facts<'a>(request: &RequestFacts<'a>) -> RiskFacts<'a> {
     RiskFacts {
-        client: client_address(request.client),
+        client: request.client,
         method: request.method,
         path: request.path,
         user_agent: request.user_agent,
@@ -456,7 +514,7 @@ pub fn risk_facts<'a>(request: &RequestFacts<'a>) -> RiskFacts<'a> {
 }
 
 /// The client's IP address from `1.2.3.4:5`, `[::1]:5` or a bare address.
-pub fn client_address(client: &str) -> Option<std::net::IpAddr> {
+pub fn client_address(client: &str) -> Option<IpAddr> {
     if let Ok(addr) = client.parse::<std::net::SocketAddr>() {
         return Some(addr.ip());
     }
@@ -477,7 +535,7 @@ mod tests {
             method: "GET",
             path: "/api/accounts",
             authorization: Some(authorization),
-            client: "127.0.0.1:5000",
+            client: client_address("127.0.0.1:5000"),
             user_agent: None,
         }
     }

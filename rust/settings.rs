@@ -24,6 +24,9 @@ pub struct CoreSettings {
     /// The breaker of every cell that does not set its own.
     #[serde(default)]
     pub breaker: crate::breaker::BreakerSettings,
+    /// How request paths are made canonical before any rule runs.
+    #[serde(default)]
+    pub paths: crate::target::PathSettings,
 }
 
 /// What a cell must offer to serve a customer whose profile carries the flag: a certification it
@@ -132,6 +135,10 @@ pub struct CellSettings {
     /// This cell's breaker, when it differs from the default.
     #[serde(default)]
     pub breaker: Option<crate::breaker::BreakerSettings>,
+    /// Whether the customer's bearer token goes on to this cell (by default it does not: the
+    /// cell learns what the gateway verified from the identity headers).
+    #[serde(default)]
+    pub forward_bearer_token: bool,
 }
 
 /// Active health checking of cells.
@@ -156,4 +163,10 @@ pub struct ForwardSettings {
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_cell: usize,
     pub max_response_bytes: usize,
+    /// The proxies (CIDRs) whose forwarded header names the client; none by default.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header a trusted proxy names the client in.
+    #[serde(default)]
+    pub forwarded_header: crate::client_address::ForwardedHeader,
 }

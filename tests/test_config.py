@@ -114,10 +114,11 @@ def duplicate(path: str) -> Mutation:
 
 
 UNKNOWN_CELL = (
-    "known: breaker, capacity, certifications, encryption, endpoint, id, region, signed, tier"
+    "known: breaker, capacity, certifications, encryption, endpoint, forward_bearer_token, id,"
+    " region, signed, tier"
 )
 UNKNOWN_TOP = (
-    "known: admin, breaker, cells, compliance, forward, health, jwt, profiles, risk, tiers"
+    "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk, tiers"
 )
 ENCRYPTION = "must be one of 'standard', 'enhanced', 'maximum'"
 ALG = "must be one of " + ", ".join(repr(a) for a in ALGORITHMS)

@@ -115,11 +115,11 @@ def test_forwarding_a_refused_or_spent_decision_is_a_value_error(router):
         bridge = cellgate.Bridge(loop)
         refused = router.decide("GET", "/api/x", None, "127.0.0.1:1")
         with pytest.raises(ValueError, match="refused"):
-            router.forward(bridge, refused, "GET", "/api/x", [], b"")
+            router.forward(bridge, refused, "GET", "", [], b"")
         routed = decide(router)
         routed.release()
         with pytest.raises(ValueError, match="already forwarded"):
-            router.forward(bridge, routed, "GET", "/api/x", [], b"")
+            router.forward(bridge, routed, "GET", "", [], b"")
     finally:
         loop.close()
 

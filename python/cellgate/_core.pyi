@@ -37,6 +37,15 @@ class Decision:
     @property
     def request_id(self) -> str: ...
     @property
+    def trace_id(self) -> str:
+        """The W3C trace id: continued from a valid ``traceparent``, else a new one."""
+    @property
+    def traceparent(self) -> str:
+        """The ``traceparent`` the cell receives (the gateway's span)."""
+    @property
+    def path(self) -> str | None:
+        """The canonical path the rules saw and the cell receives; None when it was refused."""
+    @property
     def customer_id(self) -> str | None: ...
     @property
     def cell_id(self) -> str | None: ...
@@ -88,7 +97,12 @@ class Router:
         authorization: str | None,
         client: str,
         user_agent: str | None = None,
-    ) -> Decision: ...
+        *,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Decision:
+        """``path`` as the server decoded it (made canonical first: 400 ``bad_path``);
+        ``client`` the peer; ``headers`` supply traceparent and, from a trusted proxy, the
+        client's forwarded address."""
     def explain(
         self,
         method: str,
@@ -96,6 +110,8 @@ class Router:
         authorization: str | None,
         client: str,
         user_agent: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
     ) -> str:
         """What ``decide`` would decide now and why, as JSON; counts and takes nothing."""
     def report(self, decision: Decision, success: bool) -> bool:
@@ -105,11 +121,13 @@ class Router:
         bridge: Bridge,
         decision: Decision,
         method: str,
-        path_and_query: str,
+        query: str,
         headers: list[tuple[str, str]],
         body: bytes,
+        scheme: str = "http",
     ) -> asyncio.Future[Response]:
-        """Sends a routed decision's request to its cell; ValueError if it holds no route."""
+        """Sends a routed decision's request to its cell, to the decision's canonical path;
+        ValueError if it holds no route."""
     def serve(
         self,
         bridge: Bridge,
@@ -118,6 +136,7 @@ class Router:
         query: str,
         headers: list[tuple[str, str]],
         client: str,
+        scheme: str = "http",
     ) -> Response | asyncio.Future[Response]:
         """``decide`` then, when routed, ``forward`` in one call, for a request without a body:
         a refusal's problem answer at once, or a future of the cell's answer."""

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 from cellgate.config import ConfigError, build_router, load_config
 
@@ -119,8 +120,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(f"--header {header!r}: must be 'Name: value'", file=sys.stderr)
+            return 2
+        headers.append((name.strip().lower(), value.strip()))
+    # As the server hands it over: the query split off and the path percent-decoded once.
+    path = unquote(args.path.partition("?")[0], errors="replace")
     explanation = explain(
-        router, args.method.upper(), args.path, args.token, args.client_ip, args.user_agent
+        router, args.method.upper(), path, args.token, args.client_ip, args.user_agent, headers
     )
     if args.json:
         import orjson
@@ -223,12 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     why.add_argument("--config", required=True, help="the cellgate TOML configuration")
     why.add_argument("--token", required=True, help="the bearer token (with or without 'Bearer ')")
-    why.add_argument("--path", required=True, help="the request path, e.g. /api/transfers")
+    why.add_argument(
+        "--path",
+        required=True,
+        help="the request target as sent, e.g. /api/transfers or /api/./x/../transfers",
+    )
     why.add_argument("--method", default="GET", help="the request method (default: %(default)s)")
     why.add_argument(
         "--client-ip", default="127.0.0.1", help="the client address (default: %(default)s)"
     )
     why.add_argument("--user-agent", help="the User-Agent header (default: none)")
+    why.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="another request header (traceparent, X-Forwarded-For from a trusted proxy); repeat",
+    )
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
     why.set_defaults(func=cmd_explain)
     return parser

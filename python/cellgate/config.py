@@ -236,6 +236,8 @@ class CellConfig(_Section):
     encryption: Literal["standard", "enhanced", "maximum"] = "standard"
     signed: bool = False
     breaker: BreakerConfig | None = None
+    #: Send the customer's bearer token on to this cell (off: the cell gets identity headers).
+    forward_bearer_token: bool = False
 
 
 class HealthConfig(_Section):
@@ -257,6 +259,24 @@ class ForwardConfig(_Section):
     pool_max_idle_per_cell: Positive = 256
     max_request_bytes: Positive = 1 << 20
     max_response_bytes: Positive = 8 << 20
+    #: Proxies (CIDRs) whose forwarded header names the client; none trusted by default.
+    trusted_proxies: list[str] = []
+    #: The header a trusted proxy names the client in.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+
+
+class PathsConfig(_Section):
+    """How request paths are made canonical before any rule runs (Envoy's names and meanings)."""
+
+    #: Remove ``.`` and ``..`` segments (RFC 3986 section 5.2.4).
+    normalize_path: bool = True
+    #: Merge repeated slashes.
+    merge_slashes: bool = True
+    #: An escaped slash or backslash left after the server's decoding: refuse it (400), keep it
+    #: as text, or unescape it into a slash.
+    path_with_escaped_slashes_action: Literal[
+        "reject_request", "keep_unchanged", "unescape_and_forward"
+    ] = "reject_request"
 
 
 class ProfilesConfig(_Section):
@@ -281,6 +301,7 @@ class Config(_Section):
     tiers: dict[str, TierConfig] = {}
     health: HealthConfig = HealthConfig()
     forward: ForwardConfig = ForwardConfig()
+    paths: PathsConfig = PathsConfig()
     admin: AdminConfig | None = None
     risk: RiskConfig | None = None
     compliance: dict[str, RequirementConfig] = {}
@@ -460,6 +481,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
                 "encryption": c.encryption,
                 "signed": c.signed,
                 "breaker": c.breaker and c.breaker.compile(),
+                "forward_bearer_token": c.forward_bearer_token,
             }
             for c in config.cells
         ],
@@ -474,6 +496,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
             for k, v in msgspec.structs.asdict(config.forward).items()
             if k != "max_request_bytes"
         },
+        "paths": msgspec.structs.asdict(config.paths),
     }
     return msgspec.json.encode(settings)
 

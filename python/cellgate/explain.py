@@ -19,12 +19,17 @@ def explain(
     token: str | None,
     client: str = "127.0.0.1",
     user_agent: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """What ``router.decide`` would decide now, and why; nothing is counted or taken."""
+    """What ``router.decide`` would decide now, and why; nothing is counted or taken. ``path``
+    is the path as the server decoded it; ``headers`` may carry ``traceparent`` and, from a
+    trusted proxy ``client``, the forwarded client address."""
     authorization = None
     if token:
         authorization = token if token.lower().startswith("bearer ") else f"Bearer {token}"
-    return orjson.loads(router.explain(method, path, authorization, client, user_agent))
+    return orjson.loads(
+        router.explain(method, path, authorization, client, user_agent, headers=headers or [])
+    )
 
 
 def _row(label: str, text: str) -> str:
@@ -35,14 +40,18 @@ def render(explanation: dict[str, Any]) -> str:
     """The explanation as aligned text, one step per line, cells one per line."""
     request = explanation["request"]
     agent = request.get("user_agent") or "none"
-    lines = [
-        _row("request", f"{request['method']} {request['path']} from {request['client']}"),
-        _row("", f"user agent: {agent}"),
-    ]
-    token = explanation["token"]
-    if token["ok"]:
+    path = request["path"] if request["path"] is not None else request.get("sent_path")
+    lines = [_row("request", f"{request['method']} {path} from {request['client'] or 'unknown'}")]
+    if "sent_path" in request and request["path"] is not None:
+        lines.append(_row("", f"canonical path of {request['sent_path']!r}"))
+    if request.get("via"):
+        lines.append(_row("", f"via trusted proxies {', '.join(request['via'])}"))
+    lines.append(_row("", f"user agent: {agent}"))
+    lines.append(_row("", f"trace id: {request['trace_id']}"))
+    token = explanation.get("token")
+    if token is not None and token["ok"]:
         lines.append(_row("token", f"valid, customer {token['customer']}"))
-    else:
+    elif token is not None:
         lines.append(_row("token", f"refused: {token['reason']}: {token['detail']}"))
     profile = explanation.get("profile")
     if profile:

@@ -56,23 +56,24 @@ class Gateway:
         if length is None and "transfer-encoding" not in headers:
             # RFC 9112 section 6.3: a request with neither header has no body.
             answer = self.router.serve(
-                self.bridge, scope.method, path, scope.query_string, headers.items(), scope.client
+                self.bridge,
+                scope.method,
+                path,
+                scope.query_string,
+                headers.items(),
+                scope.client,
+                scope.scheme,
             )
             proto.response_bytes(*(answer if type(answer) is tuple else await answer))
             return
-        decision = self.router.decide(
-            scope.method,
-            path,
-            headers.get("authorization"),
-            scope.client,
-            headers.get("user-agent"),
-        )
+        header_items = headers.items()
+        decision = self.router.decide(scope.method, path, None, scope.client, headers=header_items)
         if not decision.ok:
             proto.response_bytes(*decision.problem)
             return
         if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
             decision.release()
-            proto.response_bytes(*self._too_large(decision.request_id, length))
+            proto.response_bytes(*self._too_large(decision, length))
             return
         try:
             body = await proto()
@@ -81,18 +82,23 @@ class Gateway:
             return
         if len(body) > self.max_request_bytes:
             decision.release()
-            proto.response_bytes(*self._too_large(decision.request_id, str(len(body))))
+            proto.response_bytes(*self._too_large(decision, str(len(body))))
             return
-        query = scope.query_string
-        target = f"{path}?{query}" if query else path
         answer = await self.router.forward(
-            self.bridge, decision, scope.method, target, headers.items(), body
+            self.bridge,
+            decision,
+            scope.method,
+            scope.query_string,
+            header_items,
+            body,
+            scope.scheme,
         )
         proto.response_bytes(*answer)
 
-    def _too_large(self, request_id: str, length: str):
+    def _too_large(self, decision: _core.Decision, length: str):
         detail = f"content-length {length!r} is not a size up to {self.max_request_bytes} bytes"
-        return problem(413, "body_too_large", "The request body is too large", detail, request_id)
+        title = "The request body is too large"
+        return problem(413, "body_too_large", title, detail, decision.request_id, decision.trace_id)
 
 
 def create_app() -> Gateway:

@@ -9,18 +9,27 @@ __all__ = ["problem"]
 Response = tuple[int, list[tuple[str, str]], bytes]
 
 
-def problem(status: int, reason: str, title: str, detail: str, request_id: str = "") -> Response:
-    """A ``(status, headers, body)`` problem answer carrying ``reason`` as its machine code."""
-    body = orjson.dumps(
-        {
-            "type": f"urn:cellgate:problem:{reason}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "reason": reason,
-            "request_id": request_id,
-        }
-    )
+def problem(
+    status: int,
+    reason: str,
+    title: str,
+    detail: str,
+    request_id: str = "",
+    trace_id: str | None = None,
+) -> Response:
+    """A ``(status, headers, body)`` problem answer carrying ``reason`` as its machine code, and
+    the request's trace id when it has one."""
+    fields = {
+        "type": f"urn:cellgate:problem:{reason}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "reason": reason,
+        "request_id": request_id,
+    }
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    body = orjson.dumps(fields)
     headers = [("content-type", "application/problem+json"), ("cache-control", "no-store")]
     if request_id:
         headers.append(("x-request-id", request_id))

@@ -77,6 +77,23 @@ impl Verifier {
         &self.revocations
     }
 
+    /// Whether `verified` proves step-up authentication at `now_s` (what `step_up` judges,
+    /// without saying what is missing); false when no step-up proof is configured.
+    pub fn proves_step_up(&self, verified: &Verified, now_s: u64) -> bool {
+        let required = &self.step_up;
+        let configured =
+            required.amr.is_some() || !required.acr.is_empty() || required.max_age_s.is_some();
+        let methods_ok =
+            verified.step_up.methods_ok || (required.amr.is_none() && required.acr.is_empty());
+        let fresh = required.max_age_s.is_none_or(|max_age| {
+            verified
+                .step_up
+                .auth_time_s
+                .is_some_and(|t| now_s as f64 - t <= max_age as f64)
+        });
+        configured && methods_ok && fresh
+    }
+
     /// Whether `verified` proves step-up authentication at `now_s`; otherwise what is missing.
     /// With no step-up requirement configured, nothing proves it.
     pub fn step_up(&self, verified: &Verified, now_s: u64) -> Result<(), String> {

@@ -182,6 +182,7 @@ mod tests {
             certifications: vec![],
             encryption: Encryption::Standard,
             signed: false,
+            forward_bearer_token: false,
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
             host_header: hyper::header::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
@@ -208,6 +209,8 @@ mod tests {
                 pool_idle_timeout_ms: 30_000,
                 pool_max_idle_per_cell: 4,
                 max_response_bytes,
+                trusted_proxies: Vec::new(),
+                forwarded_header: Default::default(),
             };
             let pools = Rc::new(Pools::new(reactor.clone(), executor.clone(), &settings));
             Driver {

@@ -1,7 +1,8 @@
 //! Which headers cross the gateway: hop-by-hop ones (RFC 9110 section 7.6.1) never do.
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1), plus the
-/// framing and routing headers the gateway sets itself.
+/// framing, routing, identity, forwarding, trace and signature headers the gateway sets itself:
+/// a client's own value of any of these never reaches a cell.
 const NOT_FORWARDED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -17,6 +18,19 @@ const NOT_FORWARDED: &[&str] = &[
     "x-cell-id",
     "x-encryption-level",
     "x-request-id",
+    "x-customer-id",
+    "x-customer-tier",
+    "x-risk-level",
+    "x-step-up",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+    "traceparent",
+    "tracestate",
+    "signature",
+    "signature-input",
 ];
 
 /// Whether `name` stays behind: hop-by-hop, listed by `Connection`, or set by the gateway.

@@ -13,6 +13,7 @@ use crate::forward::Answer;
 use crate::py::decision::{problem_triple, response_triple};
 use crate::reason::{Reason, Refusal};
 use crate::router::Router;
+use crate::trace::TraceContext;
 use hyper::header::HeaderValue;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
@@ -35,6 +36,7 @@ pub enum Outcome {
     Refused {
         refusal: Refusal,
         request_id: String,
+        trace: Option<TraceContext>,
     },
     /// Nothing: resolves the future with None (the bridge measured alone).
     Nothing,
@@ -68,7 +70,8 @@ impl Outcome {
             Outcome::Refused {
                 refusal,
                 request_id,
-            } => Ok(problem_triple(py, &refusal, &request_id)?
+                trace,
+            } => Ok(problem_triple(py, &refusal, &request_id, trace.as_ref())?
                 .unbind()
                 .into_any()),
             Outcome::Nothing => Ok(py.None()),
@@ -96,6 +99,7 @@ pub struct Pending {
     completions: Rc<Completions>,
     future: Option<Py<PyAny>>,
     request_id: String,
+    trace: Option<TraceContext>,
 }
 
 impl Pending {
@@ -115,6 +119,7 @@ impl Drop for Pending {
             let outcome = Outcome::Refused {
                 refusal,
                 request_id,
+                trace: self.trace,
             };
             self.completions.done.borrow_mut().push((future, outcome));
         }
@@ -134,12 +139,18 @@ pub struct PyBridge {
 
 impl PyBridge {
     /// A new asyncio future of this loop and the pending handle that will resolve it.
-    pub fn pending(&self, py: Python<'_>, request_id: String) -> PyResult<(Py<PyAny>, Pending)> {
+    pub fn pending(
+        &self,
+        py: Python<'_>,
+        request_id: String,
+        trace: Option<TraceContext>,
+    ) -> PyResult<(Py<PyAny>, Pending)> {
         let future = self.create_future.call0(py)?;
         let pending = Pending {
             completions: self.completions.clone(),
             future: Some(future.clone_ref(py)),
             request_id,
+            trace,
         };
         Ok((future, pending))
     }
@@ -237,7 +248,7 @@ impl PyBridge {
 
     /// A future resolved with None through one wake-up of the loop: the bridge's cost alone.
     fn noop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let (future, pending) = self.pending(py, String::new())?;
+        let (future, pending) = self.pending(py, String::new(), None)?;
         pending.complete(Outcome::Nothing);
         self.reactor.nudge();
         Ok(future)

@@ -4,6 +4,8 @@ use crate::reason::Refusal;
 use crate::request_id::RequestId;
 use crate::risk::Assessment;
 use crate::router::{RequestFacts, Route, Router};
+use crate::target::CanonicalPath;
+use crate::trace::TraceContext;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,9 @@ use std::sync::{Arc, Mutex};
 /// allocation: method, path, client and user agent side by side.
 pub struct OwnedRiskFacts {
     text: Box<str>,
-    /// Where the method, path and client end in `text`; the user agent is the rest.
-    ends: [usize; 3],
+    /// Where the method and path end in `text`; the user agent is the rest.
+    ends: [usize; 2],
+    client: Option<std::net::IpAddr>,
     has_user_agent: bool,
 }
 
@@ -21,14 +24,9 @@ impl OwnedRiskFacts {
     /// Keeps what `facts` says about the request.
     pub fn of(facts: &RequestFacts) -> Self {
         let agent = facts.user_agent.unwrap_or("");
-        let mut text = String::with_capacity(
-            facts.method.len() + facts.path.len() + facts.client.len() + agent.len(),
-        );
-        let mut ends = [0; 3];
-        for (end, part) in ends
-            .iter_mut()
-            .zip([facts.method, facts.path, facts.client])
-        {
+        let mut text = String::with_capacity(facts.method.len() + facts.path.len() + agent.len());
+        let mut ends = [0; 2];
+        for (end, part) in ends.iter_mut().zip([facts.method, facts.path]) {
             text.push_str(part);
             *end = text.len();
         }
@@ -36,18 +34,19 @@ impl OwnedRiskFacts {
         OwnedRiskFacts {
             text: text.into_boxed_str(),
             ends,
+            client: facts.client,
             has_user_agent: facts.user_agent.is_some(),
         }
     }
 
     fn borrowed(&self) -> RequestFacts<'_> {
-        let [method, path, client] = self.ends;
+        let [method, path] = self.ends;
         RequestFacts {
             method: &self.text[..method],
             path: &self.text[method..path],
             authorization: None,
-            client: &self.text[path..client],
-            user_agent: self.has_user_agent.then(|| &self.text[client..]),
+            client: self.client,
+            user_agent: self.has_user_agent.then(|| &self.text[path..]),
         }
     }
 }
@@ -81,6 +80,10 @@ pub enum Verdict {
 pub struct PyDecision {
     pub request_id: RequestId,
     pub verdict: Verdict,
+    /// The request's trace context.
+    pub trace: TraceContext,
+    /// The canonical path, when the target was acceptable.
+    pub path: Option<CanonicalPath<'static>>,
 }
 
 impl PyDecision {
@@ -114,17 +117,19 @@ pub fn response_triple<'py>(
     )
 }
 
-/// The problem+json answer for a refusal.
+/// The problem+json answer for a refusal, carrying the request's trace id when known.
 pub fn problem_triple<'py>(
     py: Python<'py>,
     refusal: &Refusal,
     request_id: &str,
+    trace: Option<&TraceContext>,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    let trace_id = trace.map(TraceContext::trace_id_hex);
     response_triple(
         py,
         refusal.reason.status(),
         refusal.headers(request_id),
-        &refusal.problem_json(request_id),
+        &refusal.problem_json(request_id, trace_id.as_deref()),
     )
 }
 
@@ -169,6 +174,25 @@ impl PyDecision {
         self.request_id.as_str()
     }
 
+    /// The request's W3C trace id (32 hex digits): continued from the client's traceparent, or new.
+    #[getter]
+    fn trace_id(&self) -> String {
+        self.trace.trace_id_hex()
+    }
+
+    /// The `traceparent` the cell receives (the gateway's span in the trace).
+    #[getter]
+    fn traceparent(&self) -> String {
+        self.trace.traceparent()
+    }
+
+    /// The canonical path every rule saw and the cell receives (decoded); None when the target
+    /// was refused.
+    #[getter]
+    fn path(&self) -> Option<&str> {
+        self.path.as_ref().map(CanonicalPath::path)
+    }
+
     /// The customer the token named, when routed.
     #[getter]
     fn customer_id(&self) -> Option<&str> {
@@ -211,7 +235,7 @@ impl PyDecision {
         match &self.verdict {
             Verdict::Routed { .. } => Ok(None),
             Verdict::Refused(refusal) => {
-                problem_triple(py, refusal, self.request_id.as_str()).map(Some)
+                problem_triple(py, refusal, self.request_id.as_str(), Some(&self.trace)).map(Some)
             }
         }
     }

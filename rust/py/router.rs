@@ -6,19 +6,19 @@ use crate::forward::probe::ProbeClient;
 use crate::forward::request::build_request;
 use crate::forward::Outbound;
 use crate::health::HealthChecker;
+use crate::ingress::Arrival;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
 use crate::py::decision::{problem_triple, OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
-use crate::router::{Outcome as CellOutcome, RequestFacts, Route, Router};
+use crate::router::{Outcome as CellOutcome, Route, Router};
 use crate::settings::CoreSettings;
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 /// The hot path: compiled configuration, profiles, cells, and the client that forwards to them.
@@ -51,8 +51,10 @@ impl PyRouter {
     ) -> PyResult<Py<PyAny>> {
         // The cell's time starts now: reading the client's body is not the cell's slowness.
         route.started_us = self.core.clock().now_us();
-        let request = build_request(route.cell(), outbound, &request_id, route.client);
-        let (future, pending) = bridge.pending(py, request_id.clone())?;
+        let tier = self.core.catalog().tier_name(route.tier);
+        let request = build_request(&route, tier, outbound, &request_id);
+        let trace = route.trace;
+        let (future, pending) = bridge.pending(py, request_id.clone(), trace)?;
         let pools = bridge.pools(&self.core);
         let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
@@ -65,6 +67,7 @@ impl PyRouter {
                     return pending.complete(Outcome::Refused {
                         refusal,
                         request_id,
+                        trace,
                     });
                 }
                 Err(refusal) => Err(refusal),
@@ -83,11 +86,30 @@ impl PyRouter {
                 Err(refusal) => Outcome::Refused {
                     refusal,
                     request_id,
+                    trace,
                 },
             });
         })?;
         Ok(future)
     }
+}
+
+/// The client's header list with `authorization` and `user-agent` given apart put first, so
+/// they are the ones read.
+fn with_credentials<'a>(
+    headers: Vec<(&'a str, &'a str)>,
+    authorization: Option<&'a str>,
+    user_agent: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    if authorization.is_none() && user_agent.is_none() {
+        return headers;
+    }
+    let given = [("authorization", authorization), ("user-agent", user_agent)];
+    given
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .chain(headers)
+        .collect()
 }
 
 #[pymethods]
@@ -114,8 +136,11 @@ impl PyRouter {
         })
     }
 
-    /// Decides where a request goes, from what is known before its body is read.
-    #[pyo3(signature = (method, path, authorization, client, user_agent=None))]
+    /// Decides where a request goes, from what is known before its body is read. `path` is the
+    /// path as the server decoded it; it is made canonical before any rule runs. `headers` (the
+    /// client's, optional) supply the trace context and, from a trusted proxy, the client's
+    /// address; `authorization` and `user_agent`, when given, are read before any in `headers`.
+    #[pyo3(signature = (method, path, authorization, client, user_agent=None, *, headers=None))]
     fn decide(
         &self,
         method: &str,
@@ -123,16 +148,20 @@ impl PyRouter {
         authorization: Option<&str>,
         client: &str,
         user_agent: Option<&str>,
-    ) -> PyDecision {
-        let facts = RequestFacts {
+        headers: Option<Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>>,
+    ) -> PyResult<PyDecision> {
+        let headers = text_pairs(headers.as_deref().unwrap_or(&[]))?;
+        let headers = with_credentials(headers, authorization, user_agent);
+        let ingress = self.core.ingress(&Arrival {
             method,
             path,
-            authorization,
-            client,
-            user_agent,
-        };
+            headers: &headers,
+            peer: client,
+        });
         let request_id = self.core.next_request_id();
-        let verdict = match self.core.decide(&facts) {
+        let trace = ingress.trace;
+        let canonical = ingress.path.as_ref().ok().map(|p| p.clone().into_owned());
+        let verdict = match self.core.decide_ingress(&ingress) {
             Ok(route) => {
                 let cell = route.cell();
                 Verdict::Routed {
@@ -143,42 +172,52 @@ impl PyRouter {
                     risk_facts: route
                         .risk
                         .filter(|risk| risk.fired_count() > 0)
-                        .map(|_| OwnedRiskFacts::of(&facts)),
+                        .and_then(|_| ingress.facts().ok())
+                        .map(|facts| OwnedRiskFacts::of(&facts)),
                     route: Mutex::new(Some(route)),
                     router: self.core.clone(),
                 }
             }
             Err(refusal) => Verdict::Refused(refusal),
         };
-        PyDecision {
+        Ok(PyDecision {
             request_id,
             verdict,
-        }
+            trace,
+            path: canonical,
+        })
     }
 
-    /// Forwards a routed decision's request to its cell on the bridge's loop; returns a future
-    /// that resolves to `(status, headers, body)`. The request is written before this returns;
-    /// the slot is released when the cell answers.
+    /// Forwards a routed decision's request to its cell on the bridge's loop, to the canonical
+    /// path the decision was made on; returns a future that resolves to `(status, headers,
+    /// body)`. The request is written before this returns; the slot is released when the cell
+    /// answers.
     #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
+    #[pyo3(signature = (bridge, decision, method, query, headers, body, scheme="http"))]
     fn forward(
         &self,
         py: Python<'_>,
         bridge: &PyBridge,
         decision: &PyDecision,
         method: &str,
-        path_and_query: &str,
+        query: &str,
         headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         body: &[u8],
+        scheme: &str,
     ) -> PyResult<Py<PyAny>> {
         let headers = text_pairs(&headers)?;
-        let route = decision.take_route().ok_or_else(|| {
-            PyValueError::new_err("the decision is refused, or already forwarded or released")
-        })?;
+        let (Some(path), Some(route)) = (decision.path.as_ref(), decision.take_route()) else {
+            return Err(PyValueError::new_err(
+                "the decision is refused, or already forwarded or released",
+            ));
+        };
         let outbound = Outbound {
             method,
-            path_and_query,
+            path: path.wire(),
+            query,
             headers: &headers,
             body: Bytes::copy_from_slice(body),
+            scheme,
         };
         let request_id = decision.request_id.as_str().to_owned();
         self.start_forward(py, bridge, route, request_id, outbound)
@@ -188,6 +227,7 @@ impl PyRouter {
     /// neither Content-Length nor Transfer-Encoding). Returns a refusal's `(status, headers,
     /// body)` at once, or a future of the cell's answer.
     #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
+    #[pyo3(signature = (bridge, method, path, query, headers, client, scheme="http"))]
     fn serve(
         &self,
         py: Python<'_>,
@@ -197,47 +237,47 @@ impl PyRouter {
         query: &str,
         headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         client: &str,
+        scheme: &str,
     ) -> PyResult<Py<PyAny>> {
         let headers = text_pairs(&headers)?;
-        let header = |wanted: &str| {
-            headers
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
-                .map(|&(_, value)| value)
-        };
-        let facts = RequestFacts {
+        let ingress = self.core.ingress(&Arrival {
             method,
             path,
-            authorization: header("authorization"),
-            client,
-            user_agent: header("user-agent"),
-        };
+            headers: &headers,
+            peer: client,
+        });
         let request_id = self.core.next_request_id();
-        let route = match self.core.decide(&facts) {
-            Ok(route) => route,
+        let decided = ingress
+            .path
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|path| Ok((path, self.core.decide_ingress(&ingress)?)));
+        let (path, route) = match decided {
+            Ok(decided) => decided,
             Err(refusal) => {
-                return Ok(problem_triple(py, &refusal, request_id.as_str())?
-                    .into_any()
-                    .unbind())
+                return Ok(
+                    problem_triple(py, &refusal, request_id.as_str(), Some(&ingress.trace))?
+                        .into_any()
+                        .unbind(),
+                )
             }
-        };
-        let target = match query {
-            "" => Cow::Borrowed(path),
-            query => Cow::Owned(format!("{path}?{query}")),
         };
         let outbound = Outbound {
             method,
-            path_and_query: &target,
+            path: path.wire(),
+            query,
             headers: &headers,
             body: Bytes::new(),
+            scheme,
         };
         self.start_forward(py, bridge, route, request_id.as_str().to_owned(), outbound)
     }
 
-    /// What `decide` would decide now and why, as JSON: the token, the profile, the rate limit,
-    /// the risk factors, step-up, every cell with the first rule that excludes it, and the chosen
-    /// cell. Nothing is counted or taken.
-    #[pyo3(signature = (method, path, authorization, client, user_agent=None))]
+    /// What `decide` would decide now and why, as JSON: the canonical path (and the path sent,
+    /// when it differs), the client address, the trace id, the token, the profile, the rate
+    /// limit, the risk factors, step-up, every cell with the first rule that excludes it, and
+    /// the chosen cell. Nothing is counted or taken.
+    #[pyo3(signature = (method, path, authorization, client, user_agent=None, *, headers=None))]
     fn explain(
         &self,
         method: &str,
@@ -245,15 +285,17 @@ impl PyRouter {
         authorization: Option<&str>,
         client: &str,
         user_agent: Option<&str>,
-    ) -> String {
-        let facts = RequestFacts {
+        headers: Option<Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>>,
+    ) -> PyResult<String> {
+        let headers = text_pairs(headers.as_deref().unwrap_or(&[]))?;
+        let headers = with_credentials(headers, authorization, user_agent);
+        let ingress = self.core.ingress(&Arrival {
             method,
             path,
-            authorization,
-            client,
-            user_agent,
-        };
-        crate::explain::explain(&self.core, &facts).to_string()
+            headers: &headers,
+            peer: client,
+        });
+        Ok(crate::explain::explain(&self.core, path, &ingress).to_string())
     }
 
     /// Reports how a routed decision's request ended when it was not forwarded through the core:

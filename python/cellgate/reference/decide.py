@@ -43,6 +43,7 @@ from cellgate.reference.ratelimit import Quota, RateLimiter, policy_field, ratel
 from cellgate.reference.rendezvous import Rendezvous
 from cellgate.reference.risk import Request as RiskRequest
 from cellgate.reference.risk import RiskModel, round_half_away
+from cellgate.reference.target import PathRefused, canonicalize
 from cellgate.reference.tokens import Refusal, TokenVerifier
 
 __all__ = ["ReferenceClock", "ReferenceDecision", "ReferenceRouter"]
@@ -64,6 +65,7 @@ AUTH_REASONS = (
 #: The HTTP status of each reason code (``rust/reason.rs``).
 STATUS = {
     **dict.fromkeys(AUTH_REASONS, 401),
+    "bad_path": 400,
     "step_up_required": 403,
     "customer_not_found": 404,
     "rate_limited": 429,
@@ -179,6 +181,7 @@ class ReferenceRouter:
         self.clock = ReferenceClock(now_s)
         self.verifier = TokenVerifier(settings["jwt"])
         self.risk = RiskModel(settings["risk"]) if settings["risk"] else None
+        self.paths = settings["paths"]
         self.quotas = {
             name: Quota(name, **tier["rate_limit"]) if tier["rate_limit"] else None
             for name, tier in settings["tiers"].items()
@@ -261,6 +264,10 @@ class ReferenceRouter:
         now_us = self.clock.now_us
         now_s = now_us // 1_000_000
         try:
+            try:
+                path = canonicalize(path, **self.paths).path
+            except PathRefused as refused:
+                raise Refusal("bad_path", str(refused)) from None
             verified = self.verifier.verify_header(authorization, now_s)
             profile = self.profiles.get(verified.customer)
             if profile is None:
