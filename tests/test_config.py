@@ -242,6 +242,8 @@ CASES: list[Any] = [
     (put("jwt.audience", {"x": 1}), ["jwt.audience: expected str, got table"]),
     (put("jwt.require_exp", "no"), ["jwt.require_exp: expected bool, got str"]),
     (put("jwt.cache_ttl_s", 0), ["jwt.cache_ttl_s: must be > 0, got 0"]),
+    (put("jwt.typ", ""), ["jwt.typ: must have at least 1 character(s)"]),
+    (put("jwt.typ", ["at+jwt"]), ["jwt.typ: expected str, got array"]),
     (put("jwt", "hs256"), ["jwt: expected a table, got str"]),
     (drop("jwt"), ["jwt: required"]),
     # health, forward, admin, profiles

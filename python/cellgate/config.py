@@ -98,6 +98,9 @@ class JwtConfig(_Section):
     jwks_file: Name | None = None
     issuer: str | None = None
     audience: str | None = None
+    #: The JOSE header ``typ`` every token must give (RFC 8725 section 3.11), e.g. ``at+jwt``
+    #: (RFC 9068); compared as a media type. None: not checked.
+    typ: Name | None = None
     leeway_s: NonNegative = 30
     customer_claim: Name = "sub"
     require_exp: bool = True
@@ -434,6 +437,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
         "jwt": {
             "issuer": jwt.issuer,
             "audience": jwt.audience,
+            "typ": jwt.typ,
             "leeway_s": jwt.leeway_s,
             "customer_claim": jwt.customer_claim,
             "require_exp": jwt.require_exp,
