@@ -18,7 +18,8 @@ from typing import Any
 
 import cellgate.demo
 import pytest
-from cellgate.config import ConfigError, build_router, load_config
+from cellgate import cli
+from cellgate.config import ConfigError, build_router, config_warnings, load_config
 from cellgate.keys import ALGORITHMS
 
 DEMO_DIR = Path(cellgate.demo.__file__).parent
@@ -324,6 +325,53 @@ def test_several_bad_fields_are_all_reported_at_once(tmp_path: Path) -> None:
             f"profiles.source: no such file '{tmp_path}/gone.jsonl'",
         ]
     )
+
+
+def test_a_valid_configuration_warns_of_a_missing_issuer_or_audience(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, demo_raw()))
+    assert config_warnings(config) == []
+    raw = demo_raw()
+    del raw["jwt"]["issuer"]
+    assert [w.split(":")[0] for w in config_warnings(load_config(write_config(tmp_path, raw)))] == [
+        "jwt.issuer"
+    ]
+    del raw["jwt"]["audience"]
+    warnings = config_warnings(load_config(write_config(tmp_path, raw)))
+    assert [w.split(":")[0] for w in warnings] == ["jwt.issuer", "jwt.audience"]
+    assert "RFC 8725 section 3.8" in warnings[0] and "RFC 8725 section 3.9" in warnings[1]
+
+
+def test_check_config_prints_a_warning_line_for_each_and_still_exits_0(tmp_path: Path) -> None:
+    raw = demo_raw()
+    del raw["jwt"]["issuer"], raw["jwt"]["audience"]
+    path = write_config(tmp_path, raw)
+    result = check_config(path, tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{path}: ok: ")
+    assert result.stderr.splitlines() == [
+        f"warning: {w}" for w in config_warnings(load_config(path))
+    ]
+
+
+def test_serve_prints_the_warnings_before_the_server_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = demo_raw()
+    del raw["jwt"]["audience"]
+    path = write_config(tmp_path, raw)
+    started: list[str] = []
+
+    def fake_serve(config_path: Path, args: Any) -> int:
+        started.append(capsys.readouterr().err)
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    assert cli.main(["serve", "--config", str(path)]) == 0
+    (before_start,) = started
+    assert before_start.splitlines() == [
+        f"warning: {w}" for w in config_warnings(load_config(path))
+    ]
+    assert before_start.startswith("warning: jwt.audience: not set")
 
 
 GOOD = '{"customer_id": "c-x", "tier": "retail", "region": "us-east"}'

@@ -41,6 +41,7 @@ __all__ = [
     "build_router",
     "compile_settings",
     "config_from_table",
+    "config_warnings",
     "load_config",
     "parse_config",
 ]
@@ -420,6 +421,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(["configuration is not UTF-8"], str(path)) from None
     return parse_config(text, path.resolve().parent, source=str(path))
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What a valid configuration leaves open, as ``path: message`` lines: no ``jwt.issuer`` or
+    no ``jwt.audience`` means a token minted by another issuer, or for another service under the
+    same keys, is accepted (RFC 8725 sections 3.8 and 3.9)."""
+    warnings = []
+    if config.jwt.issuer is None:
+        warnings.append(
+            "jwt.issuer: not set, so tokens of any issuer signed with these keys are accepted"
+            " (RFC 8725 section 3.8)"
+        )
+    if config.jwt.audience is None:
+        warnings.append(
+            "jwt.audience: not set, so tokens minted for another service are accepted"
+            " (RFC 8725 section 3.9)"
+        )
+    return warnings
 
 
 def admin_secret(config: Config) -> bytes | None:
