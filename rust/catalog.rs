@@ -22,6 +22,11 @@ impl Catalog {
         Catalog { tiers, regions }
     }
 
+    /// A catalog of these tiers and regions, in this order (as [`Catalog::build`] would find them).
+    pub fn from_names(tiers: Vec<String>, regions: Vec<String>) -> Self {
+        Catalog { tiers, regions }
+    }
+
     /// The index of tier `name`.
     pub fn tier_id(&self, name: &str) -> Option<u16> {
         self.tiers.iter().position(|t| t == name).map(|i| i as u16)

@@ -48,6 +48,10 @@ pub struct RequirementSettings {
 pub struct JwtSettings {
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// The media type every token's JOSE header must give as `typ` (RFC 8725 section 3.11), e.g.
+    /// `at+jwt` (RFC 9068); none: `typ` is not checked.
+    #[serde(default)]
+    pub typ: Option<String>,
     pub leeway_s: u64,
     pub customer_claim: String,
     pub require_exp: bool,

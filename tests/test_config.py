@@ -18,7 +18,8 @@ from typing import Any
 
 import cellgate.demo
 import pytest
-from cellgate.config import ConfigError, build_router, load_config
+from cellgate import cli
+from cellgate.config import ConfigError, build_router, config_warnings, load_config
 from cellgate.keys import ALGORITHMS
 
 DEMO_DIR = Path(cellgate.demo.__file__).parent
@@ -159,8 +160,15 @@ CASES: list[Any] = [
     (
         put("tiers", {"retail": {}}),
         [
-            f"cells[{i}].tier: unknown tier '{tier}' (tiers: retail)"
-            for i, tier in [(2, "corporate"), (3, "hnw"), (5, "corporate"), (6, "hnw")]
+            *(
+                f"cells[{i}].tier: unknown tier '{tier}' (tiers: retail)"
+                for i, tier in [(2, "corporate"), (3, "hnw"), (5, "corporate"), (6, "hnw")]
+            ),
+            # The profiles are checked in the same pass, against the tiers there are.
+            *(
+                f'profiles (customers.jsonl): line {n}: tier: unknown tier "{tier}" (known: retail)'
+                for n, tier in [(3, "corporate"), (4, "corporate"), (5, "hnw"), (6, "hnw")]
+            ),
         ],
     ),
     (put("cells[3].signed", True), ["cells[3].signed: request signing is not available yet"]),
@@ -243,8 +251,35 @@ CASES: list[Any] = [
     (put("jwt.audience", {"x": 1}), ["jwt.audience: expected str, got table"]),
     (put("jwt.require_exp", "no"), ["jwt.require_exp: expected bool, got str"]),
     (put("jwt.cache_ttl_s", 0), ["jwt.cache_ttl_s: must be > 0, got 0"]),
+    (put("jwt.typ", ""), ["jwt.typ: must have at least 1 character(s)"]),
+    (put("jwt.typ", ["at+jwt"]), ["jwt.typ: expected str, got array"]),
     (put("jwt", "hs256"), ["jwt: expected a table, got str"]),
     (drop("jwt"), ["jwt: required"]),
+    # compliance: each rule asks for something some cell offers
+    (
+        put("compliance.EU_RESIDENT", {"region": "mars"}),
+        [
+            "compliance.EU_RESIDENT.region: no cell is in region 'mars'"
+            " (regions: ap-southeast, eu-west, us-east)"
+        ],
+    ),
+    (
+        put("compliance.PII_RESTRICTED", {"certification": "HIPAA"}),
+        [
+            "compliance.PII_RESTRICTED.certification: no cell is certified 'HIPAA'"
+            " (certifications: FedRAMP, GDPR, ISO27001, PCI-DSS, SOC2)"
+        ],
+    ),
+    (
+        put("compliance.VIP", {}),
+        ["compliance.VIP: give a certification, a region or an encryption level"],
+    ),
+    (
+        put("compliance.HIGH_RISK", {"encryption": "quantum"}),
+        [f"compliance.HIGH_RISK.encryption: {ENCRYPTION}, got 'quantum'"],
+    ),
+    # a rule is not blamed for a cell's own mistake
+    (put("cells[5].region", 7), ["cells[5].region: expected str, got int"]),
     # health, forward, admin, profiles
     (put("health.path", "health"), ["health.path: must start with /"]),
     (put("health.timeout_ms", 2000), ["health.timeout_ms: must not exceed health.interval_ms"]),
@@ -323,6 +358,104 @@ def test_several_bad_fields_are_all_reported_at_once(tmp_path: Path) -> None:
             f"profiles.source: no such file '{tmp_path}/gone.jsonl'",
         ]
     )
+
+
+def test_structural_and_cross_reference_errors_are_all_reported_in_one_pass(
+    tmp_path: Path,
+) -> None:
+    raw = demo_raw()
+    for mutate in (
+        # structural errors
+        put("cells[2].capacity", 0),
+        put("cells[1].encryption", "weak"),
+        put("jwt.leeway_s", -1),
+        put("health.rise", 0),
+        put("tiers.retail.placement", "random"),
+        # cross-references, in the same tables as the structural errors where possible
+        put("cells[2].tier", "gold"),
+        put("cells[1].endpoint", "ftp://x"),
+        put("cells[4].id", "retail-us-east-1"),
+        put("health.timeout_ms", 2000),
+        put("compliance.EU_RESIDENT", {"region": "mars"}),
+        put("compliance.PII_RESTRICTED", {"certification": "HIPAA"}),
+    ):
+        mutate(raw)
+    profiles = "\n".join(
+        [
+            GOOD,
+            GOOD.replace('"c-x"', '"c-y"').replace('"retail"', '"platinum"'),
+            GOOD.replace('"c-x"', '"c-z"').replace('"us-east"', '"mars"'),
+        ]
+    )
+    errors = config_errors(write_config(tmp_path, raw, profiles=profiles))
+    assert sorted(errors) == sorted(
+        [
+            "cells[2].capacity: must be > 0, got 0",
+            f"cells[1].encryption: {ENCRYPTION}, got 'weak'",
+            "jwt.leeway_s: must be >= 0, got -1",
+            "health.rise: must be > 0, got 0",
+            "tiers.retail.placement: must be one of 'least_loaded', 'sticky', got 'random'",
+            "cells[2].tier: unknown tier 'gold' (tiers: corporate, hnw, retail)",
+            "cells[1].endpoint: must be http://host:port, got 'ftp://x'",
+            "cells[4].id: duplicate cell id 'retail-us-east-1'",
+            "health.timeout_ms: must not exceed health.interval_ms",
+            "compliance.EU_RESIDENT.region: no cell is in region 'mars'"
+            " (regions: ap-southeast, eu-west, us-east)",
+            "compliance.PII_RESTRICTED.certification: no cell is certified 'HIPAA'"
+            " (certifications: FedRAMP, GDPR, ISO27001, PCI-DSS, SOC2)",
+            'profiles (customers.jsonl): line 2: tier: unknown tier "platinum"'
+            " (known: corporate, hnw, retail)",
+            'profiles (customers.jsonl): line 3: region: no cell serves region "mars"'
+            " (regions: us-east, eu-west, ap-southeast)",
+        ]
+    )
+
+
+def test_a_valid_configuration_warns_of_a_missing_issuer_or_audience(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, demo_raw()))
+    assert config_warnings(config) == []
+    raw = demo_raw()
+    del raw["jwt"]["issuer"]
+    assert [w.split(":")[0] for w in config_warnings(load_config(write_config(tmp_path, raw)))] == [
+        "jwt.issuer"
+    ]
+    del raw["jwt"]["audience"]
+    warnings = config_warnings(load_config(write_config(tmp_path, raw)))
+    assert [w.split(":")[0] for w in warnings] == ["jwt.issuer", "jwt.audience"]
+    assert "RFC 8725 section 3.8" in warnings[0] and "RFC 8725 section 3.9" in warnings[1]
+
+
+def test_check_config_prints_a_warning_line_for_each_and_still_exits_0(tmp_path: Path) -> None:
+    raw = demo_raw()
+    del raw["jwt"]["issuer"], raw["jwt"]["audience"]
+    path = write_config(tmp_path, raw)
+    result = check_config(path, tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{path}: ok: ")
+    assert result.stderr.splitlines() == [
+        f"warning: {w}" for w in config_warnings(load_config(path))
+    ]
+
+
+def test_serve_prints_the_warnings_before_the_server_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = demo_raw()
+    del raw["jwt"]["audience"]
+    path = write_config(tmp_path, raw)
+    started: list[str] = []
+
+    def fake_serve(config_path: Path, args: Any) -> int:
+        started.append(capsys.readouterr().err)
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    assert cli.main(["serve", "--config", str(path)]) == 0
+    (before_start,) = started
+    assert before_start.splitlines() == [
+        f"warning: {w}" for w in config_warnings(load_config(path))
+    ]
+    assert before_start.startswith("warning: jwt.audience: not set")
 
 
 GOOD = '{"customer_id": "c-x", "tier": "retail", "region": "us-east"}'

@@ -47,6 +47,7 @@ AUTH_REASONS = {
     "wrong_issuer",
     "wrong_audience",
     "alg_not_allowed",
+    "wrong_type",
     "unknown_kid",
     "missing_customer",
 }
@@ -531,6 +532,143 @@ def test_without_issuer_and_audience_configured_those_claims_are_not_checked(
     assert decide(router, f"Bearer {tok}").ok
 
 
+# --- explicit typing (RFC 8725 3.11) and repeated members (RFC 7515 4, RFC 7519 4) ----------
+
+
+def typed(typ: Any, payload: dict[str, Any] | None = None) -> str:
+    """A token whose header gives ``typ`` (MISSING: no typ at all)."""
+    header: dict[str, Any] = {"alg": "HS256", "kid": "k256"}
+    if typ is not MISSING:
+        header["typ"] = typ
+    return signed(json.dumps(header).encode(), json.dumps(payload or claims()).encode())
+
+
+@pytest.mark.parametrize(
+    "typ", ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+Jwt"], ids=str
+)
+def test_a_required_typ_accepts_each_spelling_of_its_media_type(make_router, typ):
+    # RFC 7515 4.1.9: media types compare case-insensitively, and "at+jwt" is short for
+    # "application/at+jwt" (RFC 9068 2.1 names it).
+    router, _ = make_router(typ="at+jwt")
+    decision = decide(router, f"Bearer {typed(typ)}")
+    assert decision.ok, decision.detail
+    decision.release()
+
+
+@pytest.mark.parametrize(
+    ("typ", "reason"),
+    [
+        (MISSING, "wrong_type"),
+        ("JWT", "wrong_type"),
+        ("jwt", "wrong_type"),
+        ("text/at+jwt", "wrong_type"),
+        ("application/at+jwt; v=1", "wrong_type"),
+        (7, "malformed"),
+        (None, "malformed"),
+        (["at+jwt"], "malformed"),
+    ],
+    ids=["absent", "JWT", "jwt", "text-type", "with-parameter", "number", "null", "list"],
+)
+def test_a_token_of_another_type_is_refused(make_router, typ, reason):
+    router, _ = make_router(typ="at+jwt")
+    decision = decide(router, f"Bearer {typed(typ)}")
+    assert_refused(decision, reason)
+    if reason == "wrong_type":
+        assert "at+jwt" in decision.detail
+
+
+def test_without_a_required_typ_any_string_typ_passes_but_a_non_string_is_malformed(router):
+    for typ in (MISSING, "JWT", "at+jwt", "anything"):
+        decision = decide(router, f"Bearer {typed(typ)}")
+        assert decision.ok, (typ, decision.detail)
+        decision.release()
+    assert_refused(decide(router, f"Bearer {typed(1)}"), "malformed")
+
+
+def repeat(obj: dict[str, Any], name: str, value: Any) -> bytes:
+    """``obj`` as JSON with one more member ``name`` at its end (so ``name`` may be repeated)."""
+    text = json.dumps(obj)
+    return f"{text[:-1]}, {json.dumps(name)}: {json.dumps(value)}}}".encode()
+
+
+HEADER = {"alg": "HS256", "kid": "k256", "typ": "JWT"}
+REPEATS = [
+    pytest.param(repeat(HEADER, "alg", "HS256"), GOOD_PAYLOAD, "alg", id="header-alg"),
+    pytest.param(repeat(HEADER, "kid", "k256"), GOOD_PAYLOAD, "kid", id="header-kid"),
+    pytest.param(repeat(HEADER, "typ", "JWT"), GOOD_PAYLOAD, "typ", id="header-typ"),
+    pytest.param(repeat({**HEADER, "foo": 1}, "foo", 1), GOOD_PAYLOAD, "foo", id="header-unknown"),
+    pytest.param(
+        repeat({**HEADER, "jwk": {"kty": "oct"}}, "jwk", {}), GOOD_PAYLOAD, "jwk", id="header-jwk"
+    ),
+    pytest.param(
+        json.dumps({**HEADER, "x5c": [{"a": 1}], "ext": {"k": 1}}).encode()[:-2] + b', "k": 2}}',
+        GOOD_PAYLOAD,
+        "k",
+        id="header-nested",
+    ),
+    pytest.param(GOOD_HEADER, repeat(claims(), "sub", "c-2"), "sub", id="claims-sub"),
+    pytest.param(GOOD_HEADER, repeat(claims(), "exp", NOW + 600), "exp", id="claims-exp"),
+    pytest.param(GOOD_HEADER, repeat(claims(), "iss", ISSUER), "iss", id="claims-iss"),
+    pytest.param(GOOD_HEADER, repeat(claims(foo="a"), "foo", "b"), "foo", id="claims-unknown"),
+    pytest.param(
+        GOOD_HEADER,
+        json.dumps(claims(ctx={"a": {"b": 1}})).encode()[:-3] + b', "b": 2}}}',
+        "b",
+        id="claims-nested",
+    ),
+    pytest.param(
+        GOOD_HEADER,
+        json.dumps(claims(roles=[{"r": 1}])).encode()[:-3] + b', "r": 2}]}',
+        "r",
+        id="claims-nested-in-a-list",
+    ),
+    pytest.param(
+        GOOD_HEADER,
+        json.dumps(claims()).replace('"sub"', '"\\u0073ub"').encode()[:-1] + b', "sub": "c-1"}',
+        "sub",
+        id="claims-escaped-spelling",
+    ),
+]
+
+
+@pytest.mark.parametrize(("header", "payload", "name"), REPEATS)
+def test_a_member_named_twice_anywhere_is_malformed_and_named(router, header, payload, name):
+    # RFC 7515 4 and RFC 7519 4 let a parser refuse repeated names or keep the last; RFC 8725 3.1
+    # warns that two parsers choosing differently read one token two ways. The core refuses,
+    # nested objects included (a claim object a cell or an audit reader parses again).
+    tok = signed(header, payload)
+    decision = decide(router, f"Bearer {tok}")
+    assert_refused(decision, "malformed")
+    assert f'duplicate member "{name}"' in decision.detail
+    assert decision.detail.startswith("header:" if header != GOOD_HEADER else "claims:")
+
+
+def test_pyjwt_takes_the_last_of_a_repeated_member_where_the_core_refuses(router):
+    tok = signed(GOOD_HEADER, repeat(claims(), "sub", "c-2"))
+    payload = jwt.decode(
+        tok,
+        KEYS["k256"][1],
+        algorithms=["HS256"],
+        audience=AUDIENCE,
+        issuer=ISSUER,
+        options={"verify_exp": False, "verify_iat": False},
+    )
+    assert payload["sub"] == "c-2"
+    assert_refused(decide(router, f"Bearer {tok}"), "malformed")
+
+
+def test_the_same_name_in_two_objects_is_no_repeat(router):
+    payload = claims(a={"sub": 1, "x": {"sub": 2}}, b=[{"sub": 3}, {"sub": 4}])
+    decision = decide(router, f"Bearer {signed(GOOD_HEADER, json.dumps(payload).encode())}")
+    assert decision.ok, decision.detail
+    decision.release()
+
+
+def test_a_repeat_in_the_claims_is_found_only_once_the_signature_verifies(router):
+    tok = signed(GOOD_HEADER, repeat(claims(), "sub", "c-2"), secret=WRONG_SECRETS["HS256"])
+    assert_refused(decide(router, f"Bearer {tok}"), "bad_signature")
+
+
 def test_a_string_that_is_not_utf8_encodable_is_a_python_unicode_error(router):
     # A lone surrogate cannot cross into Rust; the binding raises before the core sees it.
     # HTTP header values never carry one (the gateway hands over decoded header strings).
@@ -696,7 +834,42 @@ DIMENSIONS: dict[str, tuple[st.SearchStrategy, st.SearchStrategy]] = {
         st.sampled_from(["other", ["other"], [], "", MISSING]),
     ),
     "sub": (st.sampled_from(["c-1", "c-2"]), st.sampled_from(["", 42, MISSING])),
+    # A member given twice with the same value: pyjwt keeps the last (so its verdict is the one
+    # without the repeat), the core refuses the token as malformed.
+    "repeat": (
+        st.none(),
+        st.sampled_from(["header:alg", "header:kid", "header:typ", "header:foo"])
+        | st.sampled_from(["claims:sub", "claims:exp", "claims:iss", "claims:foo"]),
+    ),
 }
+
+
+def token_with_repeat(
+    payload: dict[str, Any], alg: str, kid: str | None, secret: bytes, repeat: str
+) -> str:
+    """A token like :func:`token`'s whose header or claims give one member twice."""
+    header: dict[str, Any] = {"alg": alg, "typ": "JWT", **({} if kid is None else {"kid": kid})}
+    part, name = repeat.split(":")
+    target = header if part == "header" else payload
+    if name not in target:
+        target = {**target, "foo": 1}
+        name = "foo"
+    if part == "header":
+        header = target
+    else:
+        payload = target
+    header_json = json.dumps(header).encode()
+    payload_json = json.dumps(payload).encode()
+    doubled = {"header": header_json, "claims": payload_json}[part]
+    doubled = repeat_member(doubled, name, target[name])
+    if part == "header":
+        return signed(doubled, payload_json, alg, secret)
+    return signed(header_json, doubled, alg, secret)
+
+
+def repeat_member(obj_json: bytes, name: str, value: Any) -> bytes:
+    """A JSON object's text with one more member ``name`` at its end."""
+    return obj_json[:-1] + f", {json.dumps(name)}: {json.dumps(value)}}}".encode()
 
 
 def pyjwt_accepts(tok: str, kid: str | None) -> bool:
@@ -721,15 +894,24 @@ def pyjwt_accepts(tok: str, kid: str | None) -> bool:
 
 
 def expected_reason(
-    now: int, payload: dict[str, Any], kid: str | None, alg: str, right_key: bool
+    now: int,
+    payload: dict[str, Any],
+    kid: str | None,
+    alg: str,
+    right_key: bool,
+    repeat: str | None = None,
 ) -> str | None:
     """The core's verdict, in the core's order of checks."""
+    if repeat is not None and repeat.startswith("header:"):
+        return "malformed"
     if kid not in KEYS:
         return "unknown_kid"
     if KEYS[kid][0] != alg:
         return "alg_not_allowed"
     if not right_key:
         return "bad_signature"
+    if repeat is not None:
+        return "malformed"
     if "exp" not in payload:
         return "malformed"
     if now >= payload["exp"] + LEEWAY:
@@ -769,7 +951,10 @@ def test_the_core_accepts_exactly_what_pyjwt_accepts(shared, broken, data):
             },
             **{name: drawn[name] for name in ("iss", "aud", "sub") if drawn[name] is not MISSING},
         }
-        tok = token(payload, alg=alg, kid=kid, secret=secret)
+        if drawn["repeat"] is None:
+            tok = token(payload, alg=alg, kid=kid, secret=secret)
+        else:
+            tok = token_with_repeat(payload, alg, kid, secret, drawn["repeat"])
         accepted = pyjwt_accepts(tok, kid)
         if int(time.time()) == now:
             break
@@ -777,10 +962,12 @@ def test_the_core_accepts_exactly_what_pyjwt_accepts(shared, broken, data):
         pytest.fail("the second kept changing under pyjwt")
     clock.set(now)
     decision = decide(router, f"Bearer {tok}")
-    reason = expected_reason(now, payload, kid, alg, right_key)
+    reason = expected_reason(now, payload, kid, alg, right_key, drawn["repeat"])
     event(f"reason: {reason}")
     assert decision.reason == reason, decision.detail
-    assert decision.ok == accepted == (reason is None)
+    assert decision.ok == (reason is None)
+    # pyjwt judges a token with a repeat as the same token without it.
+    assert accepted == (expected_reason(now, payload, kid, alg, right_key) is None)
     if decision.ok:
         assert decision.customer_id == drawn["sub"]
         decision.release()

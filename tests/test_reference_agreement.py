@@ -103,6 +103,16 @@ TOKEN_KINDS = (
     "header_array",
     "crit",
     "dup_alg",
+    "dup_kid",
+    "dup_typ",
+    "dup_header_member",
+    "dup_customer",
+    "dup_exp",
+    "dup_claim",
+    "dup_nested_claim",
+    "other_typ",
+    "no_typ",
+    "typ_not_string",
     "claims_not_object",
     "exp_string",
     "basic_scheme",
@@ -240,6 +250,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
         "leeway_s": draw(st.sampled_from([0, 5, 30])),
         "require_exp": draw(st.booleans()),
         "customer_claim": draw(st.sampled_from(["sub", "sub", "cid"])),
+        "typ": draw(st.none() | st.none() | st.sampled_from(["at+jwt", "application/JWT"])),
         "two_keys": draw(st.booleans()),
         "step_up": draw(
             st.fixed_dictionaries(
@@ -318,6 +329,7 @@ def busy_worlds(draw: st.DrawFn) -> dict[str, Any]:
             "leeway_s": 0,
             "require_exp": True,
             "customer_claim": "sub",
+            "typ": None,
             "two_keys": False,
             "step_up": {},
         },
@@ -392,6 +404,12 @@ def sign(header: Any, claims: Any, secret: bytes, hash_alg: str = "HS256") -> st
     return f"{signing_input}.{b64(tag)}"
 
 
+def typ_spelling(typ: str, n: int) -> str:
+    """One of the spellings of the media type ``typ`` names (RFC 7515 section 4.1.9)."""
+    short = typ.split("/", 1)[1] if typ.lower().startswith("application/") else typ
+    return [short, f"application/{short}", typ.upper()][n % 3]
+
+
 def authorization(kind: str, customer: str, jti: int, world: dict[str, Any], now_s: int):
     """An Authorization value for ``customer``, valid or broken in the one way ``kind`` names."""
     claim = world["jwt"]["customer_claim"]
@@ -402,7 +420,8 @@ def authorization(kind: str, customer: str, jti: int, world: dict[str, Any], now
         "exp": now_s + 120,
         "iat": now_s - 5,
     }
-    header: Any = {"alg": "HS256", "kid": "k1", "typ": "JWT"}
+    required_typ = world["jwt"]["typ"]
+    header: Any = {"alg": "HS256", "kid": "k1", "typ": typ_spelling(required_typ or "JWT", jti)}
     secret, hash_alg = SECRETS["k1"][1], "HS256"
     edits: dict[str, dict[str, Any]] = {
         "step_up": {"amr": ["pwd", "mfa"], "acr": "gold", "auth_time": now_s - 30},
@@ -449,6 +468,32 @@ def authorization(kind: str, customer: str, jti: int, world: dict[str, Any], now
         header = b'{"alg":"HS256","alg":"HS256","kid":"k1"}'
     if kind == "header_not_json":
         header = b"{alg: HS256}"
+    if kind == "other_typ":
+        header = {**header, "typ": "secevent+jwt"}
+    if kind == "no_typ":
+        del header["typ"]
+    if kind == "typ_not_string":
+        header = {**header, "typ": [header["typ"]]}
+    repeated = {
+        "dup_kid": ("header", "kid"),
+        "dup_typ": ("header", "typ"),
+        "dup_header_member": ("header", "x-extra"),
+        "dup_customer": ("claims", claim),
+        "dup_exp": ("claims", "exp"),
+        "dup_claim": ("claims", "x-extra"),
+    }
+    if kind in repeated:
+        part, name = repeated[kind]
+        obj = header if part == "header" else claims
+        value = obj.get(name, 1)
+        doubled = json.dumps({**obj, name: value})[:-1] + f", {json.dumps(name)}: "
+        doubled += json.dumps(value) + "}"
+        if part == "header":
+            header = doubled.encode()
+        else:
+            claims = doubled.encode()
+    if kind == "dup_nested_claim":
+        claims = json.dumps({**claims, "ctx": {"a": 1}})[:-2].encode() + b', "a": 2}}'
     token = sign(header, claims, secret, hash_alg)
     if kind == "two_parts":
         token = token.rsplit(".", 1)[0]
@@ -667,6 +712,7 @@ TOKEN_WORLD: dict[str, Any] = {
         "leeway_s": 30,
         "require_exp": True,
         "customer_claim": "sub",
+        "typ": None,
         "two_keys": True,
         "step_up": {"amr": "mfa"},
     },
@@ -709,8 +755,26 @@ HEADER = {
     "alg": usually("HS256", "HS384", "HS512", "none", "NONE", "RS256", 5, MISSING),
     "kid": usually("k1", "k2", "k9", None, 5, MISSING),
     "crit": st.sampled_from([MISSING] * 5 + [["exp"]]),
-    "typ": st.sampled_from(["JWT", MISSING]),
+    "typ": st.sampled_from(
+        ["JWT", MISSING, "at+jwt", "at+jwt", "application/AT+JWT", "text/at+jwt", "jwt", 5, None]
+    ),
 }
+
+
+def repeat_member(obj: dict[str, Any], name: str, value: Any) -> bytes:
+    """``obj`` as JSON with one more member ``name`` at its end."""
+    return (json.dumps(obj)[:-1] + f", {json.dumps(name)}: {json.dumps(value)}}}").encode()
+
+
+def with_repeat(obj: dict[str, Any], how: str | None) -> Any:
+    """``obj``, or its JSON text with its first member given again (``first``; ``other`` with
+    another value), or with an object claim that repeats a member inside it (``nested``)."""
+    if how in ("first", "other") and obj:
+        name = next(iter(obj))
+        return repeat_member(obj, name, obj[name] if how == "first" else "again")
+    if how == "nested":
+        return json.dumps({**obj, "ctx": {"a": 1}})[:-2].encode() + b', "a": 2}}'
+    return obj
 
 
 def json_objects(members: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict]:
@@ -720,21 +784,27 @@ def json_objects(members: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrateg
     )
 
 
-@pytest.fixture(scope="module")
-def token_routers(tmp_path_factory):
-    return build(TOKEN_WORLD, tmp_path_factory.mktemp("tokens"))
+@pytest.fixture(scope="module", params=[None, "at+jwt"], ids=["any-typ", "typ-at+jwt"])
+def token_routers(request, tmp_path_factory):
+    world = {**TOKEN_WORLD, "jwt": {**TOKEN_WORLD["jwt"], "typ": request.param}}
+    return build(world, tmp_path_factory.mktemp("tokens"))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     header=json_objects(HEADER),
     claims=json_objects(CLAIMS),
     signer=usually("k1", "k2", "wrong"),
     damage=usually(None, "truncate", "pad", "extra_part", "swap"),
+    header_repeat=usually(None, "first", "other", "nested"),
+    claims_repeat=usually(None, "first", "other", "nested"),
 )
-def test_every_token_gets_the_references_verdict(token_routers, header, claims, signer, damage):
+def test_every_token_gets_the_references_verdict(
+    token_routers, header, claims, signer, damage, header_repeat, claims_repeat
+):
     core, _, ref = token_routers
     alg, secret = SECRETS.get(signer, ("HS256", WRONG_SECRET))
+    header, claims = with_repeat(header, header_repeat), with_repeat(claims, claims_repeat)
     token = sign(header, claims, secret, alg)
     head, payload, signature = token.split(".")
     token = {

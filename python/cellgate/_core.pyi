@@ -10,6 +10,12 @@ Response = tuple[int, list[tuple[str, str]], bytes]
 class CoreConfigError(ValueError):
     """The compiled configuration or profile source was refused; ``args[0]`` lists every error."""
 
+def check_profiles(
+    source: bytes, tiers: list[str], regions: list[str], flags: list[str]
+) -> list[str]:
+    """Every error of a JSON Lines profile source (``line N: message``) against these tiers, the
+    regions that have a cell and the compliance flags; time zones are not checked."""
+
 class Clock:
     """A router's time source: ``Clock()`` is the system clock, ``Clock.manual(t)`` a test clock."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["validate"]
+__all__ = ["field_value", "validate"]
 
 _NUMERIC_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
@@ -135,3 +135,21 @@ def validate(value: Any, cls: type[T], errors: list[str], path: str = "") -> T |
     are unknown fields there, and keep their defaults.
     """
     return _struct(value, cls, path, errors)
+
+
+def field_value(value: Any, cls: type[msgspec.Struct], name: str) -> Any:
+    """The field ``name`` of ``cls`` read from the table ``value`` when it is valid on its own
+    (its default when absent), else None: what cross-reference checks can still use of a table
+    whose other fields are wrong (their errors come from :func:`validate`)."""
+    if not isinstance(value, dict):
+        return None
+    field = next(f for f in msgspec.structs.fields(cls) if f.name == name)
+    if field.encode_name not in value:
+        if field.default is not msgspec.NODEFAULT:
+            return field.default
+        if field.default_factory is not msgspec.NODEFAULT:
+            return field.default_factory()
+        return None
+    errors: list[str] = []
+    converted = _check(value[field.encode_name], field.type, name, errors)
+    return None if errors else converted

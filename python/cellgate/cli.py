@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from cellgate.config import ConfigError, build_router, load_config
+from cellgate.config import ConfigError, build_router, config_warnings, load_config
 
 __all__ = ["main"]
 
@@ -78,33 +78,43 @@ def _serve(config_path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(config_path: Path) -> tuple[int, str]:
+def _check(config_path: Path) -> tuple[int, str, list[str]]:
+    """The exit code, the summary or the errors, and the warnings of a valid configuration."""
     try:
         config = load_config(config_path)
         router = build_router(config)
     except ConfigError as err:
-        return 2, str(err)
+        return 2, str(err), []
     tiers = len(config.tiers)
     summary = (
         f"{config_path}: ok: {len(config.cells)} cells, {tiers} tiers, "
         f"{router.profile_count} profiles, {len(config.jwt.keys)} JWT keys"
     )
-    return 0, summary
+    return 0, summary, config_warnings(config)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validates a configuration and its profiles: every error (exit 2) or a summary (exit 0)."""
-    code, message = _check(Path(args.config))
+    """Validates a configuration and its profiles: every error (exit 2) or a summary (exit 0),
+    with a ``warning:`` line on stderr for each protection left off (no issuer, no audience)."""
+    code, message, warnings = _check(Path(args.config))
+    _print_warnings(warnings)
     print(message, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Runs the gateway on a configuration file under granian's RSGI interface."""
-    code, message = _check(Path(args.config))
+    """Runs the gateway on a configuration file under granian's RSGI interface; the
+    configuration's warnings go to stderr before it starts."""
+    code, message, warnings = _check(Path(args.config))
     if code != 0:
         print(message, file=sys.stderr)
         return code
+    _print_warnings(warnings)
     return _serve(Path(args.config), args)
 
 

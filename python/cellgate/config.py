@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from cellgate import _core
-from cellgate._validate import validate
+from cellgate._validate import field_value, validate
 from cellgate.keys import Algorithm, jwks_keys, key_settings, secret
 from cellgate.timezones import compile_zones
 
@@ -41,6 +41,7 @@ __all__ = [
     "build_router",
     "compile_settings",
     "config_from_table",
+    "config_warnings",
     "load_config",
     "parse_config",
 ]
@@ -98,6 +99,9 @@ class JwtConfig(_Section):
     jwks_file: Name | None = None
     issuer: str | None = None
     audience: str | None = None
+    #: The JOSE header ``typ`` every token must give (RFC 8725 section 3.11), e.g. ``at+jwt``
+    #: (RFC 9068); compared as a media type. None: not checked.
+    typ: Name | None = None
     leeway_s: NonNegative = 30
     customer_claim: Name = "sub"
     require_exp: bool = True
@@ -362,35 +366,19 @@ def _check_semantics(
         if kid in seen_kids:
             errors.append(f"{path}.kid: duplicate kid {kid!r} (also {seen_kids[kid]})")
         seen_kids.setdefault(kid, path)
-    tiers = _table(raw, "tiers", {})
-    seen_cells: set[str] = set()
-    cells = _table(raw, "cells")
-    for i, item in enumerate(cells if isinstance(cells, list) else []):
-        cell = validate(item, CellConfig, [], f"cells[{i}]")
-        if cell is None:
-            continue
-        if cell.id in seen_cells:
-            errors.append(f"cells[{i}].id: duplicate cell id {cell.id!r}")
-        seen_cells.add(cell.id)
-        if isinstance(tiers, dict) and cell.tier not in tiers:
-            known = ", ".join(sorted(tiers)) or "none"
-            errors.append(f"cells[{i}].tier: unknown tier {cell.tier!r} (tiers: {known})")
-        problem = _endpoint_problem(cell.endpoint)
-        if problem is not None:
-            errors.append(f"cells[{i}].endpoint: {problem}")
-        if cell.signed:
-            errors.append(f"cells[{i}].signed: request signing is not available yet")
-        if cell.breaker is not None:
-            errors.extend(cell.breaker.problems(f"cells[{i}].breaker"))
+    _check_cells(raw, errors)
+    _check_compliance(raw, errors)
     breaker = validate(_table(raw, "breaker", {}), BreakerConfig, [], "breaker")
     if breaker is not None:
         errors.extend(breaker.problems("breaker"))
-    health = validate(_table(raw, "health", {}), HealthConfig, [], "health")
-    if health is not None:
-        if not health.path.startswith("/"):
-            errors.append("health.path: must start with /")
-        if health.timeout_ms > health.interval_ms:
-            errors.append("health.timeout_ms: must not exceed health.interval_ms")
+    health = _table(raw, "health", {})
+    health_path = field_value(health, HealthConfig, "path")
+    if health_path is not None and not health_path.startswith("/"):
+        errors.append("health.path: must start with /")
+    timeout_ms = field_value(health, HealthConfig, "timeout_ms")
+    interval_ms = field_value(health, HealthConfig, "interval_ms")
+    if None not in (timeout_ms, interval_ms) and timeout_ms > interval_ms:
+        errors.append("health.timeout_ms: must not exceed health.interval_ms")
     if _table(raw, "admin") is not None:
         admin = validate(raw["admin"], AdminConfig, [], "admin")
         shared = None if admin is None else secret(admin, "admin", errors)
@@ -402,6 +390,85 @@ def _check_semantics(
         if not source.is_file():
             errors.append(f"profiles.source: no such file {str(source)!r}")
     return compiled
+
+
+def _cells(raw: dict[str, Any]) -> list[Any]:
+    cells = _table(raw, "cells")
+    return cells if isinstance(cells, list) else []
+
+
+def _check_cells(raw: dict[str, Any], errors: list[str]) -> None:
+    """Each cell's cross-references and what its fields mean, field by field: a cell with a bad
+    capacity still has its tier and endpoint checked."""
+    tiers = _table(raw, "tiers", {})
+    seen_cells: set[str] = set()
+    for i, item in enumerate(_cells(raw)):
+        cell_id = field_value(item, CellConfig, "id")
+        if cell_id is not None and cell_id in seen_cells:
+            errors.append(f"cells[{i}].id: duplicate cell id {cell_id!r}")
+        if cell_id is not None:
+            seen_cells.add(cell_id)
+        tier = field_value(item, CellConfig, "tier")
+        if isinstance(tiers, dict) and tier is not None and tier not in tiers:
+            known = ", ".join(sorted(tiers)) or "none"
+            errors.append(f"cells[{i}].tier: unknown tier {tier!r} (tiers: {known})")
+        endpoint = field_value(item, CellConfig, "endpoint")
+        problem = None if endpoint is None else _endpoint_problem(endpoint)
+        if problem is not None:
+            errors.append(f"cells[{i}].endpoint: {problem}")
+        if field_value(item, CellConfig, "signed") is True:
+            errors.append(f"cells[{i}].signed: request signing is not available yet")
+        breaker = field_value(item, CellConfig, "breaker")
+        if breaker is not None:
+            errors.extend(breaker.problems(f"cells[{i}].breaker"))
+
+
+def _check_compliance(raw: dict[str, Any], errors: list[str]) -> None:
+    """Each compliance rule asks for something: a region some cell is in, a certification some
+    cell holds. Skipped where a cell's own region or certifications are wrong (their errors are
+    listed), so that a rule is never blamed for a cell's mistake."""
+    rules = _table(raw, "compliance", {})
+    cells = _cells(raw)
+    if not isinstance(rules, dict) or not cells:
+        return
+    regions = [field_value(item, CellConfig, "region") for item in cells]
+    certified = [field_value(item, CellConfig, "certifications") for item in cells]
+    for flag, rule in rules.items():
+        path = f"compliance.{flag}"
+        if isinstance(rule, dict) and not rule:
+            errors.append(f"{path}: give a certification, a region or an encryption level")
+        region = field_value(rule, RequirementConfig, "region")
+        if region is not None and None not in regions and region not in regions:
+            known = ", ".join(sorted(set(regions))) or "none"
+            errors.append(f"{path}.region: no cell is in region {region!r} (regions: {known})")
+        certification = field_value(rule, RequirementConfig, "certification")
+        held = {c for certs in certified if certs is not None for c in certs}
+        if certification is not None and None not in certified and certification not in held:
+            known = ", ".join(sorted(held)) or "none"
+            errors.append(
+                f"{path}.certification: no cell is certified {certification!r}"
+                f" (certifications: {known})"
+            )
+
+
+def _profile_errors(raw: dict[str, Any], base_dir: str) -> list[str]:
+    """The core's errors for the profile source, each line against the tiers and the regions of
+    the cells, for a configuration refused anyway (a valid one has them from the router's build):
+    so that a bad profile line shows with every other error. None where the tiers, the cells'
+    regions or the source cannot be read (their own errors are listed)."""
+    tiers = _table(raw, "tiers", {})
+    regions = [field_value(item, CellConfig, "region") for item in _cells(raw)]
+    source = field_value(_table(raw, "profiles"), ProfilesConfig, "source")
+    if not isinstance(tiers, dict) or None in regions or not regions or source is None:
+        return []
+    try:
+        profiles = Path(base_dir, source).read_bytes()
+    except OSError:
+        return []
+    rules = _table(raw, "compliance", {})
+    flags = sorted(rules) if isinstance(rules, dict) else []
+    problems = _core.check_profiles(profiles, sorted(tiers), list(dict.fromkeys(regions)), flags)
+    return [f"profiles ({source}): {problem}" for problem in problems]
 
 
 def parse_config(
@@ -424,7 +491,7 @@ def config_from_table(
     config = validate(raw, Config, errors)
     keys = _check_semantics(raw, str(base_dir), errors)
     if errors or config is None:
-        raise ConfigError(errors, source)
+        raise ConfigError(errors + _profile_errors(raw, str(base_dir)), source)
     return msgspec.structs.replace(config, base_dir=str(base_dir), compiled_keys=keys)
 
 
@@ -438,6 +505,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(["configuration is not UTF-8"], str(path)) from None
     return parse_config(text, path.resolve().parent, source=str(path))
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What a valid configuration leaves open, as ``path: message`` lines: no ``jwt.issuer`` or
+    no ``jwt.audience`` means a token minted by another issuer, or for another service under the
+    same keys, is accepted (RFC 8725 sections 3.8 and 3.9)."""
+    warnings = []
+    if config.jwt.issuer is None:
+        warnings.append(
+            "jwt.issuer: not set, so tokens of any issuer signed with these keys are accepted"
+            " (RFC 8725 section 3.8)"
+        )
+    if config.jwt.audience is None:
+        warnings.append(
+            "jwt.audience: not set, so tokens minted for another service are accepted"
+            " (RFC 8725 section 3.9)"
+        )
+    return warnings
 
 
 def admin_secret(config: Config) -> bytes | None:
@@ -455,6 +540,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
         "jwt": {
             "issuer": jwt.issuer,
             "audience": jwt.audience,
+            "typ": jwt.typ,
             "leeway_s": jwt.leeway_s,
             "customer_claim": jwt.customer_claim,
             "require_exp": jwt.require_exp,

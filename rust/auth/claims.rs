@@ -1,6 +1,8 @@
-//! The registered claims the gateway checks, read in one pass without building a map.
+//! The registered claims the gateway checks, read in one pass without building a map; a member
+//! named twice, at any depth, is refused (see [`super::members`]).
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use super::members::{MemberName, MemberNames, UniqueMembers};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
@@ -12,6 +14,8 @@ use std::fmt;
 pub struct Header<'a> {
     pub alg: Cow<'a, str>,
     pub kid: Option<Cow<'a, str>>,
+    /// The media type of the whole token (RFC 7515 section 4.1.9), a string when present.
+    pub typ: Option<Cow<'a, str>>,
     /// Whether `crit` was present with any value: no extension is understood, so any refuses.
     pub has_crit: bool,
 }
@@ -32,26 +36,31 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut names = MemberNames::default();
         let mut alg = None;
         let mut kid = None;
+        let mut typ = None;
         let mut has_crit = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(MemberName)? {
+            names.insert(key.clone(), None)?;
             match key.as_ref() {
-                "alg" if alg.is_some() => return Err(de::Error::duplicate_field("alg")),
                 "alg" => alg = Some(map.next_value::<Cow<'de, str>>()?),
-                "kid" if kid.is_some() => return Err(de::Error::duplicate_field("kid")),
                 "kid" => kid = map.next_value::<Option<Cow<'de, str>>>()?,
+                "typ" => typ = Some(map.next_value::<Cow<'de, str>>()?),
                 "crit" => {
                     has_crit = true;
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(UniqueMembers { within: &key })?;
                 }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => map.next_value_seed(UniqueMembers { within: &key })?,
             }
         }
         let alg = alg.ok_or_else(|| de::Error::missing_field("alg"))?;
-        Ok(Header { alg, kid, has_crit })
+        Ok(Header {
+            alg,
+            kid,
+            typ,
+            has_crit,
+        })
     }
 }
 
@@ -118,8 +127,10 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut names = MemberNames::default();
         let mut claims = Claims::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(MemberName)? {
+            names.insert(key.clone(), None)?;
             let names_customer = key == self.customer_claim;
             // A registered claim is checked even when it also names the customer.
             match key.as_ref() {
@@ -174,16 +185,91 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     claims.auth_time = Some(map.next_value()?);
                     claims.customer_not_string |= names_customer;
                 }
-                _ if names_customer => match map.next_value::<serde_json::Value>()? {
-                    serde_json::Value::String(s) => claims.customer = Some(Cow::Owned(s)),
-                    serde_json::Value::Null => {}
-                    _ => claims.customer_not_string = true,
+                _ if names_customer => match map.next_value_seed(CustomerValue { within: &key })? {
+                    Some(Some(customer)) => claims.customer = Some(customer),
+                    Some(None) => claims.customer_not_string = true,
+                    None => {}
                 },
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => map.next_value_seed(UniqueMembers { within: &key })?,
             }
         }
         Ok(claims)
+    }
+}
+
+/// Reads the value of an unregistered customer claim: `None` for null, `Some(None)` for a value
+/// that is not a string (whose objects must still name each member once), else the string.
+struct CustomerValue<'w> {
+    within: &'w str,
+}
+
+impl<'de> DeserializeSeed<'de> for CustomerValue<'_> {
+    type Value = Option<Option<Cow<'de, str>>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CustomerValue<'_> {
+    type Value = Option<Option<Cow<'de, str>>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Some(Cow::Borrowed(s))))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(Some(Cow::Owned(s.to_owned()))))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Some(Some(Cow::Owned(s))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Some(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Some(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Some(None))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        UniqueMembers {
+            within: self.within,
+        }
+        .visit_seq(seq)
+        .map(|()| Some(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        UniqueMembers {
+            within: self.within,
+        }
+        .visit_map(map)
+        .map(|()| Some(None))
     }
 }

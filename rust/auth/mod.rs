@@ -3,6 +3,7 @@
 mod cache;
 mod claims;
 mod keys;
+mod members;
 mod revocations;
 mod spki;
 mod verifier;

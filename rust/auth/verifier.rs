@@ -42,6 +42,7 @@ pub struct Verifier {
     keys: KeySet,
     issuer: Option<String>,
     audience: Option<String>,
+    typ: Option<String>,
     leeway_s: u64,
     customer_claim: String,
     require_exp: bool,
@@ -62,6 +63,7 @@ impl Verifier {
             keys: KeySet::build(&settings.keys)?,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            typ: settings.typ.clone(),
             leeway_s: settings.leeway_s,
             customer_claim: settings.customer_claim.clone(),
             require_exp: settings.require_exp,
@@ -195,6 +197,23 @@ impl Verifier {
         if header.alg.eq_ignore_ascii_case("none") {
             return Err(refuse(Reason::AlgNotAllowed, "alg none is never accepted"));
         }
+        if let Some(expected) = &self.typ {
+            match &header.typ {
+                Some(typ) if same_media_type(typ, expected) => {}
+                Some(typ) => {
+                    return Err(refuse(
+                        Reason::WrongType,
+                        format!("typ {typ:?} is not {expected:?}"),
+                    ))
+                }
+                None => {
+                    return Err(refuse(
+                        Reason::WrongType,
+                        format!("no typ, {expected:?} is required"),
+                    ))
+                }
+            }
+        }
         let key = self
             .keys
             .find(header.kid.as_deref())
@@ -327,6 +346,23 @@ impl Verifier {
     }
 }
 
+/// Whether two `typ` values name one media type: case-insensitively, and with `application/`
+/// understood before a value without a `/` (RFC 7515 section 4.1.9).
+fn same_media_type(a: &str, b: &str) -> bool {
+    fn full(typ: &str) -> impl Iterator<Item = u8> + '_ {
+        let prefix: &[u8] = if typ.contains('/') {
+            b""
+        } else {
+            b"application/"
+        };
+        prefix
+            .iter()
+            .chain(typ.as_bytes())
+            .map(u8::to_ascii_lowercase)
+    }
+    full(a).eq(full(b))
+}
+
 fn decode_part(part: &str, name: &str) -> Result<Vec<u8>, Refusal> {
     URL_SAFE_NO_PAD
         .decode(part)
@@ -345,6 +381,7 @@ mod tests {
         JwtSettings {
             issuer: Some("iss-a".into()),
             audience: Some("aud-a".into()),
+            typ: None,
             leeway_s: 10,
             customer_claim: "sub".into(),
             require_exp: true,
@@ -458,6 +495,112 @@ mod tests {
             let forged = sign(header, GOOD, SECRET);
             assert_eq!(reason(&v, &forged, 500), Reason::Malformed, "{header}");
         }
+    }
+
+    #[test]
+    fn typ_compares_as_a_media_type() {
+        assert!(same_media_type("at+jwt", "at+jwt"));
+        assert!(same_media_type("at+JWT", "application/AT+jwt"));
+        assert!(same_media_type("application/at+jwt", "at+jwt"));
+        assert!(!same_media_type("jwt", "at+jwt"));
+        assert!(!same_media_type("text/at+jwt", "at+jwt"));
+        assert!(same_media_type("", "application/"));
+    }
+
+    #[test]
+    fn a_required_typ_must_be_given_and_match() {
+        let mut s = settings();
+        s.typ = Some("at+jwt".into());
+        let v = Verifier::build(&s).unwrap();
+        for header in [
+            r#"{"alg":"HS256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"typ":"application/at+jwt","alg":"HS256","kid":"k1"}"#,
+            r#"{"alg":"HS256","kid":"k1","typ":"AT+JWT"}"#,
+        ] {
+            assert!(
+                v.verify(&sign(header, GOOD, SECRET), 500).is_ok(),
+                "{header}"
+            );
+        }
+        for header in [
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            r#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#,
+            r#"{"alg":"HS256","kid":"k1","typ":"text/at+jwt"}"#,
+        ] {
+            let refusal = v.verify(&sign(header, GOOD, SECRET), 500).unwrap_err();
+            assert_eq!(refusal.reason, Reason::WrongType, "{header}");
+        }
+        // A typ that is not a string is malformed, whether or not one is required.
+        let plain = Verifier::build(&settings()).unwrap();
+        for v in [&v, &plain] {
+            for header in [
+                r#"{"alg":"HS256","kid":"k1","typ":7}"#,
+                r#"{"alg":"HS256","kid":"k1","typ":null}"#,
+            ] {
+                assert_eq!(
+                    reason(v, &sign(header, GOOD, SECRET), 500),
+                    Reason::Malformed
+                );
+            }
+        }
+        // Without a required typ, any string typ is accepted.
+        let any = sign(r#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#, GOOD, SECRET);
+        assert!(plain.verify(&any, 500).is_ok());
+    }
+
+    #[test]
+    fn a_member_named_twice_is_malformed_and_named() {
+        let v = Verifier::build(&settings()).unwrap();
+        let detail = |tok: &str| {
+            let refusal = v.verify(tok, 500).unwrap_err();
+            assert_eq!(refusal.reason, Reason::Malformed, "{}", refusal.detail);
+            refusal.detail
+        };
+        for (header, name) in [
+            (r#"{"alg":"HS256","kid":"k1","alg":"HS256"}"#, "alg"),
+            (r#"{"alg":"HS256","kid":"k1","kid":"k1"}"#, "kid"),
+            (r#"{"alg":"HS256","kid":null,"kid":"k1"}"#, "kid"),
+            (
+                r#"{"alg":"HS256","kid":"k1","typ":"JWT","typ":"JWT"}"#,
+                "typ",
+            ),
+            (r#"{"alg":"HS256","kid":"k1","foo":1,"foo":1}"#, "foo"),
+            (r#"{"alg":"HS256","kid":"k1","jwk":{"k":"a","k":"b"}}"#, "k"),
+        ] {
+            let got = detail(&sign(header, GOOD, SECRET));
+            assert!(
+                got.starts_with(&format!("header: duplicate member {name:?}")),
+                "{got}"
+            );
+        }
+        let claims = GOOD.trim_end_matches('}');
+        for (extra, name) in [
+            (r#","sub":"c-2""#, "sub"),
+            (r#","exp":1000"#, "exp"),
+            (r#","foo":1,"foo":2"#, "foo"),
+            (r#","nested":{"a":1,"a":1}"#, "a"),
+            (r#","list":[{"b":[{"c":1,"c":2}]}]"#, "c"),
+        ] {
+            let got = detail(&token(&format!("{claims}{extra}}}")));
+            assert!(
+                got.starts_with(&format!("claims: duplicate member {name:?}")),
+                "{got}"
+            );
+        }
+        // The customer claim, when unregistered, is still walked for repeats.
+        let mut s = settings();
+        s.customer_claim = "cust".into();
+        let v = Verifier::build(&s).unwrap();
+        let nested = format!(r#"{claims},"cust":{{"id":"c-1","id":"c-2"}}}}"#);
+        assert_eq!(reason(&v, &token(&nested), 500), Reason::Malformed);
+        let plain = format!(r#"{claims},"cust":{{"id":"c-1"}}}}"#);
+        assert_eq!(reason(&v, &token(&plain), 500), Reason::MissingCustomer);
+        let named = format!(r#"{claims},"cust":"c-7"}}"#);
+        assert_eq!(&*v.verify(&token(&named), 500).unwrap().customer, "c-7");
+        // One name in two objects is no repeat.
+        let v = Verifier::build(&settings()).unwrap();
+        let apart = format!(r#"{claims},"x":{{"sub":1}},"y":[{{"sub":2}},{{"sub":3}}]}}"#);
+        assert!(v.verify(&token(&apart), 500).is_ok());
     }
 
     #[test]

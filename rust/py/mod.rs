@@ -4,4 +4,5 @@ pub mod bridge;
 pub mod clock;
 pub mod decision;
 pub mod errors;
+pub mod profiles;
 pub mod router;

@@ -58,6 +58,7 @@ AUTH_REASONS = (
     "wrong_issuer",
     "wrong_audience",
     "alg_not_allowed",
+    "wrong_type",
     "unknown_kid",
     "missing_customer",
     "token_revoked",

@@ -2,13 +2,16 @@
 
 The checks run in the core's order and the first failure names the reason: the header form, the
 token's size and three parts, strict base64url (no padding, canonical trailing bits), the JOSE
-header (a JSON object with one string ``alg``, an optional string ``kid``, no ``crit``), ``alg``
-``none``, the key by ``kid`` (the only key when there is no ``kid`` and one key), the key's one
-algorithm, the signature (checked by pyjwt's algorithm objects), then the claims: their types as
-the core's serde visitor reads them, ``exp`` (or its absence when required), ``nbf``, ``iat``,
-``iss``, ``aud``, the customer claim. A verified token is cached until ``ceil(exp + leeway)`` (or
-``cache_ttl_s`` without ``exp``) and revocations apply to cached tokens too. Step-up proof is
-judged per request from what verification kept: whether ``amr``/``acr`` qualify and ``auth_time``.
+header (a JSON object with one string ``alg``, an optional string ``kid``, an optional string
+``typ``, no ``crit``), ``alg`` ``none``, the configured ``typ`` (compared as a media type), the
+key by ``kid`` (the only key when there is no ``kid`` and one key), the key's one algorithm, the
+signature (checked by pyjwt's algorithm objects), then the claims: their types as the core's
+serde visitor reads them, ``exp`` (or its absence when required), ``nbf``, ``iat``, ``iss``,
+``aud``, the customer claim. A member named twice in any object of the header or the claims,
+nested ones included, is malformed (pyjwt would take the last one). A verified token is cached
+until ``ceil(exp + leeway)`` (or ``cache_ttl_s`` without ``exp``) and revocations apply to cached
+tokens too. Step-up proof is judged per request from what verification kept: whether
+``amr``/``acr`` qualify and ``auth_time``.
 
 The cache here is unbounded (the core's evicts an arbitrary entry when a shard fills; with the
 clock moving forward the cache never changes an answer, so only its bound is left out).
@@ -59,7 +62,15 @@ class Verified:
 
 
 class JsonObject(list):
-    """A JSON object as its (key, value) pairs in order, duplicates kept (serde sees them)."""
+    """A JSON object as its (key, value) pairs in order; a member named twice is refused."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"duplicate member {name!r}")
+            seen.add(name)
+        super().__init__(pairs)
 
 
 def _finite(text: str) -> float:
@@ -108,6 +119,12 @@ def is_number(value: Any) -> bool:
 def ascii_lower(text: str) -> str:
     """``text`` with only A-Z folded, as Rust's ``eq_ignore_ascii_case`` compares."""
     return text.translate({c: c + 32 for c in range(ord("A"), ord("Z") + 1)})
+
+
+def full_media_type(typ: str) -> str:
+    """A ``typ`` value as the media type it names (RFC 7515 section 4.1.9), ASCII-lowercased:
+    ``application/`` is understood before a value without a ``/``."""
+    return ascii_lower(typ if "/" in typ else f"application/{typ}")
 
 
 class TokenVerifier:
@@ -163,9 +180,14 @@ class TokenVerifier:
         if len(parts) != 3:
             raise Refusal("malformed", "a JWS compact token has exactly three parts")
         header_b64, payload_b64, signature_b64 = parts
-        alg, kid = self.read_header(decode_base64url(header_b64, "header"))
+        alg, kid, typ = self.read_header(decode_base64url(header_b64, "header"))
         if ascii_lower(alg) == "none":
             raise Refusal("alg_not_allowed", "alg none is never accepted")
+        expected_typ = self.settings.get("typ")
+        if expected_typ is not None and (
+            typ is None or full_media_type(typ) != full_media_type(expected_typ)
+        ):
+            raise Refusal("wrong_type", f"typ {typ!r} is not {expected_typ!r}")
         if kid is None and len(self.keys) == 1:
             kid = next(iter(self.keys))
         if kid not in self.keys:
@@ -180,26 +202,19 @@ class TokenVerifier:
         return self.check_claims(decode_base64url(payload_b64, "payload"), now_s)
 
     @staticmethod
-    def read_header(data: bytes) -> tuple[str, str | None]:
-        """``alg`` and ``kid`` of a JOSE header: an object, one string ``alg``, no ``crit``."""
+    def read_header(data: bytes) -> tuple[str, str | None, str | None]:
+        """``alg``, ``kid`` and ``typ`` of a JOSE header: an object, a string ``alg``, no
+        ``crit``."""
         header = parse_json(data, "header")
         if type(header) is not JsonObject:
             raise Refusal("malformed", "header: not a JSON object")
-        alg: str | None = None
-        kid: str | None = None
-        crit = False
-        for name, value in header:
-            # A repeat counts once the first value is set: serde's `alg.is_some()` check.
-            if name == "alg" and (alg is not None or not isinstance(value, str)):
-                raise Refusal("malformed", "header: alg repeated or not a string")
-            if name == "kid" and (kid is not None or not isinstance(value, str | None)):
-                raise Refusal("malformed", "header: kid repeated or not a string")
-            alg = value if name == "alg" else alg
-            kid = value if name == "kid" else kid
-            crit = crit or name == "crit"
-        if alg is None or crit:
-            raise Refusal("malformed", "header: alg missing, or crit present")
-        return alg, kid
+        fields = dict(header)  # the names are unique (JsonObject refuses repeats)
+        alg, kid, typ = fields.get("alg"), fields.get("kid"), fields.get("typ", "")
+        if not isinstance(alg, str) or "crit" in fields:
+            raise Refusal("malformed", "header: alg missing or not a string, or crit present")
+        if not isinstance(kid, str | None) or not isinstance(typ, str):
+            raise Refusal("malformed", "header: kid or typ not a string")
+        return alg, kid, fields.get("typ")
 
     def read_claims(self, data: bytes) -> dict[str, Any]:
         """The claims the core reads, typed as its serde visitor types them (else malformed)."""
