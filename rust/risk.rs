@@ -15,21 +15,20 @@
 //!   IPv4 lists match it; an IPv4-mapped range in a list is refused for that reason.
 //! - `unusual_hours`: a local time-of-day window, start inclusive, end exclusive, wrapping midnight
 //!   when end < start, in the profile's zone (UTC when it names none).
-//! - `money_paths`: `*` patterns matched against the whole path (query dropped, percent-escapes
-//!   decoded once), `*` matching any run of characters including `/`; `methods` limits them to
-//!   some methods (omitted: every method).
+//! - `money_paths`: `*` patterns matched against the whole canonical path (`target.rs`: already
+//!   decoded, no query, exactly what the cell serves, so a `%` in it is text), `*` matching any
+//!   run of characters including `/`; `methods` limits them to some methods (omitted: every
+//!   method).
 //! - `suspicious_user_agents`: substrings of the User-Agent; `missing_weight`, when set, makes an
 //!   absent or blank (ASCII whitespace only) User-Agent a factor of its own.
 //!
-//! `assess` allocates nothing unless the path holds a `%` escape or the User-Agent is over 512
-//! bytes; network lists are merged into sorted ranges at build time and searched by bisection.
+//! `assess` allocates nothing unless the User-Agent is over 512 bytes; network lists are merged into sorted ranges at build time and searched by bisection.
 //!
 //! A factor with weight 0 still fires and is explained without changing the score: a way to watch
 //! a new factor before it counts. A factor that is omitted never fires.
 
 use crate::networks::AddressSet;
 use serde::Deserialize;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -338,7 +337,7 @@ impl Assessment {
                     reason: format!(
                         "{} {} matches {}",
                         facts.method,
-                        without_query(facts.path),
+                        facts.path,
                         paths.patterns.get(usize::from(self.money_pattern))?.source
                     ),
                 }
@@ -617,10 +616,6 @@ fn clock_text(s_of_day: u32) -> String {
     format!("{:02}:{:02}", s_of_day / 3600, s_of_day / 60 % 60)
 }
 
-fn without_query(path: &str) -> &str {
-    path.split_once('?').map_or(path, |(path, _)| path)
-}
-
 /// A named network list as sorted, disjoint, inclusive address ranges per family.
 #[derive(Debug, Clone)]
 struct NetworkList {
@@ -802,8 +797,8 @@ impl MoneyPaths {
                 return None;
             }
         }
-        let path = decoded_path(path);
-        let index = self.patterns.iter().position(|p| p.matches(&path))?;
+        let path = path.as_bytes();
+        let index = self.patterns.iter().position(|p| p.matches(path))?;
         Some(index as u16)
     }
 }
@@ -811,29 +806,6 @@ impl MoneyPaths {
 /// Whether `b` may appear in an HTTP method (an RFC 9110 token).
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// The path without its query, percent-escapes decoded once; borrowed unless it holds a `%`.
-fn decoded_path(path: &str) -> Cow<'_, [u8]> {
-    let path = without_query(path).as_bytes();
-    if !path.contains(&b'%') {
-        return Cow::Borrowed(path);
-    }
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut decoded = Vec::with_capacity(path.len());
-    let mut index = 0;
-    while index < path.len() {
-        if path[index] == b'%' && index + 2 < path.len() {
-            if let (Some(high), Some(low)) = (hex(path[index + 1]), hex(path[index + 2])) {
-                decoded.push(high << 4 | low);
-                index += 3;
-                continue;
-            }
-        }
-        decoded.push(path[index]);
-        index += 1;
-    }
-    Cow::Owned(decoded)
 }
 
 /// A path pattern split at its `*`s: an anchored prefix and suffix with floating parts between.
@@ -1327,19 +1299,14 @@ mod tests {
     }
 
     #[test]
-    fn money_paths_see_through_case_escapes_and_queries() {
+    fn money_paths_ignore_case_and_take_the_canonical_path_as_text() {
         let model = model();
         assert!(money_fires(&model, "POST", "/API/Transfers"));
-        assert!(money_fires(&model, "POST", "/api/%74ransfers"));
-        assert!(money_fires(&model, "POST", "/api/x%2Fy/withdraw"));
-        assert!(money_fires(&model, "POST", "/api/transfers?amount=5"));
-        assert!(!money_fires(
-            &model,
-            "POST",
-            "/api/accounts?next=/api/transfers"
-        ));
-        // A broken escape stays as it is.
-        assert!(!money_fires(&model, "POST", "/api/%7transfers"));
+        assert!(money_fires(&model, "POST", "/api/x/y/withdraw"));
+        // The canonical path is decoded already: an escape left in it is text, as the cell
+        // serves it, and is not decoded a second time.
+        assert!(!money_fires(&model, "POST", "/api/%74ransfers"));
+        assert!(!money_fires(&model, "POST", "/api/accounts?/api/transfers"));
         assert!(money_fires(&model, "POST", "/api/transfers%"));
     }
 
@@ -1410,7 +1377,7 @@ mod tests {
         RiskFacts {
             client: Some("203.0.113.200".parse().unwrap()),
             method: "POST",
-            path: "/api/transfers?amount=100",
+            path: "/api/transfers",
             user_agent: Some("evil-bot/1.0"),
         }
     }

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import cellgate
+import msgspec
 import orjson
 import pytest
 from cellgate import build_router, load_config
@@ -88,3 +89,42 @@ def test_the_cli_prints_text_or_json_and_exits_by_the_decision(tmp_path: Path):
     (tmp_path / "bad.toml").write_text("[jwt]\n")
     bad = run_cli("--config", str(tmp_path / "bad.toml"), "--token", "t", "--path", "/")
     assert bad.returncode == 2 and "configuration error" in bad.stderr
+
+
+def test_the_cli_shows_the_canonical_path_and_the_trace(tmp_path: Path):
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    token = demo_token("c-risky")
+    spelled = run_cli(
+        *("--config", str(DEMO), "--token", token, "--method", "POST"),
+        *("--path", "/api/./x/..//%74ransfers?amount=5", "--header", f"traceparent: {parent}"),
+    )
+    assert spelled.returncode == 1, spelled.stderr
+    assert "request   POST /api/transfers from 127.0.0.1" in spelled.stdout
+    assert "canonical path of '/api/./x/..//transfers'" in spelled.stdout
+    assert "trace id: 4bf92f3577b34da6a3ce929d0e0e4736" in spelled.stdout
+    assert "money_path: POST /api/transfers matches /api/transfers*" in spelled.stdout
+    refused = run_cli("--config", str(DEMO), "--token", token, "--path", "/api%5ctransfers")
+    assert refused.returncode == 1
+    assert "refused 400 bad_path: backslash at byte 4 of the path" in refused.stdout
+    bad_header = run_cli("--config", str(DEMO), "--token", token, "--path", "/", "--header", "x")
+    assert bad_header.returncode == 2 and "must be 'Name: value'" in bad_header.stderr
+
+
+def test_a_trusted_proxy_shows_in_the_explanation():
+    config = load_config(DEMO)
+    router = build_router(
+        msgspec.structs.replace(
+            config, forward=msgspec.structs.replace(config.forward, trusted_proxies=["10.0.0.0/8"])
+        )
+    )
+    why = explain(
+        router,
+        "GET",
+        "/api/accounts",
+        demo_token("c-retail-us"),
+        "10.0.0.5:4000",
+        headers=[("x-forwarded-for", "1.2.3.4, 203.0.113.9, 10.1.1.1")],
+    )
+    assert why["request"]["client"] == "203.0.113.9"
+    assert why["request"]["via"] == ["10.1.1.1", "10.0.0.5"]
+    assert "high_risk_network" in {f["kind"] for f in why["risk"]["factors"]}

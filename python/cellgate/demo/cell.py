@@ -15,13 +15,14 @@ import asyncio
 import hashlib
 import http
 import os
+import posixpath
 import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import orjson
 
@@ -38,6 +39,7 @@ __all__ = [
     "RequestReader",
     "main",
     "serve",
+    "served_path",
     "start_cell",
 ]
 
@@ -72,7 +74,12 @@ class HttpError(Exception):
 
 @dataclass(slots=True)
 class Request:
-    """One parsed request: header names lower-cased, repeated headers joined with ``", "``."""
+    """One parsed request: header names lower-cased, repeated headers joined with ``", "``.
+
+    ``path`` is the path as the cell serves it, interpreted as common origin servers do
+    (percent-decoded once, slashes merged, dot segments resolved); ``raw_path`` is the path as it
+    arrived on the wire.
+    """
 
     method: str
     path: str
@@ -80,12 +87,13 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
+    raw_path: str = ""
 
 
 @dataclass(slots=True)
 class _Head:
     method: str
-    path: str
+    raw_path: str
     query: str
     headers: dict[str, str]
     keep_alive: bool
@@ -130,7 +138,15 @@ class RequestReader:
             del buffer[: head.body_bytes]
         self._head = None
         self.continue_expected = False
-        return Request(head.method, head.path, head.query, head.headers, body, head.keep_alive)
+        return Request(
+            head.method,
+            served_path(head.raw_path),
+            head.query,
+            head.headers,
+            body,
+            head.keep_alive,
+            head.raw_path,
+        )
 
     def _read_head(self, buffer: bytearray) -> _Head | None:
         # RFC 9112 section 2.2: ignore empty lines before the request line.
@@ -263,6 +279,16 @@ class RequestReader:
         return line
 
 
+def served_path(raw_path: str) -> str:
+    """The path a raw one names to this server: percent-decoded once, repeated slashes merged,
+    dot segments resolved, a trailing slash kept (what nginx and most origin servers do)."""
+    decoded = unquote(raw_path, errors="replace")
+    merged = re.sub("/+", "/", decoded)
+    resolved = posixpath.normpath(merged) if merged != "/" else "/"
+    trailing = merged.endswith(("/", "/.", "/..")) and resolved != "/"
+    return resolved + "/" if trailing else resolved
+
+
 def _split_target(target: str) -> tuple[str, str]:
     """(path, query) of an origin-form or absolute-form request target."""
     if not target.startswith("/"):
@@ -357,7 +383,8 @@ class Cell:
             return self._health(request)
         route = self._control_routes.get(path)
         if route is None:
-            return Reply(404, {"cell": self.cell_id, "error": "not_found", "path": path})
+            payload = {"cell": self.cell_id, "error": "not_found", "path": path}
+            return Reply(404, {**payload, "raw_path": request.raw_path})
         method, handler = route
         if request.method != method and not (method == "GET" and request.method == "HEAD"):
             payload = {"cell": self.cell_id, "error": "method_not_allowed", "allow": method}
@@ -393,6 +420,7 @@ class Cell:
             "cell": self.cell_id,
             "method": request.method,
             "path": request.path,
+            "raw_path": request.raw_path,
             "query": request.query,
             "headers": request.headers,
             "body_bytes": len(request.body),

@@ -18,7 +18,6 @@ import re
 import struct
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 POINTS_PER_UNIT = 10_000
 SECONDS_PER_DAY = 86_400
@@ -181,8 +180,8 @@ class RiskModel:
             method_counts = methods is None or request.method.encode().upper() in (
                 method.encode().upper() for method in methods
             )
-            path = request.path.split("?", 1)[0]
-            decoded = unquote_to_bytes(path)
+            path = request.path
+            decoded = path.encode()
             if method_counts:
                 for pattern, matcher in zip(
                     self.money_paths["patterns"], self.path_matchers, strict=True
