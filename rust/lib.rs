@@ -22,6 +22,7 @@ pub mod router;
 pub mod runtime;
 pub mod selection;
 pub mod settings;
+pub mod signing;
 #[cfg(test)]
 mod testing;
 
