@@ -38,6 +38,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "CoreConfigError",
         m.py().get_type::<py::errors::CoreConfigError>(),
     )?;
+    m.add_class::<py::signing::PyRequestVerifier>()?;
+    m.add_function(wrap_pyfunction!(py::signing::verify_request, m)?)?;
+    m.add_function(wrap_pyfunction!(py::signing::sign_request, m)?)?;
+    m.add(
+        "SignatureError",
+        m.py().get_type::<py::signing::SignatureError>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

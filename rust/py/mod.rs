@@ -5,3 +5,4 @@ pub mod clock;
 pub mod decision;
 pub mod errors;
 pub mod router;
+pub mod signing;
