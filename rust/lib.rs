@@ -25,6 +25,7 @@ pub mod router;
 pub mod runtime;
 pub mod selection;
 pub mod settings;
+pub mod signing;
 pub mod target;
 #[cfg(test)]
 mod testing;
@@ -42,6 +43,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "CoreConfigError",
         m.py().get_type::<py::errors::CoreConfigError>(),
+    )?;
+    m.add_class::<py::signing::PyRequestVerifier>()?;
+    m.add_function(wrap_pyfunction!(py::signing::verify_request, m)?)?;
+    m.add_function(wrap_pyfunction!(py::signing::sign_request, m)?)?;
+    m.add(
+        "SignatureError",
+        m.py().get_type::<py::signing::SignatureError>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

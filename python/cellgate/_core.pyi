@@ -1,6 +1,7 @@
 """Type stubs for cellgate's compiled core."""
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __version__: str
@@ -166,3 +167,97 @@ class Router:
     @property
     def revocations(self) -> dict[str, int]:
         """``{"tokens": n, "customers": m}``."""
+
+HeaderList = list[tuple[str, str]] | Mapping[str, str]
+
+class SignatureError(ValueError):
+    """A request's signature was refused (raised by ``RequestVerifier.verify`` and
+    ``verify_request``); the message is ``"<reason>: <detail>"``."""
+
+    reason: str
+    """One of ``missing_signature``, ``malformed_signature``, ``unknown_key``,
+    ``bad_signature``, ``stale_signature``, ``digest_mismatch``, ``replayed``,
+    ``missing_component``."""
+    detail: str
+
+class RequestVerifier:
+    """Verifies RFC 9421 request signatures (``hmac-sha256``, ``ed25519``) and their RFC 9530
+    Content-Digest, accepting each nonce once.
+
+    ``keys``: dicts of ``keyid``, ``alg`` and one of ``secret_b64``, ``spki_b64``, ``jwk`` or
+    ``pkcs8_b64`` (its public half is used); several at once, so keys rotate. ``required``:
+    component names every signature must cover (``content-digest`` only when there is a body);
+    None: ``@method @authority @path @query content-digest x-request-id``. ValueError names
+    ``keys[i].<field>`` for a bad key."""
+
+    def __init__(
+        self,
+        keys: Sequence[Mapping[str, Any]],
+        required: Sequence[str] | None = None,
+        max_age_s: int = 300,
+        clock_skew_s: int = 5,
+        label: str | None = None,
+        nonce_capacity: int = 100_000,
+    ) -> None: ...
+    def verify(
+        self,
+        method: str,
+        authority: str,
+        path: str,
+        query: str,
+        headers: HeaderList,
+        body: bytes,
+        now_s: float | None = None,
+        scheme: str = "https",
+    ) -> dict[str, Any]:
+        """``{"label", "keyid", "alg", "created", "expires", "nonce", "covered"}`` of the
+        verified signature; SignatureError otherwise. ``query`` is without its ``?``."""
+    @property
+    def required(self) -> list[str]: ...
+    @property
+    def max_age_s(self) -> int: ...
+    @property
+    def clock_skew_s(self) -> int: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def nonces_held(self) -> int: ...
+    @property
+    def nonces_evicted(self) -> int: ...
+
+def verify_request(
+    verifier: RequestVerifier,
+    method: str,
+    authority: str,
+    path: str,
+    query: str,
+    headers: HeaderList,
+    body: bytes,
+    now_s: float | None = None,
+    scheme: str = "https",
+) -> dict[str, Any]:
+    """``verifier.verify(...)``: raises SignatureError for a refused signature."""
+
+def sign_request(
+    key: Mapping[str, Any],
+    method: str,
+    authority: str,
+    path: str,
+    query: str,
+    headers: HeaderList,
+    body: bytes,
+    now_s: float,
+    nonce: str,
+    label: str = "cellgate",
+    ttl_s: int = 60,
+    covered_headers: Sequence[str] | None = None,
+    digest_sha512: bool = False,
+    components: Sequence[str] | None = None,
+    include_alg: bool = True,
+) -> list[tuple[str, str]]:
+    """Signs as the gateway does and returns the headers to add (``content-digest`` when there
+    is a body, ``signature-input``, ``signature``). Covers ``components`` (default
+    ``@method @authority @path @query``), the digest, then each of ``covered_headers`` present
+    (default: the gateway's x-request-id, x-cell-id, x-customer-id, x-customer-tier,
+    x-risk-level, x-step-up, traceparent). ``ttl_s=0`` sends no ``expires``; an empty nonce
+    sends none. ValueError for a bad key (``key.<field>: ...``) or what cannot be signed."""

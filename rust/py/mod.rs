@@ -6,3 +6,4 @@ pub mod decision;
 pub mod errors;
 pub mod profiles;
 pub mod router;
+pub mod signing;
