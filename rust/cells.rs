@@ -3,6 +3,7 @@
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::catalog::Catalog;
 use crate::settings::CellSettings;
+use crate::signing::Signer;
 use hyper::header::HeaderValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -93,6 +94,8 @@ pub struct Cell {
     pub signed: bool,
     /// Whether the client's `Authorization` goes on to this cell.
     pub forward_bearer_token: bool,
+    /// Signs every request forwarded here (RFC 9421), when the cell is signed.
+    pub signer: Option<Signer>,
     /// `scheme://authority` of the cell, without a trailing slash.
     pub origin: String,
     /// The authority alone, sent as the `Host` of forwarded requests.
@@ -188,6 +191,27 @@ impl CellTable {
                 .map_err(|_| fail(format!("id: {:?} cannot be sent in a header", cell.id)))
                 .ok();
             let endpoint = parse_endpoint(&cell.endpoint).map_err(&mut fail).ok();
+            let signer = match (&cell.signing, cell.signed) {
+                (Some(signing), true) => match Signer::from_settings(signing) {
+                    Ok(signer) => Some(Some(signer)),
+                    Err(signer_errors) => {
+                        // The key's fields are written in the cell's signing table itself.
+                        for e in signer_errors {
+                            fail(format!("signing.{}", e.strip_prefix("key.").unwrap_or(&e)));
+                        }
+                        None
+                    }
+                },
+                (None, true) => {
+                    fail("signing: required when signed = true".into());
+                    None
+                }
+                (Some(_), false) => {
+                    fail("signing: given, but signed = false".into());
+                    None
+                }
+                (None, false) => Some(None),
+            };
             let breaker = Breaker::new(cell.breaker.as_ref().unwrap_or(default_breaker))
                 .map_err(|breaker_errors| {
                     // The default breaker's errors are reported once, by the router.
@@ -202,7 +226,8 @@ impl CellTable {
                 Some((origin, authority, host_header)),
                 Some(breaker),
                 Some(id_header),
-            ) = (tier, encryption, endpoint, breaker, id_header)
+                Some(signer),
+            ) = (tier, encryption, endpoint, breaker, id_header, signer)
             else {
                 continue;
             };
@@ -216,6 +241,7 @@ impl CellTable {
                 encryption,
                 signed: cell.signed,
                 forward_bearer_token: cell.forward_bearer_token,
+                signer,
                 origin,
                 authority,
                 host_header,

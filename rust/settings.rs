@@ -143,6 +143,9 @@ pub struct CellSettings {
     /// cell learns what the gateway verified from the identity headers).
     #[serde(default)]
     pub forward_bearer_token: bool,
+    /// How requests to this cell are signed (required when `signed`).
+    #[serde(default)]
+    pub signing: Option<crate::signing::SignerSettings>,
 }
 
 /// Active health checking of cells.

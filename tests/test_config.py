@@ -116,7 +116,7 @@ def duplicate(path: str) -> Mutation:
 
 UNKNOWN_CELL = (
     "known: breaker, capacity, certifications, encryption, endpoint, forward_bearer_token, id,"
-    " region, signed, tier"
+    " region, signed, signing, tier"
 )
 UNKNOWN_TOP = (
     "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk, tiers"
@@ -171,7 +171,42 @@ CASES: list[Any] = [
             ),
         ],
     ),
-    (put("cells[3].signed", True), ["cells[3].signed: request signing is not available yet"]),
+    (put("cells[0].signed", True), ["cells[0].signing: required when signed = true"]),
+    (put("cells[3].signed", False), ["cells[3].signing: given, but signed = false"]),
+    (
+        put("cells[3].signing.alg", "rsa-pss-sha512"),
+        ["cells[3].signing.alg: must be one of 'hmac-sha256', 'ed25519', got 'rsa-pss-sha512'"],
+    ),
+    (
+        (put("cells[3].signing.alg", "hmac-sha256"), drop("cells[3].signing.jwk")),
+        [
+            "cells[3].signing: give exactly one of secret, secret_env or secret_b64",
+        ],
+    ),
+    (
+        (
+            put("cells[3].signing.alg", "hmac-sha256"),
+            drop("cells[3].signing.jwk"),
+            put("cells[3].signing.secret", "too short"),
+        ),
+        ["cells[3].signing.secret: an hmac-sha256 signing key needs at least 32 bytes, got 9"],
+    ),
+    (
+        put("cells[3].signing.secret", "x" * 40),
+        ["cells[3].signing: ed25519 takes a private key, not a shared secret"],
+    ),
+    (
+        put("cells[3].signing.jwk.x", "A" * 43),
+        ["cells[3].signing.jwk: d and x are not one Ed25519 key pair"],
+    ),
+    (
+        (drop("cells[3].signing.jwk"), put("cells[3].signing.private_key_pem", "junk")),
+        ["cells[3].signing.private_key_pem: no PEM block found"],
+    ),
+    (
+        put("cells[3].signing.ttl_s", 0),
+        ["cells[3].signing.ttl_s: must be >= 1, got 0"],
+    ),
     (put("cells[3].signed", "yes"), ["cells[3].signed: expected bool, got str"]),
     (
         put("cells[5].certifications", "GDPR"),

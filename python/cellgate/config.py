@@ -20,6 +20,7 @@ import msgspec
 from cellgate import _core
 from cellgate._validate import field_value, validate
 from cellgate.keys import Algorithm, jwks_keys, key_settings, secret
+from cellgate.signing_keys import signer_settings
 from cellgate.timezones import compile_zones
 
 __all__ = [
@@ -32,10 +33,12 @@ __all__ = [
     "HealthConfig",
     "JwtConfig",
     "JwtKeyConfig",
+    "PathsConfig",
     "ProfilesConfig",
     "RateLimitConfig",
     "RequirementConfig",
     "RiskConfig",
+    "SigningConfig",
     "StepUpConfig",
     "TierConfig",
     "build_router",
@@ -228,6 +231,25 @@ class BreakerConfig(_Section):
         return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
 
 
+class SigningConfig(_Section):
+    """How the gateway signs what it forwards to a cell (RFC 9421, RFC 9530): one key, by id."""
+
+    keyid: Name
+    alg: Literal["hmac-sha256", "ed25519"]
+    secret: str | None = None
+    secret_env: Name | None = None
+    secret_b64: str | None = None
+    private_key_file: str | None = None
+    private_key_pem: str | None = None
+    jwk: dict[str, Any] | None = None
+    #: The signature's lifetime: ``expires = created + ttl_s``.
+    ttl_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
+    #: Content-Digest algorithms for bodies.
+    digest: list[Literal["sha-256", "sha-512"]] = msgspec.field(default_factory=lambda: ["sha-256"])
+    #: The Signature-Input and Signature member name.
+    label: Name = "cellgate"
+
+
 class CellConfig(_Section):
     """One cell: tier and region, where it listens, what it can take, what it is certified for."""
 
@@ -242,6 +264,8 @@ class CellConfig(_Section):
     breaker: BreakerConfig | None = None
     #: Send the customer's bearer token on to this cell (off: the cell gets identity headers).
     forward_bearer_token: bool = False
+    #: The signing key when ``signed``.
+    signing: SigningConfig | None = None
 
 
 class HealthConfig(_Section):
@@ -315,8 +339,10 @@ class Config(_Section):
     #: The core's settings of every key (inline, then the JWKS file's), each with the place that
     #: wrote it: compiled once, while validating, so key files are read once.
     compiled_keys: list[tuple[dict[str, Any], str]] = []
+    #: Each cell's compiled signer settings (None for a cell that is not signed), compiled once.
+    compiled_signers: list[dict[str, Any] | None] = []
 
-    _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir", "compiled_keys")
+    _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir", "compiled_keys", "compiled_signers")
 
 
 def _endpoint_problem(endpoint: str) -> str | None:
@@ -342,10 +368,11 @@ def _table(raw: Any, key: str, default: Any = None) -> Any:
 
 def _check_semantics(
     raw: dict[str, Any], base_dir: str, errors: list[str]
-) -> list[tuple[dict[str, Any], str]]:
+) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any] | None]]:
     """The checks past types and bounds, run on every part that is structurally valid on its own
     (its structural errors are already reported), so that all problems show at once. Returns
-    the compiled keys with their paths (complete when no error was added)."""
+    the compiled keys with their paths and each cell's signer settings (complete when no error
+    was added)."""
     jwt = _table(raw, "jwt")
     keys = _table(jwt, "keys")
     compiled: list[tuple[dict[str, Any], str]] = []
@@ -366,7 +393,7 @@ def _check_semantics(
         if kid in seen_kids:
             errors.append(f"{path}.kid: duplicate kid {kid!r} (also {seen_kids[kid]})")
         seen_kids.setdefault(kid, path)
-    _check_cells(raw, errors)
+    signers = _check_cells(raw, base_dir, errors)
     _check_compliance(raw, errors)
     breaker = validate(_table(raw, "breaker", {}), BreakerConfig, [], "breaker")
     if breaker is not None:
@@ -389,7 +416,7 @@ def _check_semantics(
         source = Path(base_dir, profiles.source)
         if not source.is_file():
             errors.append(f"profiles.source: no such file {str(source)!r}")
-    return compiled
+    return compiled, signers
 
 
 def _cells(raw: dict[str, Any]) -> list[Any]:
@@ -397,11 +424,12 @@ def _cells(raw: dict[str, Any]) -> list[Any]:
     return cells if isinstance(cells, list) else []
 
 
-def _check_cells(raw: dict[str, Any], errors: list[str]) -> None:
+def _check_cells(raw: dict[str, Any], base_dir: str, errors: list[str]) -> list[dict | None]:
     """Each cell's cross-references and what its fields mean, field by field: a cell with a bad
-    capacity still has its tier and endpoint checked."""
+    capacity still has its tier and endpoint checked. Returns each cell's signer settings."""
     tiers = _table(raw, "tiers", {})
     seen_cells: set[str] = set()
+    signers: list[dict | None] = []
     for i, item in enumerate(_cells(raw)):
         cell_id = field_value(item, CellConfig, "id")
         if cell_id is not None and cell_id in seen_cells:
@@ -416,11 +444,20 @@ def _check_cells(raw: dict[str, Any], errors: list[str]) -> None:
         problem = None if endpoint is None else _endpoint_problem(endpoint)
         if problem is not None:
             errors.append(f"cells[{i}].endpoint: {problem}")
-        if field_value(item, CellConfig, "signed") is True:
-            errors.append(f"cells[{i}].signed: request signing is not available yet")
+        signed = field_value(item, CellConfig, "signed")
+        signing = field_value(item, CellConfig, "signing")
+        signer = None
+        if signed is True and signing is None and "signing" not in (item or {}):
+            errors.append(f"cells[{i}].signing: required when signed = true")
+        elif signed is False and signing is not None:
+            errors.append(f"cells[{i}].signing: given, but signed = false")
+        elif signed is True and signing is not None:
+            signer = signer_settings(signing, f"cells[{i}].signing", base_dir, errors)
+        signers.append(signer)
         breaker = field_value(item, CellConfig, "breaker")
         if breaker is not None:
             errors.extend(breaker.problems(f"cells[{i}].breaker"))
+    return signers
 
 
 def _check_compliance(raw: dict[str, Any], errors: list[str]) -> None:
@@ -489,10 +526,12 @@ def config_from_table(
     :class:`ConfigError` listing every problem."""
     errors: list[str] = []
     config = validate(raw, Config, errors)
-    keys = _check_semantics(raw, str(base_dir), errors)
+    keys, signers = _check_semantics(raw, str(base_dir), errors)
     if errors or config is None:
         raise ConfigError(errors + _profile_errors(raw, str(base_dir)), source)
-    return msgspec.structs.replace(config, base_dir=str(base_dir), compiled_keys=keys)
+    return msgspec.structs.replace(
+        config, base_dir=str(base_dir), compiled_keys=keys, compiled_signers=signers
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -568,8 +607,13 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
                 "signed": c.signed,
                 "breaker": c.breaker and c.breaker.compile(),
                 "forward_bearer_token": c.forward_bearer_token,
+                "signing": signer,
             }
-            for c in config.cells
+            for c, signer in zip(
+                config.cells,
+                config.compiled_signers or [None] * len(config.cells),
+                strict=True,
+            )
         ],
         "risk": config.risk and _compile_risk(config.risk, zone_names),
         "compliance": {

@@ -53,7 +53,7 @@ PUBLIC_MEMBERS = ("kty", "n", "e", "crv", "x", "y")
 #: Members that only a private key has; a verification key set must not carry them.
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
-_PEM = re.compile(
+PEM_BLOCK = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----\s*(?P<body>[A-Za-z0-9+/=\s]*?)\s*-----END \1-----", re.S
 )
 
@@ -90,7 +90,7 @@ def secret(section: Any, path: str, errors: list[str]) -> bytes | None:
 
 def _pem_public_key(text: str, where: str) -> bytes:
     """The DER SubjectPublicKeyInfo of a PEM ``PUBLIC KEY``; ValueError says what it is instead."""
-    match = _PEM.search(text)
+    match = PEM_BLOCK.search(text)
     if match is None:
         raise ValueError(f"{where}: no PEM block found")
     label = match.group(1)

@@ -183,6 +183,7 @@ mod tests {
             encryption: Encryption::Standard,
             signed: false,
             forward_bearer_token: false,
+            signer: None,
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
             host_header: hyper::header::HeaderValue::from_str(&format!("127.0.0.1:{port}"))

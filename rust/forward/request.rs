@@ -58,6 +58,8 @@ pub fn build_request(
         "" => Cow::Borrowed(outbound.path),
         query => Cow::Owned(format!("{}?{query}", outbound.path)),
     };
+    // A second handle on the body (a reference count, not a copy), for the signer.
+    let body = outbound.body.clone();
     let mut request = Request::builder()
         .method(method)
         .uri(&*target)
@@ -135,6 +137,27 @@ pub fn build_request(
         {
             set(headers, TRACESTATE, &state);
         }
+    }
+    if let Some(signer) = &cell.signer {
+        // The request id is unique and unpredictable: the signature's nonce.
+        let now_s = route.started_us / 1_000_000;
+        signer
+            .sign(
+                outbound.method,
+                &cell.authority,
+                outbound.path,
+                outbound.query,
+                headers,
+                &body,
+                now_s,
+                request_id,
+            )
+            .map_err(|err| {
+                Refusal::new(
+                    Reason::Internal,
+                    format!("cannot sign the request for {}: {err}", cell.id),
+                )
+            })?;
     }
     Ok(request)
 }

@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from cellgate._core import RequestVerifier, SignatureError, verify_request
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",
@@ -88,6 +90,8 @@ class Request:
     body: bytes
     keep_alive: bool
     raw_path: str = ""
+    #: What a verified signature said (signed cells only).
+    signature: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -353,11 +357,32 @@ Answer = Reply | Coroutine[Any, Any, Reply]
 """What :meth:`Cell.answer` returns: a reply now, or one that comes later (slow or hanging)."""
 
 
-class Cell:
-    """The cell's behaviour, independent of sockets: routes, failure modes, ledger and counters."""
+#: What a signed demo cell requires every signature to cover: the request line and the identity
+#: the gateway vouches for (``content-digest`` too whenever there is a body).
+SIGNED_COMPONENTS = (
+    "@method",
+    "@authority",
+    "@path",
+    "@query",
+    "content-digest",
+    "x-request-id",
+    "x-cell-id",
+    "x-customer-id",
+    "x-customer-tier",
+    "x-step-up",
+)
 
-    def __init__(self, cell_id: str) -> None:
+
+class Cell:
+    """The cell's behaviour, independent of sockets: routes, failure modes, ledger and counters.
+
+    With ``verifier`` the cell is a signed cell: every ``/api/`` request must carry the gateway's
+    RFC 9421 signature (checked with :func:`cellgate.verify_request`), else 401.
+    """
+
+    def __init__(self, cell_id: str, verifier: RequestVerifier | None = None) -> None:
         self.cell_id = cell_id
+        self.verifier = verifier
         self.mode = Mode()
         self.ledger = Ledger()
         self.api_requests = 0
@@ -378,7 +403,8 @@ class Cell:
         """The reply to ``request``; a coroutine when the cell is told to be slow or to hang."""
         path = request.path
         if path.startswith("/api/") or path == "/api":
-            return self._api(request)
+            refused = self._refused_signature(request)
+            return refused or self._api(request)
         if path == "/health":
             return self._health(request)
         route = self._control_routes.get(path)
@@ -390,6 +416,32 @@ class Cell:
             payload = {"cell": self.cell_id, "error": "method_not_allowed", "allow": method}
             return Reply(405, payload, b"allow: " + method.encode() + b"\r\n")
         return handler(request)
+
+    def _refused_signature(self, request: Request) -> Reply | None:
+        """The 401 for a request whose signature fails verification; None when it verifies or
+        the cell is not signed."""
+        if self.verifier is None:
+            return None
+        try:
+            request.signature = verify_request(
+                self.verifier,
+                request.method,
+                request.headers.get("host", ""),
+                request.raw_path,
+                request.query,
+                list(request.headers.items()),
+                request.body,
+                scheme="http",
+            )
+        except SignatureError as refused:
+            payload = {
+                "cell": self.cell_id,
+                "error": "signature_refused",
+                "reason": refused.reason,
+                "detail": refused.detail,
+            }
+            return Reply(401, payload)
+        return None
 
     def _health(self, request: Request) -> Reply:
         if request.method not in ("GET", "HEAD"):
@@ -426,6 +478,12 @@ class Cell:
             "body_bytes": len(request.body),
             "body_sha256": hashlib.sha256(request.body).hexdigest(),
         }
+        if request.signature is not None:
+            echo["signature"] = {
+                "keyid": request.signature["keyid"],
+                "alg": request.signature["alg"],
+                "covered": request.signature["covered"],
+            }
         if request.method == "POST" and (
             request.path == "/api/transfers" or request.path.startswith("/api/transfers/")
         ):
@@ -667,9 +725,16 @@ class CellServer:
         await self.server.wait_closed()
 
 
-async def start_cell(cell_id: str, host: str = "127.0.0.1", port: int = 0) -> CellServer:
-    """Starts a cell listening on ``host:port`` (0: any free port) and returns it."""
-    cell = Cell(cell_id)
+async def start_cell(
+    cell_id: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    verify_keys: list[dict[str, Any]] | None = None,
+) -> CellServer:
+    """Starts a cell listening on ``host:port`` (0: any free port) and returns it; with
+    ``verify_keys`` it is a signed cell accepting signatures made with any of them."""
+    verifier = RequestVerifier(verify_keys, required=SIGNED_COMPONENTS) if verify_keys else None
+    cell = Cell(cell_id, verifier)
     connections: set[_CellConnection] = set()
     served_by_line = b"x-served-by: " + cell_id.encode("latin-1") + b"\r\n"
     server = await asyncio.get_running_loop().create_server(
@@ -685,12 +750,13 @@ async def serve(
     port: int,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    verify_keys: list[dict[str, Any]] | None = None,
 ) -> None:
     """Runs a cell until ``stop`` is set (or the task is cancelled).
 
     Once listening it prints ``cell <id> listening on http://host:port`` and sets ``ready``.
     """
-    cell_server = await start_cell(cell_id, host, port)
+    cell_server = await start_cell(cell_id, host, port, verify_keys)
     try:
         print(f"cell {cell_id} listening on {cell_server.url}", flush=True)
         if ready is not None:
@@ -700,12 +766,14 @@ async def serve(
         await cell_server.close()
 
 
-async def _serve_until_signalled(cell_id: str, host: str, port: int) -> None:
+async def _serve_until_signalled(
+    cell_id: str, host: str, port: int, verify_keys: list[dict[str, Any]]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(cell_id, host, port, stop=stop)
+    await serve(cell_id, host, port, stop=stop, verify_keys=verify_keys)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -726,20 +794,43 @@ def _parser() -> argparse.ArgumentParser:
         default=9101,
         help="port to listen on, 0 for any free port (default: %(default)s)",
     )
+    parser.add_argument(
+        "--verify-key",
+        action="append",
+        default=[],
+        type=_key_argument,
+        metavar="JSON",
+        help="a key the gateway signs with, as JSON ({keyid, alg, jwk | spki_b64 | secret_b64});"
+        " with one or more the cell refuses, with 401, any /api/ request whose RFC 9421"
+        " signature fails verification",
+    )
     return parser
+
+
+def _key_argument(text: str) -> dict[str, Any]:
+    try:
+        key = orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(key, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return key
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one cell until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot listen."""
     args = _parser().parse_args(argv)
     try:
-        asyncio.run(_serve_until_signalled(args.cell_id, args.host, args.port))
+        asyncio.run(_serve_until_signalled(args.cell_id, args.host, args.port, args.verify_key))
     except OSError as error:
         print(
             f"cell {args.cell_id}: cannot listen on {args.host}:{args.port}: {error}",
             file=sys.stderr,
         )
         return 1
+    except ValueError as error:
+        print(f"cell {args.cell_id}: --verify-key: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

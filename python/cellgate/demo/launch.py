@@ -14,8 +14,11 @@ from importlib import resources
 from pathlib import Path
 
 import jwt
+import orjson
 
-__all__ = ["DemoCells", "demo_token", "render_demo_config", "topology_text"]
+from cellgate.keys import b64url
+
+__all__ = ["DemoCells", "demo_token", "demo_verify_keys", "render_demo_config", "topology_text"]
 
 _ENDPOINT_LINE = re.compile(r'^(endpoint = "http://127\.0\.0\.1:)(\d+)(")$', re.MULTILINE)
 
@@ -29,6 +32,23 @@ def topology_text() -> str:
 def demo_cells() -> list[str]:
     """The demo cell ids, in topology order."""
     return [cell["id"] for cell in _topology()["cells"]]
+
+
+def demo_verify_keys() -> dict[str, dict]:
+    """The key each signed demo cell verifies the gateway's signatures with: the public half of
+    the cell's signing key (an Ed25519 JWK without ``d``, or the HMAC secret)."""
+    keys = {}
+    for cell in _topology()["cells"]:
+        signing = cell.get("signing")
+        if not cell.get("signed") or signing is None:
+            continue
+        key = {"keyid": signing["keyid"], "alg": signing["alg"]}
+        if "jwk" in signing:
+            key["jwk"] = {m: signing["jwk"][m] for m in ("kty", "crv", "x")}
+        else:
+            key["secret_b64"] = b64url(signing["secret"].encode())
+        keys[cell["id"]] = key
+    return keys
 
 
 def render_demo_config(directory: Path, ports: dict[str, int]) -> Path:
@@ -47,8 +67,6 @@ def render_demo_config(directory: Path, ports: dict[str, int]) -> Path:
 def demo_customers() -> list[dict]:
     """The demo customers' profiles."""
     text = resources.files("cellgate.demo").joinpath("customers.jsonl").read_text(encoding="utf-8")
-    import orjson
-
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -92,7 +110,10 @@ class DemoCells:
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Starts every cell and waits until each says it is listening."""
+        verify_keys = demo_verify_keys()
         for cell_id, port in self.ports.items():
+            key = verify_keys.get(cell_id)
+            signed = [] if key is None else ["--verify-key", orjson.dumps(key).decode()]
             self.processes[cell_id] = subprocess.Popen(
                 [
                     sys.executable,
@@ -104,6 +125,7 @@ class DemoCells:
                     self.host,
                     "--port",
                     str(port),
+                    *signed,
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
