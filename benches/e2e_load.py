@@ -12,6 +12,8 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
   cellgate  `cellgate serve` on a generated configuration with every decision rule
             on (quota, risk factors, compliance rules, breakers; none refuses a bench request)
   cellgate-plain  the same without the rules (only with --only), to price them
+  cellgate-hmac, cellgate-ed25519  the rules on and every forwarded request signed (RFC 9421)
+            with that algorithm (only with --only), to price signing
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
@@ -57,7 +59,16 @@ import jwt
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "e2e"
-PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate", "cellgate-plain")
+PEERS = (
+    "direct",
+    "granian",
+    "nginx",
+    "haproxy",
+    "cellgate",
+    "cellgate-plain",
+    "cellgate-hmac",
+    "cellgate-ed25519",
+)
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
 PEER_LABELS = {
@@ -67,6 +78,20 @@ PEER_LABELS = {
     "haproxy": "haproxy 2.6 + jwt_verify",
     "cellgate": "cellgate (every rule on)",
     "cellgate-plain": "cellgate (rules off)",
+    "cellgate-hmac": "cellgate, cells signed hmac-sha256",
+    "cellgate-ed25519": "cellgate, cells signed ed25519",
+}
+#: The signing table of each signing peer's cells (bench keys, never used for anything else).
+SIGNING = {
+    "cellgate-hmac": (
+        'signing = { keyid = "bench-hmac", alg = "hmac-sha256",'
+        ' secret = "bench-signing-secret-bench-signing-secret" }'
+    ),
+    "cellgate-ed25519": (
+        'signing = { keyid = "bench-ed25519", alg = "ed25519", jwk = { kty = "OKP",'
+        ' crv = "Ed25519", x = "ZjFyixNxB9AuWY3I-AeF046FkpvVnv1S1VCHB4hKRJc",'
+        ' d = "Cq1cZtqePSADRJ-WRi1utiWTJ4aqpaG505QS48stbXg" } }'
+    ),
 }
 CUSTOMER_COUNT = 1000
 ISSUER = "https://auth.bench"
@@ -196,10 +221,16 @@ successes_to_close = 3
 
 
 def cellgate_config(
-    secret: str, cell_ports: list[int], profiles_path: Path, rules: bool = True
+    secret: str,
+    cell_ports: list[int],
+    profiles_path: Path,
+    rules: bool = True,
+    signing: str | None = None,
 ) -> str:
-    """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key, and
-    (unless ``rules`` is off) every decision rule."""
+    """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key,
+    (unless ``rules`` is off) every decision rule, and with ``signing`` (a cell's signing
+    table) every request signed."""
+    signed = f"signed = true\n{signing}\n" if signing else ""
     cells = "".join(
         f"""
 [[cells]]
@@ -210,7 +241,7 @@ endpoint = "http://127.0.0.1:{port}"
 capacity = 1000
 certifications = ["SOC2"]
 encryption = "standard"
-"""
+{signed}"""
         for i, port in enumerate(cell_ports, start=1)
     )
     return f"""[jwt]
@@ -531,9 +562,11 @@ def start_cellgate(
     home = workdir / peer
     home.mkdir(exist_ok=True)
     config_path = home / "cellgate.toml"
-    rules = peer == "cellgate"
+    rules = peer != "cellgate-plain"
     config_path.write_text(
-        cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path, rules),
+        cellgate_config(
+            fixtures.secret, cell_ports, fixtures.profiles_path, rules, SIGNING.get(peer)
+        ),
         encoding="utf-8",
     )
     argv = [
@@ -689,7 +722,7 @@ def versions(peers: list[str]) -> dict[str, str]:
     }
     if "haproxy" in peers:
         found["haproxy"] = first_line([find_tool("haproxy"), "-v"])
-    if "cellgate" in peers or "cellgate-plain" in peers:
+    if any(peer.startswith("cellgate") for peer in peers):
         probe = (
             "import importlib.metadata as m\n"
             "try: print('cellgate', m.version('cellgate'))\n"

@@ -24,6 +24,15 @@ def test_decide_cached_token(benchmark, demo_router: Router):
     assert decision.ok and decision.cell_id.startswith("retail-us-east")
 
 
+@pytest.mark.benchmark(group="decide")
+def test_decide_cached_token_path_to_normalise(benchmark, demo_router: Router):
+    """The canonical path's slow case: dot segments and repeated slashes to resolve."""
+    authorization = f"Bearer {demo_token('c-retail-us')}"
+    path = "/api//./statements/../accounts"
+    decision = benchmark(demo_router.decide, "GET", path, authorization, CLIENT, AGENT)
+    assert decision.ok and decision.path == "/api/accounts"
+
+
 def time_fresh_tokens(benchmark, router: Router, tokens: list[str]):
     """Times decide() on tokens the cache has not seen: one per call, 10 calls a round."""
     headers = iter([f"Bearer {t}" for t in tokens])

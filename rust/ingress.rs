@@ -16,6 +16,10 @@ pub struct Arrival<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// The connection's peer, `address:port`.
     pub peer: &'a str,
+    /// `Authorization` and `User-Agent` when the caller has them apart from `headers` (they win
+    /// over any in `headers`).
+    pub authorization: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// The arrival, made sense of: every rule reads these instead of the raw request.
@@ -38,8 +42,8 @@ impl<'a> Ingress<'a> {
         addressing: &ClientAddressing,
         trace_ids: &TraceIds,
     ) -> Ingress<'a> {
-        let mut authorization = None;
-        let mut user_agent = None;
+        let mut authorization = arrival.authorization;
+        let mut user_agent = arrival.user_agent;
         let mut traceparent = None;
         for &(name, value) in arrival.headers {
             if name.eq_ignore_ascii_case("authorization") {
@@ -106,6 +110,8 @@ mod tests {
             path,
             headers,
             peer: "10.0.0.1:5555",
+            authorization: None,
+            user_agent: None,
         };
         Ingress::read(
             &arrival,

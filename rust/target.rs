@@ -90,6 +90,12 @@ pub fn canonicalize<'a>(
             "the request target {decoded:?} is not origin-form (it must start with '/')"
         )));
     }
+    if is_canonical_as_is(decoded.as_bytes(), settings) {
+        return Ok(CanonicalPath {
+            path: Cow::Borrowed(decoded),
+            wire: Cow::Borrowed(decoded),
+        });
+    }
     let unescaped = check_characters(decoded, settings)?;
     let source: &str = unescaped.as_deref().unwrap_or(decoded);
     let path = match resolve_segments(source, settings) {
@@ -217,28 +223,50 @@ fn resolve_segments(path: &str, settings: &PathSettings) -> Option<String> {
     Some(out)
 }
 
-/// Whether a byte may stand for itself in a path (RFC 3986 `pchar` and `/`, less `%`).
+/// The bytes that may stand for themselves in a path: RFC 3986 `pchar` and `/`, less `%`.
+const PATH_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"-._~!$&'()*+,=:@/";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    let mut c = 0;
+    while c < 256 {
+        if (c as u8).is_ascii_alphanumeric() {
+            table[c] = true;
+        }
+        c += 1;
+    }
+    table
+};
+
+#[inline]
 fn is_path_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-        )
+    PATH_BYTES[byte as usize]
+}
+
+/// Whether `path` (starting with `/`) is already canonical and needs no encoding: the common
+/// case, decided in one pass over the bytes without allocating.
+#[inline]
+fn is_canonical_as_is(path: &[u8], settings: &PathSettings) -> bool {
+    let is_dot = |segment: &[u8]| segment == b"." || segment == b"..";
+    let mut segment_start = 1;
+    for (at, &byte) in path.iter().enumerate().skip(1) {
+        if byte == b'/' {
+            let segment = &path[segment_start..at];
+            if (settings.merge_slashes && segment.is_empty())
+                || (settings.normalize_path && is_dot(segment))
+            {
+                return false;
+            }
+            segment_start = at + 1;
+        } else if !is_path_byte(byte) {
+            return false;
+        }
+    }
+    !(settings.normalize_path && is_dot(&path[segment_start..]))
 }
 
 fn needs_encoding(path: &str) -> bool {

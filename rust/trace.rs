@@ -39,21 +39,19 @@ impl TraceIds {
         }
     }
 
-    /// The next non-zero 64 bits.
+    /// Three non-zero 64-bit values from one step of the shared state.
     #[inline]
-    fn next_u64(&self) -> u64 {
-        let mut z = self
+    fn next_three(&self) -> [u64; 3] {
+        const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+        let base = self
             .state
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)).max(1)
+            .fetch_add(GOLDEN.wrapping_mul(3), Ordering::Relaxed);
+        [1, 2, 3].map(|step: u64| mix(base.wrapping_add(step.wrapping_mul(GOLDEN))))
     }
 
     /// The trace context of a request that arrived with `traceparent` (the header's value).
     pub fn context(&self, traceparent: Option<&str>) -> TraceContext {
-        let span_id = self.next_u64();
+        let [span_id, high, low] = self.next_three();
         match traceparent.and_then(parse_traceparent) {
             Some((trace_id, flags)) => TraceContext {
                 trace_id,
@@ -62,13 +60,21 @@ impl TraceIds {
                 continued: true,
             },
             None => TraceContext {
-                trace_id: (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64()),
+                trace_id: (u128::from(high) << 64) | u128::from(low),
                 span_id,
                 flags: 0,
                 continued: false,
             },
         }
     }
+}
+
+/// SplitMix64's output function; never zero (a zero id is invalid).
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
 }
 
 /// One request's place in a trace: the trace it belongs to and the gateway's span in it.

@@ -83,7 +83,35 @@ pub struct PyDecision {
     /// The request's trace context.
     pub trace: TraceContext,
     /// The canonical path, when the target was acceptable.
-    pub path: Option<CanonicalPath<'static>>,
+    pub path: Option<CanonicalTarget>,
+}
+
+/// A decision's canonical path, owned: one allocation when the wire form is the same text (the
+/// common case), two when it is not.
+pub struct CanonicalTarget {
+    path: Box<str>,
+    /// The wire form when it differs from `path`.
+    wire: Option<Box<str>>,
+}
+
+impl CanonicalTarget {
+    /// Keeps `canonical`.
+    pub fn of(canonical: &CanonicalPath<'_>) -> Self {
+        CanonicalTarget {
+            path: canonical.path().into(),
+            wire: (canonical.wire() != canonical.path()).then(|| canonical.wire().into()),
+        }
+    }
+
+    /// The path every rule saw.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The path as the cell receives it.
+    pub fn wire(&self) -> &str {
+        self.wire.as_deref().unwrap_or(&self.path)
+    }
 }
 
 impl PyDecision {
@@ -190,7 +218,7 @@ impl PyDecision {
     /// was refused.
     #[getter]
     fn path(&self) -> Option<&str> {
-        self.path.as_ref().map(CanonicalPath::path)
+        self.path.as_ref().map(CanonicalTarget::path)
     }
 
     /// The customer the token named, when routed.

@@ -10,7 +10,7 @@ use crate::ingress::Arrival;
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
-use crate::py::decision::{problem_triple, OwnedRiskFacts, PyDecision, Verdict};
+use crate::py::decision::{problem_triple, CanonicalTarget, OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
 use crate::router::{Outcome as CellOutcome, Route, Router};
@@ -94,24 +94,6 @@ impl PyRouter {
     }
 }
 
-/// The client's header list with `authorization` and `user-agent` given apart put first, so
-/// they are the ones read.
-fn with_credentials<'a>(
-    headers: Vec<(&'a str, &'a str)>,
-    authorization: Option<&'a str>,
-    user_agent: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    if authorization.is_none() && user_agent.is_none() {
-        return headers;
-    }
-    let given = [("authorization", authorization), ("user-agent", user_agent)];
-    given
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
-        .chain(headers)
-        .collect()
-}
-
 #[pymethods]
 impl PyRouter {
     /// Compiles `settings_json` (the control plane's compiled configuration) and `profiles_jsonl`.
@@ -151,16 +133,17 @@ impl PyRouter {
         headers: Option<Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>>,
     ) -> PyResult<PyDecision> {
         let headers = text_pairs(headers.as_deref().unwrap_or(&[]))?;
-        let headers = with_credentials(headers, authorization, user_agent);
         let ingress = self.core.ingress(&Arrival {
             method,
             path,
             headers: &headers,
             peer: client,
+            authorization,
+            user_agent,
         });
         let request_id = self.core.next_request_id();
         let trace = ingress.trace;
-        let canonical = ingress.path.as_ref().ok().map(|p| p.clone().into_owned());
+        let canonical = ingress.path.as_ref().ok().map(CanonicalTarget::of);
         let verdict = match self.core.decide_ingress(&ingress) {
             Ok(route) => {
                 let cell = route.cell();
@@ -206,14 +189,14 @@ impl PyRouter {
         scheme: &str,
     ) -> PyResult<Py<PyAny>> {
         let headers = text_pairs(&headers)?;
-        let (Some(path), Some(route)) = (decision.path.as_ref(), decision.take_route()) else {
+        let (Some(target), Some(route)) = (decision.path.as_ref(), decision.take_route()) else {
             return Err(PyValueError::new_err(
                 "the decision is refused, or already forwarded or released",
             ));
         };
         let outbound = Outbound {
             method,
-            path: path.wire(),
+            path: target.wire(),
             query,
             headers: &headers,
             body: Bytes::copy_from_slice(body),
@@ -245,6 +228,8 @@ impl PyRouter {
             path,
             headers: &headers,
             peer: client,
+            authorization: None,
+            user_agent: None,
         });
         let request_id = self.core.next_request_id();
         let decided = ingress
@@ -288,12 +273,13 @@ impl PyRouter {
         headers: Option<Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>>,
     ) -> PyResult<String> {
         let headers = text_pairs(headers.as_deref().unwrap_or(&[]))?;
-        let headers = with_credentials(headers, authorization, user_agent);
         let ingress = self.core.ingress(&Arrival {
             method,
             path,
             headers: &headers,
             peer: client,
+            authorization,
+            user_agent,
         });
         Ok(crate::explain::explain(&self.core, path, &ingress).to_string())
     }
