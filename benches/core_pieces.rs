@@ -98,6 +98,7 @@ fn main() {
         peer,
         authorization: None,
         user_agent: None,
+        absolute_form: false,
     };
     let ingress = median_ns(1_000_000, || {
         black_box(Ingress::read(

@@ -2,7 +2,7 @@
 //! the earned client address and the trace context, read in one pass over the headers.
 
 use crate::client_address::{ClientAddressing, ClientOrigin};
-use crate::reason::Refusal;
+use crate::reason::{Reason, Refusal};
 use crate::router::{client_address, RequestFacts};
 use crate::target::{canonicalize, CanonicalPath, PathSettings};
 use crate::trace::{TraceContext, TraceIds};
@@ -20,6 +20,9 @@ pub struct Arrival<'a> {
     /// over any in `headers`).
     pub authorization: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// Whether the request line carried an absolute-form target (`GET http://host/path`), which
+    /// the server reduces to its path: refused, since the gateway alone picks the authority.
+    pub absolute_form: bool,
 }
 
 /// The arrival, made sense of: every rule reads these instead of the raw request.
@@ -73,7 +76,13 @@ impl<'a> Ingress<'a> {
         };
         Ingress {
             method: arrival.method,
-            path: canonicalize(arrival.path, paths),
+            path: match arrival.absolute_form {
+                true => Err(Refusal::new(
+                    Reason::BadPath,
+                    "the request target is absolute-form; send origin-form (a path)",
+                )),
+                false => canonicalize(arrival.path, paths),
+            },
             origin,
             trace: trace_ids.context(traceparent.flatten()),
             authorization,
@@ -98,7 +107,6 @@ impl<'a> Ingress<'a> {
 mod tests {
     use super::*;
     use crate::client_address::ForwardedHeader;
-    use crate::reason::Reason;
 
     fn read<'a>(
         path: &'a str,
@@ -112,6 +120,7 @@ mod tests {
             peer: "10.0.0.1:5555",
             authorization: None,
             user_agent: None,
+            absolute_form: false,
         };
         Ingress::read(
             &arrival,

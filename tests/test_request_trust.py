@@ -194,6 +194,7 @@ def test_the_path_risk_sees_is_the_path_the_cell_serves(
         ("/api%252Ftransfers", "escaped slash"),
         ("/api/%ff", "UTF-8"),
         ("*", "origin-form"),
+        ("http://cell.internal/api/accounts", "absolute-form"),
     ],
 )
 def test_targets_no_rule_should_see_are_refused_with_bad_path(

@@ -106,6 +106,7 @@ class Router:
         user_agent: str | None = None,
         *,
         headers: list[tuple[str, str]] | None = None,
+        absolute_form: bool = False,
     ) -> Decision:
         """``path`` as the server decoded it (made canonical first: 400 ``bad_path``);
         ``client`` the peer; ``headers`` supply traceparent and, from a trusted proxy, the
@@ -144,6 +145,7 @@ class Router:
         headers: list[tuple[str, str]],
         client: str,
         scheme: str = "http",
+        absolute_form: bool = False,
     ) -> Response | asyncio.Future[Response]:
         """``decide`` then, when routed, ``forward`` in one call, for a request without a body:
         a refusal's problem answer at once, or a future of the cell's answer."""

@@ -52,6 +52,8 @@ class Gateway:
                 *self.admin.handle(scope.method, path, headers.get("authorization"), body)
             )
             return
+        # HTTP/1 carries an authority in the scope only for an absolute-form target.
+        absolute_form = scope.authority is not None and scope.http_version[0] == "1"
         length = headers.get("content-length")
         if length is None and "transfer-encoding" not in headers:
             # RFC 9112 section 6.3: a request with neither header has no body.
@@ -63,11 +65,19 @@ class Gateway:
                 headers.items(),
                 scope.client,
                 scope.scheme,
+                absolute_form,
             )
             proto.response_bytes(*(answer if type(answer) is tuple else await answer))
             return
         header_items = headers.items()
-        decision = self.router.decide(scope.method, path, None, scope.client, headers=header_items)
+        decision = self.router.decide(
+            scope.method,
+            path,
+            None,
+            scope.client,
+            headers=header_items,
+            absolute_form=absolute_form,
+        )
         if not decision.ok:
             proto.response_bytes(*decision.problem)
             return

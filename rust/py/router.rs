@@ -122,7 +122,10 @@ impl PyRouter {
     /// path as the server decoded it; it is made canonical before any rule runs. `headers` (the
     /// client's, optional) supply the trace context and, from a trusted proxy, the client's
     /// address; `authorization` and `user_agent`, when given, are read before any in `headers`.
-    #[pyo3(signature = (method, path, authorization, client, user_agent=None, *, headers=None))]
+    #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
+    #[pyo3(signature = (
+        method, path, authorization, client, user_agent=None, *, headers=None, absolute_form=false
+    ))]
     fn decide(
         &self,
         method: &str,
@@ -131,6 +134,7 @@ impl PyRouter {
         client: &str,
         user_agent: Option<&str>,
         headers: Option<Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>>,
+        absolute_form: bool,
     ) -> PyResult<PyDecision> {
         let headers = text_pairs(headers.as_deref().unwrap_or(&[]))?;
         let ingress = self.core.ingress(&Arrival {
@@ -140,6 +144,7 @@ impl PyRouter {
             peer: client,
             authorization,
             user_agent,
+            absolute_form,
         });
         let request_id = self.core.next_request_id();
         let trace = ingress.trace;
@@ -210,7 +215,9 @@ impl PyRouter {
     /// neither Content-Length nor Transfer-Encoding). Returns a refusal's `(status, headers,
     /// body)` at once, or a future of the cell's answer.
     #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
-    #[pyo3(signature = (bridge, method, path, query, headers, client, scheme="http"))]
+    #[pyo3(signature = (
+        bridge, method, path, query, headers, client, scheme="http", absolute_form=false
+    ))]
     fn serve(
         &self,
         py: Python<'_>,
@@ -221,6 +228,7 @@ impl PyRouter {
         headers: Vec<(Bound<'_, PyString>, Bound<'_, PyString>)>,
         client: &str,
         scheme: &str,
+        absolute_form: bool,
     ) -> PyResult<Py<PyAny>> {
         let headers = text_pairs(&headers)?;
         let ingress = self.core.ingress(&Arrival {
@@ -230,6 +238,7 @@ impl PyRouter {
             peer: client,
             authorization: None,
             user_agent: None,
+            absolute_form,
         });
         let request_id = self.core.next_request_id();
         let decided = ingress
@@ -280,6 +289,7 @@ impl PyRouter {
             peer: client,
             authorization,
             user_agent,
+            absolute_form: false,
         });
         Ok(crate::explain::explain(&self.core, path, &ingress).to_string())
     }
