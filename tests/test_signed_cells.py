@@ -14,6 +14,7 @@ import http_message_signatures as hms
 import pytest
 from cellgate import sign_request
 from cellgate.demo.launch import _topology, demo_token, demo_verify_keys
+from cellgate.signing_keys import SIGNED_COMPONENTS
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from harness import Gateway, http_json
 from http_message_signatures import algorithms
@@ -60,18 +61,8 @@ def test_the_signed_cell_accepts_what_the_gateway_signs(gateway: Gateway):
     assert signature["keyid"] == "demo-hnw-2026"
     assert signature["alg"] == "ed25519"
     for component in (
-        "@method",
-        "@authority",
-        "@path",
-        "@query",
-        "content-digest",
-        "x-request-id",
-        "x-cell-id",
-        "x-customer-id",
-        "x-customer-tier",
-        "x-risk-level",
-        "x-step-up",
-        "traceparent",
+        *SIGNED_COMPONENTS,
+        *("content-digest", "x-risk-level", "traceparent", "content-type"),
     ):
         assert component in signature["covered"], component
     sent = echo["headers"]

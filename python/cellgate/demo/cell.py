@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from cellgate._core import RequestVerifier, SignatureError, verify_request
+from cellgate.signing_keys import SIGNED_COMPONENTS as GATEWAY_SIGNED_COMPONENTS
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -357,20 +358,9 @@ Answer = Reply | Coroutine[Any, Any, Reply]
 """What :meth:`Cell.answer` returns: a reply now, or one that comes later (slow or hanging)."""
 
 
-#: What a signed demo cell requires every signature to cover: the request line and the identity
-#: the gateway vouches for (``content-digest`` too whenever there is a body).
-SIGNED_COMPONENTS = (
-    "@method",
-    "@authority",
-    "@path",
-    "@query",
-    "content-digest",
-    "x-request-id",
-    "x-cell-id",
-    "x-customer-id",
-    "x-customer-tier",
-    "x-step-up",
-)
+#: What a signed demo cell requires every signature to cover: all that the gateway always signs
+#: (the request line and the identity it vouches for), and ``content-digest`` with a body.
+SIGNED_COMPONENTS = (*GATEWAY_SIGNED_COMPONENTS, "content-digest")
 
 
 class Cell:
