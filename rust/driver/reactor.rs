@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,7 @@ pub struct Reactor {
     next_timer: Cell<u64>,
     armed_for: Cell<Option<Instant>>,
     timerfd: OwnedFd,
-    nudge: mio::Waker,
+    nudge: Arc<mio::Waker>,
 }
 
 impl Reactor {
@@ -96,7 +97,7 @@ impl Reactor {
             TIMER,
             Interest::READABLE,
         )?;
-        let nudge = mio::Waker::new(poll.registry(), NUDGE)?;
+        let nudge = Arc::new(mio::Waker::new(poll.registry(), NUDGE)?);
         Ok(Reactor {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(EVENTS_PER_TURN)),
@@ -119,6 +120,11 @@ impl Reactor {
     pub fn nudge(&self) {
         // A failed nudge leaves a wake-up to the next socket or timer event.
         let _ = self.nudge.wake();
+    }
+
+    /// The nudge, for another thread: waking it makes the descriptor readable.
+    pub fn remote_nudge(&self) -> Arc<mio::Waker> {
+        self.nudge.clone()
     }
 
     /// Registers a socket for read and write readiness; returns its token and waiters.

@@ -34,7 +34,8 @@ pub async fn exchange(
     }
 }
 
-fn unreachable(cell: &Cell, what: impl std::fmt::Display) -> Refusal {
+/// 502 cell_unreachable for `cell`, saying what failed.
+pub fn unreachable(cell: &Cell, what: impl std::fmt::Display) -> Refusal {
     Refusal::new(Reason::CellUnreachable, format!("{}: {what}", cell.id))
 }
 
@@ -56,7 +57,7 @@ async fn send(
         }
         match sender.try_send_request(request).await {
             Ok(response) => {
-                let answer = read_answer(pools, cell, response).await?;
+                let answer = read_answer(cell, pools.max_response_bytes, response).await?;
                 pools.put_back(cell, sender);
                 return Ok(answer);
             }
@@ -77,23 +78,21 @@ async fn send(
     ))
 }
 
-async fn read_answer(
-    pools: &Pools,
+/// The whole answer of `response`, at most `max_response_bytes` of body (else 502).
+pub async fn read_answer(
     cell: &Cell,
+    max_response_bytes: usize,
     response: hyper::Response<hyper::body::Incoming>,
 ) -> Result<Answer, Refusal> {
     let (parts, body) = response.into_parts();
-    let body = Limited::new(body, pools.max_response_bytes)
+    let body = Limited::new(body, max_response_bytes)
         .collect()
         .await
         .map_err(|err| {
             if err.is::<http_body_util::LengthLimitError>() {
                 Refusal::new(
                     Reason::ResponseTooLarge,
-                    format!(
-                        "{}: answer over {} bytes",
-                        cell.id, pools.max_response_bytes
-                    ),
+                    format!("{}: answer over {max_response_bytes} bytes", cell.id),
                 )
             } else {
                 unreachable(cell, format!("body: {err}"))
@@ -212,6 +211,7 @@ mod tests {
                 max_response_bytes,
                 trusted_proxies: Vec::new(),
                 forwarded_header: Default::default(),
+                transport: Default::default(),
             };
             let pools = Rc::new(Pools::new(reactor.clone(), executor.clone(), &settings));
             Driver {

@@ -2,6 +2,7 @@
 //! exchange with its deadline, and the answer as it returns.
 
 pub mod answer;
+pub mod client;
 pub mod exchange;
 pub mod headers;
 pub mod pool;

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What a future is resolved with.
 pub enum Outcome {
@@ -126,6 +126,67 @@ impl Drop for Pending {
     }
 }
 
+/// Outcomes made on another thread (forwards on the tokio transport), with their futures; the
+/// loop's descriptor is nudged once per batch, when the first one arrives.
+pub struct RemoteCompletions {
+    done: Mutex<Vec<(Py<PyAny>, Outcome)>>,
+    nudge: Arc<mio::Waker>,
+}
+
+impl RemoteCompletions {
+    fn push(&self, future: Py<PyAny>, outcome: Outcome) {
+        let Ok(mut done) = self.done.lock() else {
+            return;
+        };
+        let first = done.is_empty();
+        done.push((future, outcome));
+        drop(done);
+        if first {
+            // A failed nudge leaves the outcome to the next wake-up of the loop.
+            let _ = self.nudge.wake();
+        }
+    }
+
+    fn take(&self) -> Vec<(Py<PyAny>, Outcome)> {
+        self.done
+            .lock()
+            .map(|mut done| std::mem::take(&mut *done))
+            .unwrap_or_default()
+    }
+}
+
+/// A future whose outcome another thread makes. If its task ends without completing it (a
+/// panic, a dropped task), dropping this completes it with a 500 problem.
+pub struct RemotePending {
+    remote: Arc<RemoteCompletions>,
+    future: Option<Py<PyAny>>,
+    request_id: String,
+    trace: Option<TraceContext>,
+}
+
+impl RemotePending {
+    /// Hands `outcome` to the loop, which resolves the future at its next wake-up.
+    pub fn complete(mut self, outcome: Outcome) {
+        if let Some(future) = self.future.take() {
+            self.remote.push(future, outcome);
+        }
+    }
+}
+
+impl Drop for RemotePending {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            let refusal = Refusal::new(Reason::Internal, "the forward ended without an answer");
+            let outcome = Outcome::Refused {
+                refusal,
+                request_id: std::mem::take(&mut self.request_id),
+                trace: self.trace,
+            };
+            self.remote.push(future, outcome);
+        }
+    }
+}
+
 /// One event loop's end of the core: its reactor, its tasks, its connections to the cells.
 #[pyclass(name = "Bridge", unsendable, module = "cellgate._core")]
 pub struct PyBridge {
@@ -135,6 +196,7 @@ pub struct PyBridge {
     /// The connection pools of the router last forwarded for (one router per worker in practice).
     pools: RefCell<Option<(Arc<Router>, Rc<Pools>)>>,
     create_future: Py<PyAny>,
+    remote: Arc<RemoteCompletions>,
 }
 
 impl PyBridge {
@@ -148,6 +210,23 @@ impl PyBridge {
         let future = self.create_future.call0(py)?;
         let pending = Pending {
             completions: self.completions.clone(),
+            future: Some(future.clone_ref(py)),
+            request_id,
+            trace,
+        };
+        Ok((future, pending))
+    }
+
+    /// A new asyncio future of this loop and the handle another thread resolves it with.
+    pub fn remote_pending(
+        &self,
+        py: Python<'_>,
+        request_id: String,
+        trace: Option<TraceContext>,
+    ) -> PyResult<(Py<PyAny>, RemotePending)> {
+        let future = self.create_future.call0(py)?;
+        let pending = RemotePending {
+            remote: self.remote.clone(),
             future: Some(future.clone_ref(py)),
             request_id,
             trace,
@@ -180,7 +259,8 @@ impl PyBridge {
     }
 
     fn resolve(&self, py: Python<'_>) -> PyResult<()> {
-        let done = std::mem::take(&mut *self.completions.done.borrow_mut());
+        let mut done = std::mem::take(&mut *self.completions.done.borrow_mut());
+        done.extend(self.remote.take());
         let set_result = intern!(py, "set_result");
         let mut first_error = None;
         for (future, outcome) in done {
@@ -216,7 +296,12 @@ impl PyBridge {
     fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
         let reactor =
             Reactor::new().map_err(|err| PyOSError::new_err(format!("reactor: {err}")))?;
+        let remote = Arc::new(RemoteCompletions {
+            done: Mutex::new(Vec::new()),
+            nudge: reactor.remote_nudge(),
+        });
         Ok(PyBridge {
+            remote,
             reactor: Rc::new(reactor),
             executor: Rc::new(Executor::default()),
             completions: Rc::new(Completions::default()),

@@ -1,6 +1,7 @@
 //! `Router`: decide in the core, forward through the core, inspect live cell state.
 
 use crate::cells::Cell;
+use crate::forward::client::CellClient;
 use crate::forward::exchange::exchange;
 use crate::forward::probe::ProbeClient;
 use crate::forward::request::build_request;
@@ -14,7 +15,8 @@ use crate::py::decision::{problem_triple, CanonicalTarget, OwnedRiskFacts, PyDec
 use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
 use crate::router::{Outcome as CellOutcome, Route, Router};
-use crate::settings::CoreSettings;
+use crate::runtime::runtime;
+use crate::settings::{CoreSettings, Transport};
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
@@ -25,6 +27,8 @@ use std::sync::{Arc, Mutex};
 #[pyclass(name = "Router", frozen, module = "cellgate._core")]
 pub struct PyRouter {
     core: Arc<Router>,
+    /// The pooled client of the tokio transport.
+    client: Arc<CellClient>,
     probes: Arc<ProbeClient>,
     health: Mutex<Option<HealthChecker>>,
 }
@@ -54,6 +58,9 @@ impl PyRouter {
         let tier = self.core.catalog().tier_name(route.tier);
         let request = build_request(&route, tier, outbound, &request_id);
         let trace = route.trace;
+        if self.core.forward_settings().transport == Transport::Tokio {
+            return self.start_remote_forward(py, bridge, route, request_id, request);
+        }
         let (future, pending) = bridge.pending(py, request_id.clone(), trace)?;
         let pools = bridge.pools(&self.core);
         let fields = self.core.rate_fields(route.rate);
@@ -92,6 +99,55 @@ impl PyRouter {
         })?;
         Ok(future)
     }
+
+    /// `start_forward` on the tokio transport: the exchange runs on the worker's tokio thread
+    /// and its outcome reaches the loop through the bridge's descriptor.
+    fn start_remote_forward(
+        &self,
+        py: Python<'_>,
+        bridge: &PyBridge,
+        route: Route,
+        request_id: String,
+        request: Result<hyper::Request<http_body_util::Full<Bytes>>, crate::reason::Refusal>,
+    ) -> PyResult<Py<PyAny>> {
+        let trace = route.trace;
+        let (future, pending) = bridge.remote_pending(py, request_id.clone(), trace)?;
+        let fields = self.core.rate_fields(route.rate);
+        let core = self.core.clone();
+        let client = self.client.clone();
+        runtime().spawn(async move {
+            let result = match request {
+                Ok(request) => client.exchange(route.cell(), request).await,
+                Err(refusal) if refusal.reason == Reason::Malformed => {
+                    drop(route);
+                    return pending.complete(Outcome::Refused {
+                        refusal,
+                        request_id,
+                        trace,
+                    });
+                }
+                Err(refusal) => Err(refusal),
+            };
+            let outcome = match &result {
+                Ok(answer) if answer.status < 500 => CellOutcome::Success,
+                _ => CellOutcome::Failure,
+            };
+            core.report(route, outcome);
+            pending.complete(match result {
+                Ok(answer) => Outcome::Answer {
+                    answer,
+                    request_id,
+                    fields,
+                },
+                Err(refusal) => Outcome::Refused {
+                    refusal,
+                    request_id,
+                    trace,
+                },
+            });
+        });
+        Ok(future)
+    }
 }
 
 #[pymethods]
@@ -109,10 +165,12 @@ impl PyRouter {
             .map_err(|err| CoreConfigError::new_err(vec![format!("settings: {err}")]))?;
         let clock = clock.map(|c| c.inner.clone()).unwrap_or_default();
         let probes = Arc::new(ProbeClient::new(&settings.forward));
+        let client = Arc::new(CellClient::new(&settings.forward));
         let core =
             Router::build(settings, profiles_jsonl, clock).map_err(CoreConfigError::new_err)?;
         Ok(PyRouter {
             core: Arc::new(core),
+            client,
             probes,
             health: Mutex::new(None),
         })
