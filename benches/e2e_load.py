@@ -14,8 +14,6 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
   cellgate-plain  the same without the rules (only with --only), to price them
   cellgate-hmac, cellgate-ed25519  the rules on and every forwarded request signed (RFC 9421)
             with that algorithm (only with --only), to price signing
-  cellgate-tokio  the rules on, forwards on the worker's tokio thread through hyper-util's
-            pooled client instead of the event loop's own driver (only with --only)
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
@@ -70,7 +68,6 @@ PEERS = (
     "cellgate-plain",
     "cellgate-hmac",
     "cellgate-ed25519",
-    "cellgate-tokio",
 )
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
@@ -83,7 +80,6 @@ PEER_LABELS = {
     "cellgate-plain": "cellgate (rules off)",
     "cellgate-hmac": "cellgate, cells signed hmac-sha256",
     "cellgate-ed25519": "cellgate, cells signed ed25519",
-    "cellgate-tokio": "cellgate, tokio + hyper-util transport",
 }
 #: The signing table of each signing peer's cells (bench keys, never used for anything else).
 SIGNING = {
@@ -230,13 +226,12 @@ def cellgate_config(
     profiles_path: Path,
     rules: bool = True,
     signing: str | None = None,
-    transport: str | None = None,
 ) -> str:
     """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key,
     (unless ``rules`` is off) every decision rule, and with ``signing`` (a cell's signing
     table) every request signed."""
     signed = f"signed = true\n{signing}\n" if signing else ""
-    forward = f'\n[forward]\ntransport = "{transport}"\n' if transport else ""
+
     cells = "".join(
         f"""
 [[cells]]
@@ -267,7 +262,7 @@ placement = "least_loaded"
 {cells}
 [health]
 path = "/health"
-{forward}
+
 [profiles]
 source = {json.dumps(str(profiles_path.resolve()))}
 """
@@ -576,7 +571,6 @@ def start_cellgate(
             fixtures.profiles_path,
             rules,
             SIGNING.get(peer),
-            "tokio" if peer == "cellgate-tokio" else None,
         ),
         encoding="utf-8",
     )

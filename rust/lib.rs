@@ -7,7 +7,6 @@ pub mod cells;
 pub mod client_address;
 pub mod clock;
 pub mod compliance;
-pub mod driver;
 pub mod explain;
 pub mod forward;
 pub mod health;

@@ -176,19 +176,4 @@ pub struct ForwardSettings {
     /// The header a trusted proxy names the client in.
     #[serde(default)]
     pub forwarded_header: crate::client_address::ForwardedHeader,
-    /// Where forwards run: on the event loop's thread, or on the worker's tokio thread.
-    #[serde(default)]
-    pub transport: Transport,
-}
-
-/// Where forwards run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// On the event loop's own thread (`rust/driver`: a mio poll the loop watches).
-    #[default]
-    Loop,
-    /// On the worker's tokio thread with hyper-util's pooled client; completions reach the loop
-    /// through one descriptor it watches.
-    Tokio,
 }

@@ -291,9 +291,6 @@ class ForwardConfig(_Section):
     trusted_proxies: list[str] = []
     #: The header a trusted proxy names the client in.
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
-    #: Where forwards run: ``loop`` (the event loop's thread, cellgate's own driver) or
-    #: ``tokio`` (the worker's tokio thread, hyper-util's pooled client).
-    transport: Literal["loop", "tokio"] = "loop"
 
 
 class PathsConfig(_Section):

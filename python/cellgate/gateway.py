@@ -1,8 +1,8 @@
 """The RSGI application granian serves: decide in the core, read the body, forward through the core.
 
 A request without a body crosses into the core once: ``serve`` decides and, when routed, starts
-the forward, which runs on this loop's own thread and completes through the bridge (a descriptor
-the loop watches). A request with a body takes three steps: ``decide``, the body read, ``forward``.
+the forward, which runs on the worker's tokio thread and completes through the bridge (a
+descriptor the loop watches). A request with a body takes three steps: ``decide``, the body read, ``forward``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
-//! Forwarding to cells: the request as it leaves, the pooled connections it travels on, the
-//! exchange with its deadline, and the answer as it returns.
+//! Forwarding to cells: the request as it leaves, the pooled client it travels through (with the
+//! exchange's deadline), the answer as it returns, and the health checker's probes.
 
 pub mod answer;
 pub mod client;
-pub mod exchange;
 pub mod headers;
-pub mod pool;
 pub mod probe;
 pub mod request;
 

@@ -1,28 +1,28 @@
 //! How a finished forward reaches the asyncio loop, in one place.
 //!
-//! A bridge belongs to one event loop. The loop watches the bridge's descriptor (a mio poll with
-//! every cell socket in it) and calls `Bridge.drain` when it is readable; a forward runs as a task
-//! on the bridge's executor, on the loop's own thread. So a request never changes threads inside
-//! cellgate: granian hands it to the loop, the loop writes it to the cell, the cell's answer wakes
-//! the loop, and the loop answers. Futures finished in one turn are resolved together.
+//! A bridge belongs to one event loop. Forwards run on the worker's tokio thread
+//! (`runtime.rs`); each one that finishes is queued here with its future, and the first of a
+//! batch makes the bridge's descriptor readable (a mio poll with one waker in it). The loop
+//! watches that descriptor and calls `Bridge.drain`, which resolves every future finished since,
+//! in one turn: many completions per wake-up of the loop.
 
-use crate::driver::executor::Executor;
-use crate::driver::reactor::Reactor;
-use crate::forward::pool::Pools;
 use crate::forward::Answer;
 use crate::py::decision::{problem_triple, response_triple};
 use crate::reason::{Reason, Refusal};
-use crate::router::Router;
 use crate::trace::TraceContext;
 use hyper::header::HeaderValue;
+use mio::{Events, Poll, Token};
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::future::Future;
-use std::rc::Rc;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const WAKE: Token = Token(0);
 
 /// What a future is resolved with.
 pub enum Outcome {
@@ -87,54 +87,18 @@ fn header_text(value: &HeaderValue) -> Cow<'_, str> {
     }
 }
 
-/// Futures finished and waiting to be resolved, in the order they finished.
-#[derive(Default)]
+/// Futures whose outcome is known, queued by the threads that made them, and the waker that
+/// tells the loop.
 struct Completions {
-    done: RefCell<Vec<(Py<PyAny>, Outcome)>>,
-}
-
-/// A future waiting for its outcome. If its task ends without completing it (a panic, a dropped
-/// task), dropping this completes it with a 500 problem, so no request waits forever.
-pub struct Pending {
-    completions: Rc<Completions>,
-    future: Option<Py<PyAny>>,
-    request_id: String,
-    trace: Option<TraceContext>,
-}
-
-impl Pending {
-    /// Resolves the future with `outcome` at the end of this turn.
-    pub fn complete(mut self, outcome: Outcome) {
-        if let Some(future) = self.future.take() {
-            self.completions.done.borrow_mut().push((future, outcome));
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(future) = self.future.take() {
-            let refusal = Refusal::new(Reason::Internal, "the forward ended without an answer");
-            let request_id = std::mem::take(&mut self.request_id);
-            let outcome = Outcome::Refused {
-                refusal,
-                request_id,
-                trace: self.trace,
-            };
-            self.completions.done.borrow_mut().push((future, outcome));
-        }
-    }
-}
-
-/// Outcomes made on another thread (forwards on the tokio transport), with their futures; the
-/// loop's descriptor is nudged once per batch, when the first one arrives.
-pub struct RemoteCompletions {
     done: Mutex<Vec<(Py<PyAny>, Outcome)>>,
-    nudge: Arc<mio::Waker>,
+    waker: mio::Waker,
+    /// Futures handed out and not yet completed.
+    pending: AtomicUsize,
 }
 
-impl RemoteCompletions {
+impl Completions {
     fn push(&self, future: Py<PyAny>, outcome: Outcome) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
         let Ok(mut done) = self.done.lock() else {
             return;
         };
@@ -142,8 +106,8 @@ impl RemoteCompletions {
         done.push((future, outcome));
         drop(done);
         if first {
-            // A failed nudge leaves the outcome to the next wake-up of the loop.
-            let _ = self.nudge.wake();
+            // A failed wake leaves the outcome to the loop's next drain.
+            let _ = self.waker.wake();
         }
     }
 
@@ -155,25 +119,26 @@ impl RemoteCompletions {
     }
 }
 
-/// A future whose outcome another thread makes. If its task ends without completing it (a
-/// panic, a dropped task), dropping this completes it with a 500 problem.
-pub struct RemotePending {
-    remote: Arc<RemoteCompletions>,
+/// A future waiting for its outcome, which any thread may make. If its task ends without
+/// completing it (a panic, a dropped task), dropping this completes it with a 500 problem, so
+/// no request waits forever.
+pub struct Pending {
+    completions: Arc<Completions>,
     future: Option<Py<PyAny>>,
     request_id: String,
     trace: Option<TraceContext>,
 }
 
-impl RemotePending {
-    /// Hands `outcome` to the loop, which resolves the future at its next wake-up.
+impl Pending {
+    /// Hands `outcome` to the loop, which resolves the future at its next drain.
     pub fn complete(mut self, outcome: Outcome) {
         if let Some(future) = self.future.take() {
-            self.remote.push(future, outcome);
+            self.completions.push(future, outcome);
         }
     }
 }
 
-impl Drop for RemotePending {
+impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(future) = self.future.take() {
             let refusal = Refusal::new(Reason::Internal, "the forward ended without an answer");
@@ -182,25 +147,22 @@ impl Drop for RemotePending {
                 request_id: std::mem::take(&mut self.request_id),
                 trace: self.trace,
             };
-            self.remote.push(future, outcome);
+            self.completions.push(future, outcome);
         }
     }
 }
 
-/// One event loop's end of the core: its reactor, its tasks, its connections to the cells.
+/// One event loop's end of the core: the descriptor it watches and the futures it resolves.
 #[pyclass(name = "Bridge", unsendable, module = "cellgate._core")]
 pub struct PyBridge {
-    reactor: Rc<Reactor>,
-    executor: Rc<Executor>,
-    completions: Rc<Completions>,
-    /// The connection pools of the router last forwarded for (one router per worker in practice).
-    pools: RefCell<Option<(Arc<Router>, Rc<Pools>)>>,
+    poll: RefCell<Poll>,
+    events: RefCell<Events>,
+    completions: Arc<Completions>,
     create_future: Py<PyAny>,
-    remote: Arc<RemoteCompletions>,
 }
 
 impl PyBridge {
-    /// A new asyncio future of this loop and the pending handle that will resolve it.
+    /// A new asyncio future of this loop and the handle that resolves it, from any thread.
     pub fn pending(
         &self,
         py: Python<'_>,
@@ -208,6 +170,7 @@ impl PyBridge {
         trace: Option<TraceContext>,
     ) -> PyResult<(Py<PyAny>, Pending)> {
         let future = self.create_future.call0(py)?;
+        self.completions.pending.fetch_add(1, Ordering::Relaxed);
         let pending = Pending {
             completions: self.completions.clone(),
             future: Some(future.clone_ref(py)),
@@ -217,53 +180,10 @@ impl PyBridge {
         Ok((future, pending))
     }
 
-    /// A new asyncio future of this loop and the handle another thread resolves it with.
-    pub fn remote_pending(
-        &self,
-        py: Python<'_>,
-        request_id: String,
-        trace: Option<TraceContext>,
-    ) -> PyResult<(Py<PyAny>, RemotePending)> {
-        let future = self.create_future.call0(py)?;
-        let pending = RemotePending {
-            remote: self.remote.clone(),
-            future: Some(future.clone_ref(py)),
-            request_id,
-            trace,
-        };
-        Ok((future, pending))
-    }
-
-    /// This loop's connection pools for `router`.
-    pub fn pools(&self, router: &Arc<Router>) -> Rc<Pools> {
-        let mut slot = self.pools.borrow_mut();
-        if let Some((owner, pools)) = &*slot {
-            if Arc::ptr_eq(owner, router) {
-                return pools.clone();
-            }
-        }
-        let pools = Rc::new(Pools::new(
-            self.reactor.clone(),
-            self.executor.clone(),
-            router.forward_settings(),
-        ));
-        *slot = Some((router.clone(), pools.clone()));
-        pools
-    }
-
-    /// Starts `task` now: it runs until it first waits (a forward writes its request).
-    pub fn start(&self, py: Python<'_>, task: impl Future<Output = ()> + 'static) -> PyResult<()> {
-        self.executor.spawn(task);
-        self.executor.run();
-        self.resolve(py)
-    }
-
     fn resolve(&self, py: Python<'_>) -> PyResult<()> {
-        let mut done = std::mem::take(&mut *self.completions.done.borrow_mut());
-        done.extend(self.remote.take());
         let set_result = intern!(py, "set_result");
         let mut first_error = None;
-        for (future, outcome) in done {
+        for (future, outcome) in self.completions.take() {
             // A future cancelled meanwhile (the client went away) refuses a result; nobody
             // waits for it then.
             match outcome.into_py(py) {
@@ -281,61 +201,51 @@ impl PyBridge {
     }
 }
 
-impl Drop for PyBridge {
-    fn drop(&mut self) {
-        // Tasks hold the pools and the pools the executor: clearing the tasks breaks that cycle.
-        self.pools.borrow_mut().take();
-        self.executor.clear();
-    }
-}
-
 #[pymethods]
 impl PyBridge {
     /// A bridge for `loop`; register it with `loop.add_reader(bridge.fileno(), bridge.drain)`.
     #[new]
     fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let reactor =
-            Reactor::new().map_err(|err| PyOSError::new_err(format!("reactor: {err}")))?;
-        let remote = Arc::new(RemoteCompletions {
-            done: Mutex::new(Vec::new()),
-            nudge: reactor.remote_nudge(),
-        });
+        let os_error = |err: std::io::Error| PyOSError::new_err(format!("bridge: {err}"));
+        let poll = Poll::new().map_err(os_error)?;
+        let waker = mio::Waker::new(poll.registry(), WAKE).map_err(os_error)?;
         Ok(PyBridge {
-            remote,
-            reactor: Rc::new(reactor),
-            executor: Rc::new(Executor::default()),
-            completions: Rc::new(Completions::default()),
-            pools: RefCell::new(None),
+            poll: RefCell::new(poll),
+            events: RefCell::new(Events::with_capacity(8)),
+            completions: Arc::new(Completions {
+                done: Mutex::new(Vec::new()),
+                waker,
+                pending: AtomicUsize::new(0),
+            }),
             create_future: event_loop.getattr("create_future")?.unbind(),
         })
     }
 
-    /// The descriptor that becomes readable when a cell socket, a timer or a completion is ready.
+    /// The descriptor that becomes readable when forwards have finished.
     fn fileno(&self) -> i32 {
-        self.reactor.fd()
+        self.poll.borrow().as_raw_fd()
     }
 
-    /// Runs what became ready and resolves every future that finished. Call it from the loop's
-    /// reader callback.
+    /// Resolves every future that finished. Call it from the loop's reader callback.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        self.reactor
-            .turn()
-            .map_err(|err| PyOSError::new_err(format!("reactor: {err}")))?;
-        self.executor.run();
+        // Takes the wake-up, so the descriptor stops being readable until the next batch.
+        self.poll
+            .borrow_mut()
+            .poll(&mut self.events.borrow_mut(), Some(Duration::ZERO))
+            .map_err(|err| PyOSError::new_err(format!("bridge: {err}")))?;
         self.resolve(py)
     }
 
-    /// How many tasks (forwards and connection drivers) are alive on this bridge.
+    /// How many forwards are under way (handed out and not yet finished).
     #[getter]
     fn tasks(&self) -> usize {
-        self.executor.len()
+        self.completions.pending.load(Ordering::Relaxed)
     }
 
     /// A future resolved with None through one wake-up of the loop: the bridge's cost alone.
     fn noop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let (future, pending) = self.pending(py, String::new(), None)?;
         pending.complete(Outcome::Nothing);
-        self.reactor.nudge();
         Ok(future)
     }
 }

@@ -2,7 +2,6 @@
 
 use crate::cells::Cell;
 use crate::forward::client::CellClient;
-use crate::forward::exchange::exchange;
 use crate::forward::probe::ProbeClient;
 use crate::forward::request::build_request;
 use crate::forward::Outbound;
@@ -16,7 +15,7 @@ use crate::py::errors::CoreConfigError;
 use crate::reason::Reason;
 use crate::router::{Outcome as CellOutcome, Route, Router};
 use crate::runtime::runtime;
-use crate::settings::{CoreSettings, Transport};
+use crate::settings::CoreSettings;
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
@@ -27,7 +26,7 @@ use std::sync::{Arc, Mutex};
 #[pyclass(name = "Router", frozen, module = "cellgate._core")]
 pub struct PyRouter {
     core: Arc<Router>,
-    /// The pooled client of the tokio transport.
+    /// The pooled client every forward goes through.
     client: Arc<CellClient>,
     probes: Arc<ProbeClient>,
     health: Mutex<Option<HealthChecker>>,
@@ -44,7 +43,8 @@ fn text_pairs<'a>(
 }
 
 impl PyRouter {
-    /// Sends `outbound` to `route`'s cell on the bridge's loop; returns the future of its answer.
+    /// Sends `outbound` to `route`'s cell on the worker's tokio thread; returns the future of its
+    /// answer, resolved on the bridge's loop.
     fn start_forward(
         &self,
         py: Python<'_>,
@@ -58,60 +58,7 @@ impl PyRouter {
         let tier = self.core.catalog().tier_name(route.tier);
         let request = build_request(&route, tier, outbound, &request_id);
         let trace = route.trace;
-        if self.core.forward_settings().transport == Transport::Tokio {
-            return self.start_remote_forward(py, bridge, route, request_id, request);
-        }
         let (future, pending) = bridge.pending(py, request_id.clone(), trace)?;
-        let pools = bridge.pools(&self.core);
-        let fields = self.core.rate_fields(route.rate);
-        let core = self.core.clone();
-        bridge.start(py, async move {
-            let result = match request {
-                Ok(request) => exchange(&pools, route.cell(), request).await,
-                Err(refusal) if refusal.reason == Reason::Malformed => {
-                    // The client's request was bad, not the cell: nothing to count.
-                    drop(route);
-                    return pending.complete(Outcome::Refused {
-                        refusal,
-                        request_id,
-                        trace,
-                    });
-                }
-                Err(refusal) => Err(refusal),
-            };
-            let outcome = match &result {
-                Ok(answer) if answer.status < 500 => CellOutcome::Success,
-                _ => CellOutcome::Failure,
-            };
-            core.report(route, outcome);
-            pending.complete(match result {
-                Ok(answer) => Outcome::Answer {
-                    answer,
-                    request_id,
-                    fields,
-                },
-                Err(refusal) => Outcome::Refused {
-                    refusal,
-                    request_id,
-                    trace,
-                },
-            });
-        })?;
-        Ok(future)
-    }
-
-    /// `start_forward` on the tokio transport: the exchange runs on the worker's tokio thread
-    /// and its outcome reaches the loop through the bridge's descriptor.
-    fn start_remote_forward(
-        &self,
-        py: Python<'_>,
-        bridge: &PyBridge,
-        route: Route,
-        request_id: String,
-        request: Result<hyper::Request<http_body_util::Full<Bytes>>, crate::reason::Refusal>,
-    ) -> PyResult<Py<PyAny>> {
-        let trace = route.trace;
-        let (future, pending) = bridge.remote_pending(py, request_id.clone(), trace)?;
         let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
         let client = self.client.clone();
@@ -119,6 +66,7 @@ impl PyRouter {
             let result = match request {
                 Ok(request) => client.exchange(route.cell(), request).await,
                 Err(refusal) if refusal.reason == Reason::Malformed => {
+                    // The client's request was bad, not the cell: nothing to count.
                     drop(route);
                     return pending.complete(Outcome::Refused {
                         refusal,
