@@ -2,7 +2,8 @@
 
 A request without a body crosses into the core once: ``serve`` decides and, when routed, starts
 the forward, which runs on the worker's tokio thread and completes through the bridge (a
-descriptor the loop watches). A request with a body takes three steps: ``decide``, the body read, ``forward``.
+descriptor the loop watches). A request with a body takes three steps: ``decide``, the body
+read, ``forward``.
 """
 
 from __future__ import annotations
