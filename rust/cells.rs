@@ -89,6 +89,8 @@ pub struct Cell {
     pub tier: u16,
     pub region: u16,
     pub capacity: u32,
+    /// The most forwards held on this cell at once.
+    pub max_in_flight: u32,
     pub certifications: Vec<String>,
     pub encryption: Encryption,
     pub signed: bool,
@@ -184,6 +186,9 @@ impl CellTable {
             if cell.capacity == 0 {
                 fail("capacity: must be > 0".into());
             }
+            if cell.max_in_flight == 0 {
+                fail("max_in_flight: must be > 0".into());
+            }
             if cells.iter().any(|c: &Arc<Cell>| *c.id == *cell.id) {
                 fail(format!("id: duplicate cell id {:?}", cell.id));
             }
@@ -237,6 +242,7 @@ impl CellTable {
                 tier,
                 region: catalog.region_id(&cell.region).unwrap_or(u16::MAX),
                 capacity: cell.capacity,
+                max_in_flight: cell.max_in_flight,
                 certifications: cell.certifications.clone(),
                 encryption,
                 signed: cell.signed,

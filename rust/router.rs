@@ -635,6 +635,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cell_at_max_in_flight_passes_requests_on_then_503_cell_saturated() {
+        let mut settings: CoreSettings =
+            serde_json::from_str(crate::testing::SETTINGS_JSON).unwrap();
+        for cell in &mut settings.cells {
+            cell.max_in_flight = 1;
+        }
+        let router = Router::build(
+            settings,
+            crate::testing::PROFILES_JSONL.as_bytes(),
+            Clock::manual(1_000_000_000_000),
+        )
+        .unwrap();
+        let auth = format!("Bearer {}", token("retail-us"));
+        let held: Vec<Route> = (0..3)
+            .map(|_| router.decide(&facts(&auth)).unwrap())
+            .collect();
+        let mut cells: Vec<&str> = held.iter().map(|r| &*r.cell().id).collect();
+        cells.sort_unstable();
+        // Both retail cells at their limit: the region's fallback takes the third.
+        assert_eq!(cells, ["corp-us-1", "retail-a", "retail-b"]);
+        let refusal = router.decide(&facts(&auth)).unwrap_err();
+        assert_eq!(refusal.reason, Reason::CellSaturated);
+        assert_eq!(refusal.reason.status(), 503);
+        assert!(
+            refusal
+                .detail
+                .contains("retail-a: at its limit (1 of max_in_flight 1 in flight)"),
+            "{}",
+            refusal.detail
+        );
+        drop(held);
+        assert!(router.decide(&facts(&auth)).is_ok());
+    }
+
+    #[test]
     fn every_configuration_error_is_listed() {
         let mut settings: CoreSettings =
             serde_json::from_str(crate::testing::SETTINGS_JSON).unwrap();

@@ -40,17 +40,20 @@ pub enum Exclusion<'a> {
     Region,
     Unhealthy,
     BreakerOpen { half_open_in_ms: u64 },
+    Saturated { in_flight: u32, max_in_flight: u32 },
     NotCompliant(&'a Requirement),
 }
 
 impl Exclusion<'_> {
-    /// The rule's short name: `tier`, `region`, `health`, `breaker`, `compliance`.
+    /// The rule's short name: `tier`, `region`, `health`, `breaker`, `max_in_flight`,
+    /// `compliance`.
     pub fn rule(&self) -> &'static str {
         match self {
             Exclusion::Tier => "tier",
             Exclusion::Region => "region",
             Exclusion::Unhealthy => "health",
             Exclusion::BreakerOpen { .. } => "breaker",
+            Exclusion::Saturated { .. } => "max_in_flight",
             Exclusion::NotCompliant(_) => "compliance",
         }
     }
@@ -64,6 +67,10 @@ impl Exclusion<'_> {
             Exclusion::BreakerOpen { half_open_in_ms } => {
                 format!("breaker open (half-open in {half_open_in_ms} ms)")
             }
+            Exclusion::Saturated {
+                in_flight,
+                max_in_flight,
+            } => format!("at its limit ({in_flight} of max_in_flight {max_in_flight} in flight)"),
             Exclusion::NotCompliant(rule) => {
                 format!(
                     "not compliant: {} needs {}",
@@ -195,9 +202,14 @@ impl Selector {
                 half_open_in_ms: half_open_in_us.div_ceil(1000),
             });
         }
-        compliance
-            .first_unmet(cell, request.required)
-            .map(Exclusion::NotCompliant)
+        if let Some(rule) = compliance.first_unmet(cell, request.required) {
+            return Some(Exclusion::NotCompliant(rule));
+        }
+        let in_flight = cell.load.in_flight();
+        (in_flight >= cell.max_in_flight).then_some(Exclusion::Saturated {
+            in_flight,
+            max_in_flight: cell.max_in_flight,
+        })
     }
 
     /// Chooses the cell and takes a breaker permit on it, or explains why no cell can serve.
@@ -292,6 +304,13 @@ fn no_eligible_cell(
     let tier = catalog.tier_name(request.tier);
     let region = catalog.region_name(request.region);
     let in_region = cells.region(request.region);
+    // Where a cell that would serve is only at its limit, the answer says so: it will pass.
+    let saturated = in_region.iter().any(|cell| {
+        matches!(
+            Selector::exclusion(cell, request, compliance, false),
+            Some(Exclusion::Saturated { .. })
+        )
+    });
     let detail = if in_region.is_empty() {
         format!("no cell in region {region} (the {tier} customer's region)")
     } else {
@@ -311,5 +330,9 @@ fn no_eligible_cell(
             reasons.join("; ")
         )
     };
-    Refusal::new(Reason::NoEligibleCell, detail)
+    let reason = match saturated {
+        true => Reason::CellSaturated,
+        false => Reason::NoEligibleCell,
+    };
+    Refusal::new(reason, detail)
 }

@@ -143,9 +143,18 @@ pub struct CellSettings {
     /// cell learns what the gateway verified from the identity headers).
     #[serde(default)]
     pub forward_bearer_token: bool,
+    /// The most forwards this cell takes at once (an Envoy-style concurrency limit); past it the
+    /// next eligible cell takes the request, or 503 cell_saturated.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
     /// How requests to this cell are signed (required when `signed`).
     #[serde(default)]
     pub signing: Option<crate::signing::SignerSettings>,
+}
+
+/// Envoy's default `max_requests` per cluster.
+fn default_max_in_flight() -> u32 {
+    1024
 }
 
 /// Active health checking of cells.

@@ -116,7 +116,7 @@ def duplicate(path: str) -> Mutation:
 
 UNKNOWN_CELL = (
     "known: breaker, capacity, certifications, encryption, endpoint, forward_bearer_token, id,"
-    " region, signed, signing, tier"
+    " max_in_flight, region, signed, signing, tier"
 )
 UNKNOWN_TOP = (
     "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk, tiers"

@@ -266,6 +266,8 @@ class CellConfig(_Section):
     forward_bearer_token: bool = False
     #: The signing key when ``signed``.
     signing: SigningConfig | None = None
+    #: The most forwards this cell takes at once; past it the next eligible cell, or 503.
+    max_in_flight: Positive = 1024
 
 
 class HealthConfig(_Section):
@@ -607,6 +609,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
                 "signed": c.signed,
                 "breaker": c.breaker and c.breaker.compile(),
                 "forward_bearer_token": c.forward_bearer_token,
+                "max_in_flight": c.max_in_flight,
                 "signing": signer,
             }
             for c, signer in zip(

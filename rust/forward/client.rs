@@ -174,6 +174,7 @@ mod tests {
             tier: 0,
             region: 0,
             capacity: 10,
+            max_in_flight: 1024,
             certifications: vec![],
             encryption: Encryption::Standard,
             signed: false,

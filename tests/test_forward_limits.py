@@ -1,0 +1,61 @@
+"""Forwarding limits against a real gateway and real cells: a cell at its max_in_flight passes
+requests on to the next eligible cell, and with none left the answer is 503 cell_saturated."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from cellgate.demo.launch import demo_token
+from harness import Gateway, http_json, start_gateway
+
+US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
+
+
+@pytest.fixture(scope="module")
+def limited(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The demo with every cell limited to 2 forwards at once, and no quota in the way."""
+    directory = tmp_path_factory.mktemp("limited")
+    text = re.sub(
+        r"rate_limit = \{[^}]*\}",
+        "rate_limit = { requests = 6000000, period_s = 60, burst = 1000000 }",
+        demo_config.read_text(),
+    )
+    text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
+    (directory / "cellgate.toml").write_text(text)
+    (directory / "customers.jsonl").write_text((demo_config.parent / "customers.jsonl").read_text())
+    gateway = start_gateway(directory / "cellgate.toml")
+    yield gateway
+    gateway.stop()
+
+
+def test_max_in_flight_holds_under_a_burst(limited: Gateway, demo_cells_running):
+    for cell in US_EAST:
+        status, _, _ = http_json(demo_cells_running.ports[cell], "POST", "/_cell/slow?ms=1500")
+        assert status == 200
+    try:
+        headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
+
+        def one(_: int):
+            return http_json(limited.port, "GET", "/api/accounts", headers)
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(one, range(12)))
+    finally:
+        for cell in US_EAST:
+            http_json(demo_cells_running.ports[cell], "POST", "/_cell/reset")
+    served = Counter(body["cell"] for status, _, body in answers if status == 200)
+    refused = [body for status, _, body in answers if status != 200]
+    # Four cells of us-east take the retail customer (two by fallback), two at a time each.
+    assert sorted(served) == sorted(US_EAST), served
+    assert all(count == 2 for count in served.values()), served
+    assert len(refused) == 4
+    for problem in refused:
+        assert problem["status"] == 503
+        assert problem["reason"] == "cell_saturated"
+        assert "at its limit (2 of max_in_flight 2 in flight)" in problem["detail"]
+    assert all(cell["in_flight"] == 0 for cell in limited.cells())
