@@ -288,6 +288,8 @@ class ForwardConfig(_Section):
     pool_idle_timeout_ms: Positive = 30_000
     pool_max_idle_per_cell: Positive = 256
     max_request_bytes: Positive = 1 << 20
+    #: The whole request body must arrive within this time, else 408.
+    client_body_timeout_ms: Positive = 10_000
     max_response_bytes: Positive = 8 << 20
     #: Proxies (CIDRs) whose forwarded header names the client; none trusted by default.
     trusted_proxies: list[str] = []
@@ -627,7 +629,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
         "forward": {
             k: v
             for k, v in msgspec.structs.asdict(config.forward).items()
-            if k != "max_request_bytes"
+            if k not in ("max_request_bytes", "client_body_timeout_ms")
         },
         "paths": msgspec.structs.asdict(config.paths),
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 from cellgate import _core
 from cellgate.admin import ADMIN_PREFIX, AdminApi
+from cellgate.body import BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
 from cellgate.problems import problem
 
@@ -26,9 +27,17 @@ CONFIG_ENV = "CELLGATE_CONFIG"
 class Gateway:
     """One worker's gateway: a router, its admin API and, once the loop starts, a bridge."""
 
-    def __init__(self, router: _core.Router, *, max_request_bytes: int, admin: AdminApi) -> None:
+    def __init__(
+        self,
+        router: _core.Router,
+        *,
+        max_request_bytes: int,
+        admin: AdminApi,
+        client_body_timeout_s: float = 10.0,
+    ) -> None:
         self.router = router
         self.max_request_bytes = max_request_bytes
+        self.client_body_timeout_s = client_body_timeout_s
         self.admin = admin
         self.bridge: _core.Bridge | None = None
 
@@ -84,16 +93,22 @@ class Gateway:
             return
         if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
             decision.release()
-            proto.response_bytes(*self._too_large(decision, length))
+            proto.response_bytes(*self._too_large(decision, f"content-length {length!r}"))
             return
         try:
-            body = await proto()
-        except Exception:
+            body = await read_body(proto, self.max_request_bytes, self.client_body_timeout_s)
+        except BodyTooLarge as too_large:
             decision.release()
+            what = f"the body, {too_large.read_bytes} bytes read so far,"
+            proto.response_bytes(*self._too_large(decision, what))
             return
-        if len(body) > self.max_request_bytes:
+        except BodyTimeout as timeout:
             decision.release()
-            proto.response_bytes(*self._too_large(decision, str(len(body))))
+            proto.response_bytes(*self._body_timeout(decision, timeout.read_bytes))
+            return
+        except Exception:
+            # The client went away mid-body: nobody is left to answer.
+            decision.release()
             return
         answer = await self.router.forward(
             self.bridge,
@@ -106,10 +121,19 @@ class Gateway:
         )
         proto.response_bytes(*answer)
 
-    def _too_large(self, decision: _core.Decision, length: str):
-        detail = f"content-length {length!r} is not a size up to {self.max_request_bytes} bytes"
+    def _too_large(self, decision: _core.Decision, what: str):
+        detail = f"{what} is not a size up to {self.max_request_bytes} bytes"
         title = "The request body is too large"
         return problem(413, "body_too_large", title, detail, decision.request_id, decision.trace_id)
+
+    def _body_timeout(self, decision: _core.Decision, read_bytes: int):
+        detail = (
+            f"the body did not arrive within {self.client_body_timeout_s:g} s"
+            f" ({read_bytes} bytes had)"
+        )
+        title = "The request body arrived too slowly"
+        reason = "client_body_timeout"
+        return problem(408, reason, title, detail, decision.request_id, decision.trace_id)
 
 
 def create_app() -> Gateway:
@@ -119,5 +143,6 @@ def create_app() -> Gateway:
     return Gateway(
         router,
         max_request_bytes=config.forward.max_request_bytes,
+        client_body_timeout_s=config.forward.client_body_timeout_ms / 1000,
         admin=AdminApi(router, admin_secret(config)),
     )
