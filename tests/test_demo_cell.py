@@ -496,6 +496,33 @@ def test_a_transfer_taken_by_a_hanging_cell_is_applied_once_across_a_retry(cell:
     assert cell.request("GET", "/_cell/ledger")[2] == {"applied": 1, "keys": {"k-h": 2}}
 
 
+def test_a_repeated_key_gets_the_first_answer_another_body_422_and_one_in_flight_409(
+    cell: CellProcess,
+):
+    body = b'{"amount": "5.00"}'
+    first = cell.request("POST", "/api/transfers", {"Idempotency-Key": "k-r"}, body)
+    again = cell.request("POST", "/api/transfers", {"Idempotency-Key": "k-r"}, body)
+    assert first[0] == again[0] == 200
+    assert again[2]["replayed"] is True and again[2]["applied"] is False
+    assert again[2]["headers"] == first[2]["headers"], "the first answer, not a new one"
+    status, _, reused = cell.request(
+        "POST", "/api/transfers", {"Idempotency-Key": "k-r"}, b'{"amount": "500.00"}'
+    )
+    assert (status, reused["error"]) == (422, "idempotency_key_reused")
+    cell.control("slow?ms=800")
+    with cell.connect() as sock:
+        sock.sendall(
+            b"POST /api/transfers HTTP/1.1\r\nHost: h\r\nIdempotency-Key: k-f\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        wait_for(lambda: cell.stats()["in_flight"] == 1, "the transfer to be in flight")
+        status, _, busy = cell.request("POST", "/api/transfers", {"Idempotency-Key": "k-f"}, b"{}")
+        assert (status, busy["error"]) == (409, "idempotency_key_in_flight")
+    cell.control("reset")
+    ledger = cell.request("GET", "/_cell/ledger")[2]
+    assert ledger["applied"] == 2 and ledger["keys"] == {"k-r": 3, "k-f": 2}
+
+
 # ---------------------------------------------------------------- command line and embedding
 
 

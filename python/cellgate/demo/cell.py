@@ -328,21 +328,43 @@ class Mode:
 
 @dataclass(slots=True)
 class Ledger:
-    """Transfers applied, and how many attempts each ``Idempotency-Key`` has seen."""
+    """Transfers applied, and what each ``Idempotency-Key`` has seen
+    (draft-ietf-httpapi-idempotency-key-header): the first request with a key is applied and its
+    answer kept; a repeat with the same body gets that answer again, a repeat with another body
+    gets 422, and a repeat while the first is still being answered gets 409."""
 
     applied: int = 0
     attempts_by_key: dict[str, int] = field(default_factory=dict)
+    #: Per key: the fingerprint of the first request's body, and its answer once it was given.
+    entries: dict[str, tuple[str, Reply | None]] = field(default_factory=dict)
 
-    def record(self, idempotency_key: str | None) -> bool:
-        """Records one transfer attempt; True if it is applied, False if it replays a key."""
-        if idempotency_key is None:
+    def begin(self, key: str | None, body: bytes) -> Reply | None:
+        """Counts one transfer attempt. None: apply it (then :meth:`finish` it, when keyed);
+        otherwise the answer this attempt gets instead (a replay, a 409 or a 422)."""
+        if key is None:
             self.applied += 1
-            return True
-        attempts = self.attempts_by_key.get(idempotency_key, 0) + 1
-        self.attempts_by_key[idempotency_key] = attempts
-        if attempts == 1:
+            return None
+        self.attempts_by_key[key] = self.attempts_by_key.get(key, 0) + 1
+        fingerprint = hashlib.sha256(body).hexdigest()
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = (fingerprint, None)
             self.applied += 1
-        return attempts == 1
+            return None
+        first_fingerprint, first_reply = entry
+        if first_fingerprint != fingerprint:
+            detail = "this Idempotency-Key was first used with another request body"
+            return Reply(422, {"error": "idempotency_key_reused", "detail": detail})
+        if first_reply is None:
+            detail = "the first request with this Idempotency-Key is still being answered"
+            return Reply(409, {"error": "idempotency_key_in_flight", "detail": detail})
+        payload = {**first_reply.payload, "applied": False, "replayed": True}
+        return first_reply._replace(payload=payload)
+
+    def finish(self, key: str, reply: Reply) -> None:
+        """Keeps the answer of the first request with ``key``, for its repeats."""
+        fingerprint, _ = self.entries[key]
+        self.entries[key] = (fingerprint, reply)
 
 
 class Reply(NamedTuple):
@@ -449,12 +471,30 @@ class Cell:
         """
         self.api_requests += 1
         if self.mode.fail_status is not None:
-            reply = Reply(self.mode.fail_status, {"cell": self.cell_id, "error": "injected"})
+            return self._later_if_told(
+                Reply(self.mode.fail_status, {"cell": self.cell_id, "error": "injected"}), None
+            )
+        key = None
+        if request.method == "POST" and (
+            request.path == "/api/transfers" or request.path.startswith("/api/transfers/")
+        ):
+            key = request.headers.get("idempotency-key")
+            instead = self.ledger.begin(key, request.body)
+            if instead is not None:
+                return Reply(instead.status, {**instead.payload, "cell": self.cell_id})
+            reply = Reply(200, {**self._echo(request), "applied": True})
         else:
             reply = Reply(200, self._echo(request))
+        return self._later_if_told(reply, key)
+
+    def _later_if_told(self, reply: Reply, key: str | None) -> Answer:
+        """``reply`` now, or after the slowness or hang the cell was told to show; the ledger
+        keeps a keyed transfer's answer once it is given."""
         if self.mode.hang or self.mode.slow_ms:
             released = self._hang_released if self.mode.hang else None
-            return self._answer_later(reply, released, self.mode.slow_ms)
+            return self._answer_later(reply, released, self.mode.slow_ms, key)
+        if key is not None:
+            self.ledger.finish(key, reply)
         return reply
 
     def _echo(self, request: Request) -> dict[str, Any]:
@@ -474,17 +514,10 @@ class Cell:
                 "alg": request.signature["alg"],
                 "covered": request.signature["covered"],
             }
-        if request.method == "POST" and (
-            request.path == "/api/transfers" or request.path.startswith("/api/transfers/")
-        ):
-            applied = self.ledger.record(request.headers.get("idempotency-key"))
-            echo["applied"] = applied
-            if not applied:
-                echo["replayed"] = True
         return echo
 
     async def _answer_later(
-        self, reply: Reply, released: asyncio.Event | None, slow_ms: int
+        self, reply: Reply, released: asyncio.Event | None, slow_ms: int, key: str | None
     ) -> Reply:
         self.in_flight += 1
         try:
@@ -495,6 +528,9 @@ class Cell:
             return reply
         finally:
             self.in_flight -= 1
+            # Decided on arrival: applied, whether or not the caller is still there to hear it.
+            if key is not None:
+                self.ledger.finish(key, reply)
 
     def _mode_reply(self) -> Reply:
         return Reply(200, {"cell": self.cell_id, "mode": self.mode.as_json()})
