@@ -53,8 +53,19 @@ pub struct Route {
     pub tier: u16,
     /// Whether the token proved step-up authentication, sent as X-Step-Up.
     pub step_up: bool,
-    /// The request's trace context, when it came through `decide_arrival`.
+    /// The request's trace context, when it came through `decide_ingress`.
     pub trace: Option<TraceContext>,
+    /// What the cell was chosen by, so that a retry can choose the next one the same way.
+    pub selection: Selection,
+}
+
+/// What a cell is chosen by, beyond the customer and the tier.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub region: u16,
+    /// The compliance rules the customer's flags call for.
+    pub required: u64,
+    pub prefer_maximum: bool,
 }
 
 impl std::fmt::Debug for Route {
@@ -226,13 +237,18 @@ impl Router {
         if let Some(assessment) = &risk {
             self.require_step_up(assessment, &verified, request, now_s)?;
         }
+        let selection = Selection {
+            region: profile.region,
+            required: self.compliance.required(profile.flags),
+            prefer_maximum: risk.is_some_and(|a| a.level() == Level::High),
+        };
         let chosen = self.selector.choose(
             &Request {
                 customer: &verified.customer,
                 tier: profile.tier,
-                region: profile.region,
-                required: self.compliance.required(profile.flags),
-                prefer_maximum: risk.is_some_and(|a| a.level() == Level::High),
+                region: selection.region,
+                required: selection.required,
+                prefer_maximum: selection.prefer_maximum,
                 now_us,
             },
             &self.cells,
@@ -251,6 +267,41 @@ impl Router {
             tier: profile.tier,
             step_up: self.verifier.proves_step_up(&verified, now_s),
             trace: None,
+            selection,
+        })
+    }
+
+    /// The same request routed again, to the next eligible cell none of `tried` (cell indexes)
+    /// is: a new slot and permit, everything else as decided. For a retry.
+    pub fn reroute(&self, route: &Route, tried: &[usize]) -> Result<Route, Refusal> {
+        let now_us = self.clock.now_us();
+        let chosen = self.selector.choose_excluding(
+            &Request {
+                customer: &route.customer,
+                tier: route.tier,
+                region: route.selection.region,
+                required: route.selection.required,
+                prefer_maximum: route.selection.prefer_maximum,
+                now_us,
+            },
+            &self.cells,
+            &self.compliance,
+            &self.catalog,
+            tried,
+        )?;
+        Ok(Route {
+            customer: route.customer.clone(),
+            slot: InFlight::acquire(chosen.cell),
+            permit: Some(chosen.permit),
+            started_us: now_us,
+            risk: route.risk,
+            client: route.client,
+            via: route.via.clone(),
+            rate: route.rate,
+            tier: route.tier,
+            step_up: route.step_up,
+            trace: route.trace,
+            selection: route.selection,
         })
     }
 

@@ -220,7 +220,23 @@ impl Selector {
         compliance: &Compliance,
         catalog: &Catalog,
     ) -> Result<Chosen, Refusal> {
+        self.choose_excluding(request, cells, compliance, catalog, &[])
+    }
+
+    /// `choose`, passing over the cells whose indexes are in `excluded` (those a retry already
+    /// tried).
+    pub fn choose_excluding(
+        &self,
+        request: &Request,
+        cells: &CellTable,
+        compliance: &Compliance,
+        catalog: &Catalog,
+        excluded: &[usize],
+    ) -> Result<Chosen, Refusal> {
         self.pick(request, cells, compliance, |cell| {
+            if excluded.contains(&cell.index) {
+                return None;
+            }
             cell.breaker.try_acquire(request.now_us).ok()
         })
         .map(|(permit, cell, _, _)| Chosen { cell, permit })

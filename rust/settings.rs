@@ -185,4 +185,7 @@ pub struct ForwardSettings {
     /// The header a trusted proxy names the client in.
     #[serde(default)]
     pub forwarded_header: crate::client_address::ForwardedHeader,
+    /// How failed forwards are retried on the next eligible cell.
+    #[serde(default)]
+    pub retry: crate::forward::retry::RetrySettings,
 }

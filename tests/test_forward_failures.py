@@ -73,6 +73,8 @@ timeout_ms = 100
 [forward]
 connect_timeout_ms = 300
 request_timeout_ms = 700
+# Retries off: each failure is seen as it is (tests/test_retries.py has them on).
+retry = {{ retries = 0 }}
 
 [profiles]
 source = "customers.jsonl"

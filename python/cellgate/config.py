@@ -37,6 +37,7 @@ __all__ = [
     "ProfilesConfig",
     "RateLimitConfig",
     "RequirementConfig",
+    "RetryConfig",
     "RiskConfig",
     "SigningConfig",
     "StepUpConfig",
@@ -280,6 +281,20 @@ class HealthConfig(_Section):
     fall: Positive = 3
 
 
+class RetryConfig(_Section):
+    """Retries on the next eligible cell, only where they can never apply a request twice."""
+
+    #: At most this many retries after the first attempt (0: none).
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    #: Answers retried (for GET, HEAD, OPTIONS, PUT, DELETE and requests with Idempotency-Key).
+    on_status: list[Annotated[int, msgspec.Meta(ge=500, le=599)]] = msgspec.field(
+        default_factory=lambda: [503]
+    )
+    #: The first backoff, doubled for each next retry up to ``backoff_max_ms``, jittered.
+    backoff_base_ms: Annotated[int, msgspec.Meta(ge=0)] = 25
+    backoff_max_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
+
+
 class ForwardConfig(_Section):
     """How requests reach cells."""
 
@@ -295,6 +310,7 @@ class ForwardConfig(_Section):
     trusted_proxies: list[str] = []
     #: The header a trusted proxy names the client in.
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    retry: RetryConfig = RetryConfig()
 
 
 class PathsConfig(_Section):

@@ -38,38 +38,94 @@ impl CellClient {
         }
     }
 
+    /// How long a request may take, retries included.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// Sends `request` (origin-form) to `cell` and collects the answer, or says why not. Runs on
     /// the tokio runtime.
     pub async fn exchange(
         &self,
         cell: &Cell,
-        mut request: Request<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
     ) -> Result<Answer, Refusal> {
+        let until = tokio::time::Instant::now() + self.request_timeout;
+        self.attempt(cell, request, until)
+            .await
+            .map_err(Failed::into_refusal)
+    }
+
+    /// One attempt: `request` to `cell`, its whole answer by `until`; a failure says whether
+    /// the request can have reached the cell.
+    pub async fn attempt(
+        &self,
+        cell: &Cell,
+        mut request: Request<Full<Bytes>>,
+        until: tokio::time::Instant,
+    ) -> Result<Answer, Failed> {
         let target = request
             .uri()
             .path_and_query()
             .map_or("/", |target| target.as_str());
-        *request.uri_mut() = format!("{}{target}", cell.origin)
-            .parse()
-            .map_err(|err| Refusal::new(Reason::Malformed, format!("request target: {err}")))?;
+        *request.uri_mut() = format!("{}{target}", cell.origin).parse().map_err(|err| {
+            Failed::Other(Refusal::new(
+                Reason::Malformed,
+                format!("request target: {err}"),
+            ))
+        })?;
         let exchange = async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|err| unreachable(cell, format!("connection failed: {err}")))?;
-            read_answer(cell, self.max_response_bytes, response).await
+                .map_err(|err| Failed::of(cell, &err))?;
+            read_answer(cell, self.max_response_bytes, response)
+                .await
+                .map_err(Failed::Other)
         };
-        match tokio::time::timeout(self.request_timeout, exchange).await {
+        match tokio::time::timeout_at(until, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(Refusal::new(
+            Err(_) => Err(Failed::Other(Refusal::new(
                 Reason::CellTimeout,
                 format!(
                     "{}: no answer within {} ms",
                     cell.id,
                     self.request_timeout.as_millis()
                 ),
-            )),
+            ))),
+        }
+    }
+}
+
+/// Why an attempt failed, by what it tells about the request's fate.
+#[derive(Debug)]
+pub enum Failed {
+    /// No connection could be made: the request provably never left the gateway.
+    NotSent(Refusal),
+    /// The request was written (or may have been), and the connection ended before any byte of
+    /// an answer: the cell may have acted on it.
+    NoAnswer(Refusal),
+    /// Anything else: a timeout, an answer too large or cut short.
+    Other(Refusal),
+}
+
+impl Failed {
+    fn of(cell: &Cell, err: &hyper_util::client::legacy::Error) -> Self {
+        let refusal = unreachable(cell, format!("connection failed: {err}"));
+        if err.is_connect() {
+            Failed::NotSent(refusal)
+        } else {
+            Failed::NoAnswer(refusal)
+        }
+    }
+
+    /// The refusal the client hears.
+    pub fn into_refusal(self) -> Refusal {
+        match self {
+            Failed::NotSent(refusal) | Failed::NoAnswer(refusal) | Failed::Other(refusal) => {
+                refusal
+            }
         }
     }
 }
@@ -206,6 +262,7 @@ mod tests {
                 max_response_bytes,
                 trusted_proxies: Vec::new(),
                 forwarded_header: Default::default(),
+                retry: Default::default(),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -6,6 +6,7 @@ pub mod client;
 pub mod headers;
 pub mod probe;
 pub mod request;
+pub mod retry;
 
 pub use answer::Answer;
 pub use request::Outbound;

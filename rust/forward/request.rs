@@ -6,7 +6,6 @@ use crate::reason::{Reason, Refusal};
 use crate::router::Route;
 use crate::trace::bounded_tracestate;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::{HeaderMap, Method, Request};
 use std::borrow::Cow;
@@ -39,7 +38,7 @@ pub struct Outbound<'a> {
     pub scheme: &'a str,
 }
 
-/// The request as it goes to `route`'s cell: origin-form target, hop-by-hop headers and every
+/// The request as it goes to `route`'s cell (its body the client's bytes, not copied): origin-form target, hop-by-hop headers and every
 /// header the gateway vouches for dropped from what the client sent, then the gateway's own set:
 /// routing (`X-Cell-ID`, `X-Request-ID`, ...), identity (`X-Customer-ID`, `X-Customer-Tier`,
 /// `X-Risk-Level`, `X-Step-Up`), `X-Forwarded-*` and trace context. The bearer token stays
@@ -49,7 +48,7 @@ pub fn build_request(
     tier: &str,
     outbound: Outbound<'_>,
     request_id: &str,
-) -> Result<Request<Full<Bytes>>, Refusal> {
+) -> Result<Request<Bytes>, Refusal> {
     let cell = route.cell();
     let bad = |detail: String| Refusal::new(Reason::Malformed, detail);
     let method = Method::from_bytes(outbound.method.as_bytes())
@@ -63,7 +62,7 @@ pub fn build_request(
     let mut request = Request::builder()
         .method(method)
         .uri(&*target)
-        .body(Full::new(outbound.body))
+        .body(outbound.body)
         .map_err(|err| bad(format!("request target: {err}")))?;
     let headers = request.headers_mut();
     headers.reserve(outbound.headers.len() + ROUTING_HEADERS);
@@ -200,7 +199,7 @@ mod tests {
         route
     }
 
-    fn build(route: &Route, outbound: Outbound<'_>) -> Result<Request<Full<Bytes>>, Refusal> {
+    fn build(route: &Route, outbound: Outbound<'_>) -> Result<Request<Bytes>, Refusal> {
         build_request(route, "corporate", outbound, "rid")
     }
 

@@ -4,6 +4,7 @@ use crate::cells::Cell;
 use crate::forward::client::CellClient;
 use crate::forward::probe::ProbeClient;
 use crate::forward::request::build_request;
+use crate::forward::retry;
 use crate::forward::Outbound;
 use crate::health::HealthChecker;
 use crate::ingress::Arrival;
@@ -12,7 +13,6 @@ use crate::py::bridge::{Outcome, PyBridge};
 use crate::py::clock::PyClock;
 use crate::py::decision::{problem_triple, CanonicalTarget, OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
-use crate::reason::Reason;
 use crate::router::{Outcome as CellOutcome, Route, Router};
 use crate::runtime::runtime;
 use crate::settings::CoreSettings;
@@ -64,23 +64,18 @@ impl PyRouter {
         let client = self.client.clone();
         runtime().spawn(async move {
             let result = match request {
-                Ok(request) => client.exchange(route.cell(), request).await,
-                Err(refusal) if refusal.reason == Reason::Malformed => {
-                    // The client's request was bad, not the cell: nothing to count.
-                    drop(route);
-                    return pending.complete(Outcome::Refused {
-                        refusal,
-                        request_id,
-                        trace,
-                    });
+                Ok(request) => {
+                    retry::forward(&core, &client, route, request, &request_id)
+                        .await
+                        .0
                 }
-                Err(refusal) => Err(refusal),
+                Err(refusal) => {
+                    // The client's request was bad (or could not be signed), not the cell:
+                    // nothing to count against it.
+                    drop(route);
+                    Err(refusal)
+                }
             };
-            let outcome = match &result {
-                Ok(answer) if answer.status < 500 => CellOutcome::Success,
-                _ => CellOutcome::Failure,
-            };
-            core.report(route, outcome);
             pending.complete(match result {
                 Ok(answer) => Outcome::Answer {
                     answer,
@@ -342,7 +337,8 @@ impl PyRouter {
     }
 
     /// Live state of every cell: id, tier, region, endpoint, capacity, encryption, signed,
-    /// certifications, in_flight, healthy.
+    /// certifications, in_flight, healthy, max_in_flight, breaker (`closed`, `open`,
+    /// `half_open`).
     fn cells<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let catalog = self.core.catalog();
         self.core
@@ -361,6 +357,9 @@ impl PyRouter {
                 d.set_item("certifications", cell.certifications.clone())?;
                 d.set_item("in_flight", cell.load.in_flight())?;
                 d.set_item("healthy", cell.load.healthy())?;
+                d.set_item("max_in_flight", cell.max_in_flight)?;
+                let now_us = self.core.clock().now_us();
+                d.set_item("breaker", cell.breaker.snapshot(now_us).state.as_str())?;
                 Ok(d)
             })
             .collect()

@@ -1,0 +1,413 @@
+//! Retries that never apply a payment twice: a forward that failed goes to the next eligible
+//! cell only when that is safe, within the request's one deadline.
+//!
+//! Safe means: the request provably never left the gateway (no connection could be made), or it
+//! is replayable (GET, HEAD, OPTIONS, PUT, DELETE, or any request carrying an `Idempotency-Key`,
+//! draft-ietf-httpapi-idempotency-key-header) and the cell either ended the connection before
+//! any byte of an answer or answered a configured status (503). A POST or PATCH without a key
+//! that may have reached a cell is never sent again, as nginx never passes a sent POST to the
+//! next server. A pooled connection the cell had closed before the request was written is
+//! retried inside hyper-util's client, on a fresh connection, and counts against no breaker.
+
+use super::answer::Answer;
+use super::client::{CellClient, Failed};
+use crate::cells::Cell;
+use crate::reason::{Reason, Refusal};
+use crate::router::{Outcome, Route, Router};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::{HeaderMap, Method, Request, Uri};
+use serde::Deserialize;
+use std::hash::BuildHasher;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const X_CELL_ID: HeaderName = HeaderName::from_static("x-cell-id");
+const X_ENCRYPTION_LEVEL: HeaderName = HeaderName::from_static("x-encryption-level");
+const SIGNATURE: HeaderName = HeaderName::from_static("signature");
+const SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
+
+/// How failed forwards are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// At most this many retries after the first attempt.
+    pub retries: u32,
+    /// Answers that count as failed and are retried (for replayable requests).
+    pub on_status: Vec<u16>,
+    /// The first backoff; each next one doubles, up to `backoff_max_ms`; each is jittered.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            retries: 2,
+            on_status: vec![503],
+            backoff_base_ms: 25,
+            backoff_max_ms: 250,
+        }
+    }
+}
+
+/// Whether a request may be sent again after it may have reached a cell.
+pub fn is_replayable(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
+}
+
+/// The jittered backoff before retry number `retry` (1 for the first): a uniformly random share
+/// between half and all of `base * 2^(retry-1)`, capped at `max`.
+fn backoff(settings: &RetrySettings, retry: u32) -> Duration {
+    let full_ms = settings
+        .backoff_base_ms
+        .saturating_mul(1 << (retry.saturating_sub(1)).min(16))
+        .min(settings.backoff_max_ms);
+    // RandomState is seeded afresh for each value: enough randomness to spread retries.
+    let random = std::collections::hash_map::RandomState::new().hash_one(retry);
+    let jitter_ms = if full_ms == 0 {
+        0
+    } else {
+        random % (full_ms / 2 + 1)
+    };
+    Duration::from_millis(full_ms - jitter_ms)
+}
+
+/// What one attempt's result means for the request.
+enum Verdict {
+    /// The client gets this result.
+    Final,
+    /// Try the next cell (if one is eligible and time is left), else the client gets this.
+    Retry,
+}
+
+/// Sends `request` on `route`, retrying on the next eligible cell where that is safe; feeds
+/// every attempt's outcome to its cell's breaker. Returns the client's answer and how many
+/// attempts were made.
+pub async fn forward(
+    core: &Router,
+    client: &CellClient,
+    mut route: Route,
+    request: Request<Bytes>,
+    request_id: &str,
+) -> (Result<Answer, Refusal>, u32) {
+    let settings = &core.forward_settings().retry;
+    let until = Instant::now() + client.request_timeout();
+    let (parts, body) = request.into_parts();
+    let replayable = is_replayable(&parts.method, &parts.headers);
+    let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let last = attempts > settings.retries;
+        let request = match last {
+            // No attempt comes after the last: its headers are moved, not copied.
+            true => assemble(&method, &uri, std::mem::take(&mut headers), &body),
+            false => assemble(&method, &uri, headers.clone(), &body),
+        };
+        let cell = route.cell().clone();
+        let result = client.attempt(&cell, request, until).await;
+        let (outcome, verdict) = judge(&result, replayable, settings);
+        tried.push(cell.index);
+        let next = match verdict {
+            Verdict::Retry if !last && Instant::now() < until => core.reroute(&route, &tried).ok(),
+            _ => None,
+        };
+        core.report(route, outcome);
+        let Some(next) = next else {
+            return (result.map_err(Failed::into_refusal), attempts);
+        };
+        let pause = backoff(settings, attempts);
+        if Instant::now() + pause >= until {
+            drop(next);
+            return (result.map_err(Failed::into_refusal), attempts);
+        }
+        tokio::time::sleep(pause).await;
+        if let Err(refusal) = retarget(&mut headers, &method, &uri, &body, &cell, next.cell(), {
+            let now_s = core.clock().now_us() / 1_000_000;
+            (now_s, format!("{request_id}.{attempts}"))
+        }) {
+            drop(next);
+            return (Err(refusal), attempts);
+        }
+        route = next;
+    }
+}
+
+/// The outcome an attempt feeds to its cell's breaker, and whether to try another cell.
+fn judge(
+    result: &Result<Answer, Failed>,
+    replayable: bool,
+    settings: &RetrySettings,
+) -> (Outcome, Verdict) {
+    match result {
+        Ok(answer) => {
+            let outcome = match answer.status < 500 {
+                true => Outcome::Success,
+                false => Outcome::Failure,
+            };
+            let verdict = match replayable && settings.on_status.contains(&answer.status) {
+                true => Verdict::Retry,
+                false => Verdict::Final,
+            };
+            (outcome, verdict)
+        }
+        Err(Failed::NotSent(_)) => (Outcome::Failure, Verdict::Retry),
+        Err(Failed::NoAnswer(_)) if replayable => (Outcome::Failure, Verdict::Retry),
+        Err(_) => (Outcome::Failure, Verdict::Final),
+    }
+}
+
+/// One attempt's request.
+fn assemble(method: &Method, uri: &Uri, headers: HeaderMap, body: &Bytes) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers;
+    request
+}
+
+/// The headers of a request for `from` made into those for `to`: its Host, X-Cell-ID and
+/// encryption level, the bearer token dropped unless `to` takes it, and the signature made
+/// again with `to`'s key (with `nonce`) or dropped when `to` is not signed.
+fn retarget(
+    headers: &mut HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &Bytes,
+    from: &Cell,
+    to: &Cell,
+    (now_s, nonce): (u64, String),
+) -> Result<(), Refusal> {
+    headers.insert(HOST, to.host_header.clone());
+    headers.insert(X_CELL_ID, to.id_header.clone());
+    headers.insert(
+        X_ENCRYPTION_LEVEL,
+        HeaderValue::from_static(to.encryption.name()),
+    );
+    if from.forward_bearer_token && !to.forward_bearer_token {
+        headers.remove(hyper::header::AUTHORIZATION);
+    }
+    headers.remove(SIGNATURE);
+    headers.remove(SIGNATURE_INPUT);
+    if let Some(signer) = &to.signer {
+        signer
+            .sign(
+                method.as_str(),
+                &to.authority,
+                uri.path(),
+                uri.query().unwrap_or(""),
+                headers,
+                body,
+                now_s,
+                &nonce,
+            )
+            .map_err(|err| {
+                Refusal::new(
+                    Reason::Internal,
+                    format!("cannot sign the request for {}: {err}", to.id),
+                )
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::forward::request::{build_request, Outbound};
+    use crate::router::{client_address, RequestFacts};
+    use crate::settings::CoreSettings;
+    use crate::testing::{token, PROFILES_JSONL, SETTINGS_JSON};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+
+    /// What a test cell does with each request it reads.
+    #[derive(Clone, Copy)]
+    enum Cell {
+        Answers(u16),
+        /// Reads the request and closes without a byte of answer.
+        HangsUp,
+        /// Nobody listens on the port.
+        Gone,
+    }
+
+    /// A loopback cell; returns its port and how many requests it read.
+    fn cell(behaviour: Cell) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        if let Cell::Gone = behaviour {
+            return (port, requests);
+        }
+        let count = requests.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let count = count.clone();
+                thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let Cell::Answers(status) = behaviour else {
+                            return;
+                        };
+                        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+                        if stream.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, requests)
+    }
+
+    /// A router whose two retail cells are `first` and `second` (the corporate cells gone).
+    fn two_cells(first: u16, second: u16) -> Router {
+        let mut settings: CoreSettings = serde_json::from_str(SETTINGS_JSON).unwrap();
+        let gone = cell(Cell::Gone).0;
+        for (cell, port) in settings.cells.iter_mut().zip([first, second, gone, gone]) {
+            cell.endpoint = format!("http://127.0.0.1:{port}");
+            cell.capacity = 100;
+        }
+        settings.forward.retry.backoff_base_ms = 1;
+        Router::build(
+            settings,
+            PROFILES_JSONL.as_bytes(),
+            Clock::manual(1_000_000_000_000),
+        )
+        .unwrap()
+    }
+
+    /// Forwards one request of `method` (with `key` as Idempotency-Key) for a retail customer,
+    /// its first attempt on the cell named `first`.
+    fn send(
+        router: &Router,
+        method: &str,
+        key: Option<&str>,
+        first: &str,
+    ) -> (Result<u16, Reason>, u32) {
+        let auth = format!("Bearer {}", token("retail-us"));
+        let facts = RequestFacts {
+            method,
+            path: "/api/transfers",
+            authorization: Some(&auth),
+            client: client_address("10.0.0.9"),
+            user_agent: None,
+        };
+        // Least-loaded placement: hold decisions until the wanted cell is the one chosen.
+        let mut held = Vec::new();
+        let route = loop {
+            let route = router.decide(&facts).unwrap();
+            if &*route.cell().id == first {
+                break route;
+            }
+            held.push(route);
+        };
+        drop(held);
+        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        let outbound = Outbound {
+            method,
+            path: "/api/transfers",
+            query: "",
+            headers: &headers,
+            body: Bytes::from_static(b"{}"),
+            scheme: "http",
+        };
+        let request = build_request(&route, "retail", outbound, "rid").unwrap();
+        let client = CellClient::new(router.forward_settings());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (result, attempts) = runtime.block_on(forward(router, &client, route, request, "rid"));
+        (result.map(|a| a.status).map_err(|r| r.reason), attempts)
+    }
+
+    #[test]
+    fn a_cell_that_cannot_be_reached_is_passed_over_for_any_method() {
+        let (good, good_requests) = cell(Cell::Answers(200));
+        let (gone, _) = cell(Cell::Gone);
+        let router = two_cells(gone, good);
+        // Nothing left the gateway: even a POST without a key is safe to send on.
+        assert_eq!(send(&router, "POST", None, "retail-a"), (Ok(200), 2));
+        assert_eq!(good_requests.load(Ordering::SeqCst), 1);
+        assert!(router.cells().all().iter().all(|c| c.load.in_flight() == 0));
+    }
+
+    #[test]
+    fn a_post_that_may_have_arrived_is_never_sent_again_without_a_key() {
+        let (hangs_up, hung_up_on) = cell(Cell::HangsUp);
+        let (good, good_requests) = cell(Cell::Answers(200));
+        let router = two_cells(hangs_up, good);
+        assert_eq!(
+            send(&router, "POST", None, "retail-a"),
+            (Err(Reason::CellUnreachable), 1)
+        );
+        assert_eq!(hung_up_on.load(Ordering::SeqCst), 1);
+        assert_eq!(good_requests.load(Ordering::SeqCst), 0, "not sent twice");
+        // With an Idempotency-Key the cell can tell a repeat: it goes to the next cell.
+        assert_eq!(send(&router, "POST", Some("k-1"), "retail-a"), (Ok(200), 2));
+        assert_eq!(good_requests.load(Ordering::SeqCst), 1);
+        // A GET is replayable as it is.
+        assert_eq!(send(&router, "GET", None, "retail-a"), (Ok(200), 2));
+    }
+
+    #[test]
+    fn a_503_is_retried_only_for_replayable_requests() {
+        let (busy, busy_requests) = cell(Cell::Answers(503));
+        let (good, _) = cell(Cell::Answers(200));
+        let router = two_cells(busy, good);
+        assert_eq!(send(&router, "GET", None, "retail-a"), (Ok(200), 2));
+        assert_eq!(send(&router, "POST", None, "retail-a"), (Ok(503), 1));
+        assert_eq!(busy_requests.load(Ordering::SeqCst), 2);
+        let (other_busy, _) = cell(Cell::Answers(503));
+        let both_busy = two_cells(busy, other_busy);
+        // Both retail cells busy: the third and last attempt goes to the region's fallback (a
+        // cell that is gone), and the last attempt's result is the client's.
+        assert_eq!(
+            send(&both_busy, "PUT", None, "retail-a"),
+            (Err(Reason::CellUnreachable), 3)
+        );
+    }
+
+    #[test]
+    fn a_500_is_the_clients_answer() {
+        let (broken, _) = cell(Cell::Answers(500));
+        let (good, good_requests) = cell(Cell::Answers(200));
+        let router = two_cells(broken, good);
+        assert_eq!(send(&router, "GET", None, "retail-a"), (Ok(500), 1));
+        assert_eq!(good_requests.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_bounds() {
+        let settings = RetrySettings::default();
+        for retry in 1..=6 {
+            let full = (25u64 << (retry - 1)).min(250);
+            let pause = backoff(&settings, retry).as_millis() as u64;
+            assert!(
+                (full / 2..=full).contains(&pause),
+                "retry {retry}: {pause} ms"
+            );
+        }
+    }
+}

@@ -1,0 +1,162 @@
+"""Forwarding that survives a cell's death, against a real gateway and real cell processes: a
+cell killed with SIGKILL under a steady GET load costs the client no error while its sibling is
+eligible; its breaker opens, and closes again through half-open once it is back."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cellgate.demo.launch import demo_token, topology_text
+from harness import Gateway, free_port, start_gateway
+
+CUSTOMERS = '{"customer_id": "c-retail-us", "tier": "retail", "region": "us-east"}\n'
+
+
+def start_cell(cell_id: str, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cellgate.demo.cell", "--id", cell_id, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert "listening" in process.stdout.readline()
+    return process
+
+
+class Cells:
+    """Two retail cells as processes that a test may kill and start again."""
+
+    def __init__(self) -> None:
+        self.ports = {"retail-1": free_port(), "retail-2": free_port()}
+        self.processes = {cid: start_cell(cid, port) for cid, port in self.ports.items()}
+
+    def kill(self, cell_id: str) -> None:
+        process = self.processes[cell_id]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def start(self, cell_id: str) -> None:
+        self.processes[cell_id] = start_cell(cell_id, self.ports[cell_id])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+@pytest.fixture
+def two_cells(tmp_path: Path) -> Iterator[tuple[Gateway, Cells]]:
+    cells = Cells()
+    (tmp_path / "customers.jsonl").write_text(CUSTOMERS)
+    jwt = topology_text().split("[admin]")[0]
+    admin = "[admin]" + topology_text().split("[admin]")[1].split("[tiers.retail]")[0]
+    cell_tables = "".join(
+        f"""
+[[cells]]
+id = "{cell_id}"
+tier = "retail"
+region = "us-east"
+endpoint = "http://127.0.0.1:{port}"
+capacity = 100
+"""
+        for cell_id, port in cells.ports.items()
+    )
+    (tmp_path / "cellgate.toml").write_text(
+        f"""{jwt}{admin}
+[tiers.retail]
+placement = "least_loaded"
+{cell_tables}
+[breaker]
+consecutive_failures = 3
+wait_in_open_ms = 1000
+successes_to_close = 1
+
+[health]
+interval_ms = 100
+timeout_ms = 100
+rise = 1
+fall = 2
+
+[forward]
+connect_timeout_ms = 300
+request_timeout_ms = 3000
+
+[profiles]
+source = "customers.jsonl"
+"""
+    )
+    gateway = start_gateway(tmp_path / "cellgate.toml")
+    yield gateway, cells
+    gateway.stop()
+    cells.stop()
+
+
+def steady_load(port: int, stop: threading.Event, statuses: Counter, cells_seen: Counter) -> None:
+    """GETs one after another on one keep-alive connection until told to stop."""
+    headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while not stop.is_set():
+        conn.request("GET", "/api/accounts", headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        statuses[response.status] += 1
+        if response.status != 200:
+            statuses[body.decode(errors="replace")[:200]] += 1
+        else:
+            cells_seen[response.getheader("x-served-by")] += 1
+    conn.close()
+
+
+def breaker_of(gateway: Gateway, cell_id: str) -> str:
+    return next(c["breaker"] for c in gateway.cells() if c["id"] == cell_id)
+
+
+def test_a_cell_killed_under_load_costs_the_client_nothing(two_cells):
+    gateway, cells = two_cells
+    stop = threading.Event()
+    statuses: Counter = Counter()
+    cells_seen: Counter = Counter()
+    load = [
+        threading.Thread(target=steady_load, args=(gateway.port, stop, statuses, cells_seen))
+        for _ in range(4)
+    ]
+    for thread in load:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        cells.kill("retail-1")
+        opened = False
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not opened:
+            opened = breaker_of(gateway, "retail-1") == "open"
+            time.sleep(0.02)
+        time.sleep(0.5)
+        cells.start("retail-1")
+        time.sleep(2.5)
+    finally:
+        stop.set()
+        for thread in load:
+            thread.join(timeout=15)
+    assert statuses[200] > 200, statuses
+    assert set(statuses) == {200}, statuses
+    assert opened or not gateway.cells()[0]["healthy"], "the dead cell was taken out"
+    assert cells_seen["retail-1"] > 0 and cells_seen["retail-2"] > 0, cells_seen
+    # Back, healthy, and its breaker closed through half-open by a successful trial call.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and breaker_of(gateway, "retail-1") != "closed":
+        time.sleep(0.05)
+    assert breaker_of(gateway, "retail-1") == "closed"
+    assert all(cell["healthy"] for cell in gateway.cells())
