@@ -4,6 +4,8 @@ requests on to the next eligible cell, and with none left the answer is 503 cell
 from __future__ import annotations
 
 import re
+import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,3 +61,37 @@ def test_max_in_flight_holds_under_a_burst(limited: Gateway, demo_cells_running)
         assert problem["reason"] == "cell_saturated"
         assert "at its limit (2 of max_in_flight 2 in flight)" in problem["detail"]
     assert all(cell["in_flight"] == 0 for cell in limited.cells())
+
+
+def test_a_client_that_leaves_cancels_its_forward(limited: Gateway, demo_cells_running):
+    """The cell hangs; the client gives up: within moments the gateway has dropped its
+    connection to the cell and given the slot back, and counted nothing against the cell."""
+    cell_port = demo_cells_running.ports["corp-us-east-1"]
+    http_json(cell_port, "POST", "/_cell/hang")
+    try:
+        token = demo_token("c-corp-us")
+        conn = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
+        conn.sendall(
+            f"GET /api/positions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and cell_stats(cell_port)["in_flight"] != 1:
+            time.sleep(0.02)
+        assert cell_stats(cell_port)["in_flight"] == 1, "the forward reached the cell"
+        conn.close()
+        left = time.monotonic()
+        while time.monotonic() < deadline and (
+            cell_stats(cell_port)["in_flight"] or any(c["in_flight"] for c in limited.cells())
+        ):
+            time.sleep(0.02)
+        assert cell_stats(cell_port)["in_flight"] == 0, "the connection to the cell was dropped"
+        assert all(c["in_flight"] == 0 for c in limited.cells()), "the slot was given back"
+        assert time.monotonic() - left < 2
+        corp = next(c for c in limited.cells() if c["id"] == "corp-us-east-1")
+        assert corp["breaker"] == "closed" and corp["healthy"]
+    finally:
+        http_json(cell_port, "POST", "/_cell/reset")
+
+
+def cell_stats(port: int) -> dict:
+    return http_json(port, "GET", "/_cell/stats")[2]

@@ -23,6 +23,11 @@ __all__ = ["CONFIG_ENV", "Gateway", "create_app"]
 #: The environment variable naming the configuration file a worker loads.
 CONFIG_ENV = "CELLGATE_CONFIG"
 
+#: How often the gateway looks for forwards that have run a while, to watch their clients: one
+#: found in two looks in a row gets a watch (a task) that cancels it if its client goes away.
+#: Most forwards are answered long before, and cost a dictionary entry.
+DISCONNECT_SWEEP_S = 0.25
+
 
 class Gateway:
     """One worker's gateway: a router, its admin API and, once the loop starts, a bridge."""
@@ -40,13 +45,22 @@ class Gateway:
         self.client_body_timeout_s = client_body_timeout_s
         self.admin = admin
         self.bridge: _core.Bridge | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: Forwards under way and their clients' protocols.
+        self._in_flight: dict[asyncio.Future, Any] = {}
+        self._seen_last_sweep: set[asyncio.Future] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.bridge = _core.Bridge(loop)
+        self._sweeper = loop.call_later(DISCONNECT_SWEEP_S, self._sweep)
         loop.add_reader(self.bridge.fileno(), self.bridge.drain)
         self.router.start_health_checks()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.router.stop_health_checks()
         if self.bridge is not None:
             loop.remove_reader(self.bridge.fileno())
@@ -77,7 +91,11 @@ class Gateway:
                 scope.scheme,
                 absolute_form,
             )
-            proto.response_bytes(*(answer if type(answer) is tuple else await answer))
+            if type(answer) is not tuple:
+                answer = await self._answer(answer, proto)
+                if answer is None:
+                    return
+            proto.response_bytes(*answer)
             return
         header_items = headers.items()
         decision = self.router.decide(
@@ -110,7 +128,7 @@ class Gateway:
             # The client went away mid-body: nobody is left to answer.
             decision.release()
             return
-        answer = await self.router.forward(
+        forwarded = self.router.forward(
             self.bridge,
             decision,
             scope.method,
@@ -119,7 +137,43 @@ class Gateway:
             body,
             scope.scheme,
         )
-        proto.response_bytes(*answer)
+        answer = await self._answer(forwarded, proto)
+        if answer is not None:
+            proto.response_bytes(*answer)
+
+    async def _answer(self, forwarded: asyncio.Future, proto: Any):
+        """The cell's answer; None when the client went away first (the forward is cancelled:
+        its connection to the cell closed, its slot and breaker permit given back)."""
+        self._in_flight[forwarded] = proto
+        try:
+            return await forwarded
+        except asyncio.CancelledError:
+            if forwarded.cancelled():
+                return None
+            raise
+        finally:
+            del self._in_flight[forwarded]
+
+    def _sweep(self) -> None:
+        """Watches the clients of the forwards that were already under way at the last sweep."""
+        seen = self._seen_last_sweep
+        for forwarded, proto in self._in_flight.items():
+            if forwarded in seen:
+                self._watch(forwarded, proto)
+        self._seen_last_sweep = {f for f in self._in_flight if f not in seen}
+        self._sweeper = self.loop.call_later(DISCONNECT_SWEEP_S, self._sweep)
+
+    def _watch(self, forwarded: asyncio.Future, proto: Any) -> None:
+        """Cancels `forwarded` if its client disconnects before the cell answers."""
+
+        async def cancel_on_disconnect() -> None:
+            await proto.client_disconnect()
+            if not forwarded.done():
+                self.bridge.cancel(forwarded)
+                forwarded.cancel()
+
+        watcher = self.loop.create_task(cancel_on_disconnect())
+        forwarded.add_done_callback(lambda _: watcher.cancel())
 
     def _too_large(self, decision: _core.Decision, what: str):
         detail = f"{what} is not a size up to {self.max_request_bytes} bytes"

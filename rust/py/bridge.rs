@@ -17,10 +17,12 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 const WAKE: Token = Token(0);
 
@@ -94,11 +96,16 @@ struct Completions {
     waker: mio::Waker,
     /// Futures handed out and not yet completed.
     pending: AtomicUsize,
+    /// The forwards under way that can be cancelled, by their future's address.
+    running: Mutex<HashMap<usize, Arc<Notify>>>,
 }
 
 impl Completions {
     fn push(&self, future: Py<PyAny>, outcome: Outcome) {
         self.pending.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&(future.as_ptr() as usize));
+        }
         let Ok(mut done) = self.done.lock() else {
             return;
         };
@@ -180,6 +187,16 @@ impl PyBridge {
         Ok((future, pending))
     }
 
+    /// What tells the forward that will resolve `future` that `cancel(future)` was called:
+    /// the forward stops at once when it is notified (a notification before it waits counts).
+    pub fn cancellation(&self, future: &Py<PyAny>) -> Arc<Notify> {
+        let cancel = Arc::new(Notify::new());
+        if let Ok(mut running) = self.completions.running.lock() {
+            running.insert(future.as_ptr() as usize, cancel.clone());
+        }
+        cancel
+    }
+
     fn resolve(&self, py: Python<'_>) -> PyResult<()> {
         let set_result = intern!(py, "set_result");
         let mut first_error = None;
@@ -216,6 +233,7 @@ impl PyBridge {
                 done: Mutex::new(Vec::new()),
                 waker,
                 pending: AtomicUsize::new(0),
+                running: Mutex::new(HashMap::new()),
             }),
             create_future: event_loop.getattr("create_future")?.unbind(),
         })
@@ -240,6 +258,25 @@ impl PyBridge {
     #[getter]
     fn tasks(&self) -> usize {
         self.completions.pending.load(Ordering::Relaxed)
+    }
+
+    /// Cancels the forward that would resolve `future` (its client went away): the connection
+    /// to the cell is dropped, the cell slot and breaker permit are given back and nothing is
+    /// counted against the cell. Says whether a forward was still under way.
+    fn cancel(&self, future: &Bound<'_, PyAny>) -> bool {
+        let task = self
+            .completions
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut running| running.remove(&(future.as_ptr() as usize)));
+        match task {
+            Some(cancel) => {
+                cancel.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// A future resolved with None through one wake-up of the loop: the bridge's cost alone.

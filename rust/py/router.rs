@@ -62,7 +62,8 @@ impl PyRouter {
         let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
         let client = self.client.clone();
-        runtime().spawn(async move {
+        let cancel = bridge.cancellation(&future);
+        let work = async move {
             let result = match request {
                 Ok(request) => {
                     retry::forward(&core, &client, route, request, &request_id)
@@ -88,6 +89,15 @@ impl PyRouter {
                     trace,
                 },
             });
+        };
+        runtime().spawn(async move {
+            tokio::select! {
+                biased;
+                // The client went away: dropping the forward closes its connection to the cell
+                // and gives back the slot and the permit, counting nothing against the cell.
+                () = cancel.notified() => {}
+                () = work => {}
+            }
         });
         Ok(future)
     }
