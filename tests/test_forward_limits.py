@@ -71,9 +71,10 @@ def test_a_client_that_leaves_cancels_its_forward(limited: Gateway, demo_cells_r
     try:
         token = demo_token("c-corp-us")
         conn = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
-        conn.sendall(
-            f"GET /api/positions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        request = (
+            f"GET /api/positions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\r\n"
         )
+        conn.sendall(request.encode())
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and cell_stats(cell_port)["in_flight"] != 1:
             time.sleep(0.02)
