@@ -21,18 +21,26 @@ pub struct CellClient {
     max_response_bytes: usize,
 }
 
+/// hyper-util's pooled HTTP/1.1 client with the configured connect timeout and pool idle
+/// timeout, keeping at most `max_idle` idle connections per cell.
+pub fn pooled_client(
+    settings: &ForwardSettings,
+    max_idle: usize,
+) -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(settings.pool_idle_timeout_ms))
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
+}
+
 impl CellClient {
     /// A client with the configured connect timeout, pool size and idle timeout.
     pub fn new(settings: &ForwardSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(settings.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(settings.pool_max_idle_per_cell)
-            .build(connector);
         CellClient {
-            client,
+            client: pooled_client(settings, settings.pool_max_idle_per_cell),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             max_response_bytes: settings.max_response_bytes,
         }

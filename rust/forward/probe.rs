@@ -1,12 +1,12 @@
 //! The health checker's HTTP client: pooled keep-alive GETs on the background I/O runtime.
 
+use super::client::pooled_client;
 use crate::settings::ForwardSettings;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
 /// Asks cells' health endpoints, off the event loops that serve requests.
@@ -17,14 +17,9 @@ pub struct ProbeClient {
 impl ProbeClient {
     /// A client with the configured connect timeout and pool idle timeout.
     pub fn new(settings: &ForwardSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(settings.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(1)
-            .build(connector);
-        ProbeClient { client }
+        ProbeClient {
+            client: pooled_client(settings, 1),
+        }
     }
 
     /// Asks `url` with a GET and says whether it answered 2xx within `timeout`.
