@@ -119,7 +119,8 @@ UNKNOWN_CELL = (
     " max_in_flight, region, signed, signing, tier"
 )
 UNKNOWN_TOP = (
-    "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk, tiers"
+    "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk,"
+    " server, tiers"
 )
 ENCRYPTION = "must be one of 'standard', 'enhanced', 'maximum'"
 ALG = "must be one of " + ", ".join(repr(a) for a in ALGORITHMS)

@@ -60,6 +60,7 @@ def _serve(config_path: Path, args: argparse.Namespace) -> int:
             print(f"cellgate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     os.environ["CELLGATE_CONFIG"] = str(config_path.resolve())
+    grace_s = load_config(config_path).server.shutdown_grace_s
     Granian(
         target="cellgate.gateway:create_app",
         factory=True,
@@ -74,6 +75,8 @@ def _serve(config_path: Path, args: argparse.Namespace) -> int:
         backlog=args.backlog,
         log_level=LogLevels(args.log_level),
         log_access=args.access_log,
+        # On SIGTERM workers stop accepting and finish what is in flight, for at most this long.
+        workers_kill_timeout=grace_s,
     ).serve()
     return 0
 

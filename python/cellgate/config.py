@@ -39,6 +39,7 @@ __all__ = [
     "RequirementConfig",
     "RetryConfig",
     "RiskConfig",
+    "ServerConfig",
     "SigningConfig",
     "StepUpConfig",
     "TierConfig",
@@ -327,6 +328,14 @@ class PathsConfig(_Section):
     ] = "reject_request"
 
 
+class ServerConfig(_Section):
+    """The gateway's own process."""
+
+    #: On SIGTERM the gateway stops accepting and lets requests in flight finish, for at most
+    #: this long (then the workers are stopped).
+    shutdown_grace_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
+
+
 class ProfilesConfig(_Section):
     """Where customer profiles come from: a JSON Lines file, relative to the configuration file."""
 
@@ -350,6 +359,7 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     forward: ForwardConfig = ForwardConfig()
     paths: PathsConfig = PathsConfig()
+    server: ServerConfig = ServerConfig()
     admin: AdminConfig | None = None
     risk: RiskConfig | None = None
     compliance: dict[str, RequirementConfig] = {}
