@@ -301,7 +301,9 @@ class ForwardConfig(_Section):
 
     connect_timeout_ms: Positive = 1000
     request_timeout_ms: Positive = 10_000
-    pool_idle_timeout_ms: Positive = 30_000
+    #: Below common servers' keep-alive timeouts (5 s and up), so the gateway closes an idle
+    #: connection before the cell does.
+    pool_idle_timeout_ms: Positive = 4_000
     pool_max_idle_per_cell: Positive = 256
     max_request_bytes: Positive = 1 << 20
     #: The whole request body must arrive within this time, else 408.
