@@ -2,12 +2,13 @@
 
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::catalog::Catalog;
-use crate::settings::CellSettings;
+use crate::settings::{CellSettings, ForwardSettings};
 use crate::signing::Signer;
 use hyper::header::HeaderValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How strongly a cell encrypts the data it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,6 +99,8 @@ pub struct Cell {
     pub forward_bearer_token: bool,
     /// Signs every request forwarded here (RFC 9421), when the cell is signed.
     pub signer: Option<Signer>,
+    /// The timeouts of forwards to this cell.
+    pub timeouts: CellTimeouts,
     /// `scheme://authority` of the cell, without a trailing slash.
     pub origin: String,
     /// The authority alone, sent as the `Host` of forwarded requests.
@@ -108,6 +111,39 @@ pub struct Cell {
     pub load: CellLoad,
     /// The cell's circuit breaker, fed by the outcome of every request it takes.
     pub breaker: Breaker,
+}
+
+/// The timeouts of forwards to one cell: `[forward]`'s, or the cell's own.
+#[derive(Debug, Clone, Copy)]
+pub struct CellTimeouts {
+    pub connect: Duration,
+    /// Until the first byte of the answer; none: only `total` holds.
+    pub first_byte: Option<Duration>,
+    /// The whole exchange, answer body included.
+    pub total: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle: Duration,
+}
+
+impl CellTimeouts {
+    fn of(cell: &CellSettings, forward: &ForwardSettings) -> Self {
+        let ms = Duration::from_millis;
+        CellTimeouts {
+            connect: ms(cell
+                .connect_timeout_ms
+                .unwrap_or(forward.connect_timeout_ms)),
+            first_byte: cell
+                .first_byte_timeout_ms
+                .or(forward.first_byte_timeout_ms)
+                .map(ms),
+            total: ms(cell
+                .request_timeout_ms
+                .unwrap_or(forward.request_timeout_ms)),
+            pool_idle: ms(cell
+                .pool_idle_timeout_ms
+                .unwrap_or(forward.pool_idle_timeout_ms)),
+        }
+    }
 }
 
 /// An in-flight slot held on a cell; dropping it gives the slot back.
@@ -169,6 +205,7 @@ impl CellTable {
     pub fn build(
         settings: &[CellSettings],
         default_breaker: &BreakerSettings,
+        forward: &ForwardSettings,
         catalog: &Catalog,
     ) -> Result<Self, Vec<String>> {
         let mut cells = Vec::new();
@@ -248,6 +285,7 @@ impl CellTable {
                 signed: cell.signed,
                 forward_bearer_token: cell.forward_bearer_token,
                 signer,
+                timeouts: CellTimeouts::of(cell, forward),
                 origin,
                 authority,
                 host_header,

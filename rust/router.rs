@@ -148,9 +148,14 @@ impl Router {
                 .ok(),
             None => None,
         };
-        let cells = CellTable::build(&settings.cells, &settings.breaker, &catalog)
-            .map_err(|cell_errors| errors.extend(cell_errors))
-            .ok();
+        let cells = CellTable::build(
+            &settings.cells,
+            &settings.breaker,
+            &settings.forward,
+            &catalog,
+        )
+        .map_err(|cell_errors| errors.extend(cell_errors))
+        .ok();
         let compliance = cells.as_ref().and_then(|cells| {
             Compliance::build(&settings.compliance, cells.all(), &catalog)
                 .map_err(|rule_errors| errors.extend(rule_errors))

@@ -147,9 +147,29 @@ pub struct CellSettings {
     /// next eligible cell takes the request, or 503 cell_saturated.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
+    /// This cell's own timeouts and idle timeout, where they differ from `[forward]`'s.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub pool_idle_timeout_ms: Option<u64>,
     /// How requests to this cell are signed (required when `signed`).
     #[serde(default)]
     pub signing: Option<crate::signing::SignerSettings>,
+}
+
+/// What a timed-out forward counts as in the cell's breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutCountsAs {
+    #[default]
+    Failure,
+    /// A slow call (its duration is the timeout): it opens the breaker only through the
+    /// slow-call rate.
+    Slow,
 }
 
 /// Envoy's default `max_requests` per cluster.
@@ -175,7 +195,14 @@ pub struct HealthSettings {
 #[serde(deny_unknown_fields)]
 pub struct ForwardSettings {
     pub connect_timeout_ms: u64,
+    /// How long the first byte of an answer may take (none: only the request timeout holds).
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
     pub request_timeout_ms: u64,
+    /// Whether a timed-out forward counts against the cell's breaker as a failure or only as a
+    /// slow call.
+    #[serde(default)]
+    pub timeout_counts_as: TimeoutCountsAs,
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_cell: usize,
     pub max_response_bytes: usize,

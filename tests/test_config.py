@@ -115,8 +115,9 @@ def duplicate(path: str) -> Mutation:
 
 
 UNKNOWN_CELL = (
-    "known: breaker, capacity, certifications, encryption, endpoint, forward_bearer_token, id,"
-    " max_in_flight, region, signed, signing, tier"
+    "known: breaker, capacity, certifications, connect_timeout_ms, encryption, endpoint,"
+    " first_byte_timeout_ms, forward_bearer_token, id, max_in_flight, pool_idle_timeout_ms,"
+    " region, request_timeout_ms, signed, signing, tier"
 )
 UNKNOWN_TOP = (
     "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk,"

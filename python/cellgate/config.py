@@ -270,6 +270,11 @@ class CellConfig(_Section):
     signing: SigningConfig | None = None
     #: The most forwards this cell takes at once; past it the next eligible cell, or 503.
     max_in_flight: Positive = 1024
+    #: This cell's own timeouts and pool idle timeout, where they differ from ``[forward]``'s.
+    connect_timeout_ms: Positive | None = None
+    first_byte_timeout_ms: Positive | None = None
+    request_timeout_ms: Positive | None = None
+    pool_idle_timeout_ms: Positive | None = None
 
 
 class HealthConfig(_Section):
@@ -300,7 +305,11 @@ class ForwardConfig(_Section):
     """How requests reach cells."""
 
     connect_timeout_ms: Positive = 1000
+    #: How long the first byte of an answer may take; none: only ``request_timeout_ms`` holds.
+    first_byte_timeout_ms: Positive | None = None
     request_timeout_ms: Positive = 10_000
+    #: What a timed-out forward counts as in the cell's breaker: a failure, or a slow call.
+    timeout_counts_as: Literal["failure", "slow"] = "failure"
     #: Below common servers' keep-alive timeouts (5 s and up), so the gateway closes an idle
     #: connection before the cell does.
     pool_idle_timeout_ms: Positive = 4_000
@@ -640,6 +649,10 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
                 "breaker": c.breaker and c.breaker.compile(),
                 "forward_bearer_token": c.forward_bearer_token,
                 "max_in_flight": c.max_in_flight,
+                "connect_timeout_ms": c.connect_timeout_ms,
+                "first_byte_timeout_ms": c.first_byte_timeout_ms,
+                "request_timeout_ms": c.request_timeout_ms,
+                "pool_idle_timeout_ms": c.pool_idle_timeout_ms,
                 "signing": signer,
             }
             for c, signer in zip(

@@ -12,36 +12,52 @@ use hyper::Request;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The pooled client every forward of one router goes through.
+/// The pooled clients every forward of one router goes through, one per cell (each with the
+/// cell's connect and idle timeouts).
 pub struct CellClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    clients: Vec<Client<HttpConnector, Full<Bytes>>>,
+    /// For a cell without a client of its own (none in a router's table).
+    default_client: Client<HttpConnector, Full<Bytes>>,
     request_timeout: Duration,
     max_response_bytes: usize,
 }
 
-/// hyper-util's pooled HTTP/1.1 client with the configured connect timeout and pool idle
-/// timeout, keeping at most `max_idle` idle connections per cell.
+/// hyper-util's pooled HTTP/1.1 client with `connect` and `pool_idle` timeouts, keeping at most
+/// `max_idle` idle connections per cell.
 pub fn pooled_client(
-    settings: &ForwardSettings,
+    connect: Duration,
+    pool_idle: Duration,
     max_idle: usize,
 ) -> Client<HttpConnector, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
+    connector.set_connect_timeout(Some(connect));
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(settings.pool_idle_timeout_ms))
+        .pool_idle_timeout(pool_idle)
         .pool_max_idle_per_host(max_idle)
         .build(connector)
 }
 
 impl CellClient {
-    /// A client with the configured connect timeout, pool size and idle timeout.
-    pub fn new(settings: &ForwardSettings) -> Self {
+    /// Clients for `cells`, each with its cell's timeouts, and `[forward]`'s pool size.
+    pub fn new(settings: &ForwardSettings, cells: &[Arc<Cell>]) -> Self {
+        let ms = Duration::from_millis;
+        let max_idle = settings.pool_max_idle_per_cell;
+        let clients = cells
+            .iter()
+            .map(|cell| pooled_client(cell.timeouts.connect, cell.timeouts.pool_idle, max_idle))
+            .collect();
         CellClient {
-            client: pooled_client(settings, settings.pool_max_idle_per_cell),
-            request_timeout: Duration::from_millis(settings.request_timeout_ms),
+            clients,
+            default_client: pooled_client(
+                ms(settings.connect_timeout_ms),
+                ms(settings.pool_idle_timeout_ms),
+                max_idle,
+            ),
+            request_timeout: ms(settings.request_timeout_ms),
             max_response_bytes: settings.max_response_bytes,
         }
     }
@@ -82,26 +98,36 @@ impl CellClient {
                 format!("request target: {err}"),
             ))
         })?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|err| Failed::of(cell, &err))?;
-            read_answer(cell, self.max_response_bytes, response)
-                .await
-                .map_err(Failed::Other)
+        let client = self.clients.get(cell.index).unwrap_or(&self.default_client);
+        let started = tokio::time::Instant::now();
+        // Each deadline with the limit that sets it, for the client's detail.
+        let (until, total) = match started + cell.timeouts.total < until {
+            true => (started + cell.timeouts.total, cell.timeouts.total),
+            false => (until, self.request_timeout),
         };
-        match tokio::time::timeout_at(until, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(Failed::Other(Refusal::new(
+        let (first_byte_until, first_byte) = match cell.timeouts.first_byte {
+            Some(first_byte) if started + first_byte < until => (started + first_byte, first_byte),
+            _ => (until, total),
+        };
+        let timed_out = |what: &str, limit: Duration| {
+            Failed::Other(Refusal::new(
                 Reason::CellTimeout,
-                format!(
-                    "{}: no answer within {} ms",
-                    cell.id,
-                    self.request_timeout.as_millis()
-                ),
-            ))),
+                format!("{}: no {what} within {} ms", cell.id, limit.as_millis()),
+            ))
+        };
+        let response =
+            match tokio::time::timeout_at(first_byte_until, client.request(request)).await {
+                Ok(response) => response.map_err(|err| Failed::of(cell, &err))?,
+                Err(_) if first_byte_until < until => {
+                    return Err(timed_out("first byte of an answer", first_byte))
+                }
+                Err(_) => return Err(timed_out("answer", total)),
+            };
+        match tokio::time::timeout_at(until, read_answer(cell, self.max_response_bytes, response))
+            .await
+        {
+            Ok(result) => result.map_err(Failed::Other),
+            Err(_) => Err(timed_out("answer", total)),
         }
     }
 }
@@ -174,7 +200,7 @@ pub async fn read_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cells::{CellLoad, Encryption};
+    use crate::cells::{CellLoad, CellTimeouts, Encryption};
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -231,7 +257,7 @@ mod tests {
         (port, connections)
     }
 
-    fn cell(port: u16) -> Cell {
+    fn cell_with(port: u16, timeouts: CellTimeouts) -> Cell {
         Cell {
             index: 0,
             id: Arc::from("test-cell"),
@@ -244,6 +270,7 @@ mod tests {
             signed: false,
             forward_bearer_token: false,
             signer: None,
+            timeouts,
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
             host_header: hyper::header::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
@@ -258,13 +285,16 @@ mod tests {
     struct Harness {
         runtime: tokio::runtime::Runtime,
         client: CellClient,
+        timeouts: CellTimeouts,
     }
 
     impl Harness {
         fn new(request_timeout_ms: u64, max_response_bytes: usize) -> Self {
             let settings = ForwardSettings {
                 connect_timeout_ms: 500,
+                first_byte_timeout_ms: None,
                 request_timeout_ms,
+                timeout_counts_as: Default::default(),
                 pool_idle_timeout_ms: 30_000,
                 pool_max_idle_per_cell: 4,
                 max_response_bytes,
@@ -278,8 +308,19 @@ mod tests {
                 .unwrap();
             Harness {
                 runtime,
-                client: CellClient::new(&settings),
+                client: CellClient::new(&settings, &[]),
+                timeouts: CellTimeouts {
+                    connect: Duration::from_millis(500),
+                    first_byte: None,
+                    total: Duration::from_millis(request_timeout_ms),
+                    pool_idle: Duration::from_secs(30),
+                },
             }
+        }
+
+        /// A cell at `port` with the harness's timeouts.
+        fn cell(&self, port: u16) -> Cell {
+            cell_with(port, self.timeouts)
         }
 
         fn exchange(&self, cell: &Cell) -> Result<Answer, Refusal> {
@@ -295,7 +336,7 @@ mod tests {
     fn answers_and_reuses_the_connection() {
         let (port, connections) = server(|_| Reply::Answer(OK));
         let harness = Harness::new(2000, 1 << 20);
-        let cell = cell(port);
+        let cell = harness.cell(port);
         for _ in 0..3 {
             let answer = harness.exchange(&cell).unwrap();
             assert_eq!(answer.status, 200);
@@ -311,9 +352,13 @@ mod tests {
         // Each connection answers once and closes: the pooled one is dead by the next request.
         let (port, connections) = server(|_| Reply::AnswerAndClose(OK));
         let harness = Harness::new(2000, 1 << 20);
-        let cell = cell(port);
+        let cell = harness.cell(port);
         assert_eq!(harness.exchange(&cell).unwrap().status, 200);
-        thread::sleep(Duration::from_millis(50));
+        // The worker's I/O thread runs all the time: here the runtime runs while we wait, so the
+        // pooled connection sees the cell's close.
+        harness
+            .runtime
+            .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
         assert_eq!(harness.exchange(&cell).unwrap().status, 200);
         assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
@@ -324,7 +369,7 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let dead_port = closed.local_addr().unwrap().port();
         drop(closed);
-        let refused = harness.exchange(&cell(dead_port)).unwrap_err();
+        let refused = harness.exchange(&harness.cell(dead_port)).unwrap_err();
         assert_eq!(
             refused.reason,
             Reason::CellUnreachable,
@@ -337,7 +382,7 @@ mod tests {
             Reply::Close
         });
         let started = Instant::now();
-        let timed_out = harness.exchange(&cell(silent)).unwrap_err();
+        let timed_out = harness.exchange(&harness.cell(silent)).unwrap_err();
         assert_eq!(
             timed_out.reason,
             Reason::CellTimeout,
@@ -347,14 +392,55 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(1500));
 
         let (big, _) = server(|_| Reply::Answer(OK));
-        let too_large = harness.exchange(&cell(big)).unwrap_err();
+        let too_large = harness.exchange(&harness.cell(big)).unwrap_err();
         assert_eq!(too_large.reason, Reason::ResponseTooLarge);
 
         // Taken, then dropped unanswered: the request may have been acted on, so it is not sent
         // again; the client hears that the cell was unreachable.
         let (hang_up, connections) = server(|_| Reply::Close);
-        let dropped = harness.exchange(&cell(hang_up)).unwrap_err();
+        let dropped = harness.exchange(&harness.cell(hang_up)).unwrap_err();
         assert_eq!(dropped.reason, Reason::CellUnreachable);
         assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_cell_slow_to_start_its_answer_meets_the_first_byte_timeout() {
+        let (slow, _) = server(|_| {
+            thread::sleep(Duration::from_millis(600));
+            Reply::Answer(OK)
+        });
+        let harness = Harness::new(5_000, 1 << 20);
+        let cell = cell_with(
+            slow,
+            CellTimeouts {
+                first_byte: Some(Duration::from_millis(150)),
+                ..harness.timeouts
+            },
+        );
+        let started = Instant::now();
+        let refusal = harness.exchange(&cell).unwrap_err();
+        assert_eq!(refusal.reason, Reason::CellTimeout);
+        assert!(
+            refusal
+                .detail
+                .contains("no first byte of an answer within 150 ms"),
+            "{}",
+            refusal.detail
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // The cell's own total timeout, shorter than the request's, holds too.
+        let short = cell_with(
+            slow,
+            CellTimeouts {
+                total: Duration::from_millis(200),
+                ..harness.timeouts
+            },
+        );
+        let refusal = harness.exchange(&short).unwrap_err();
+        assert!(
+            refusal.detail.contains("no answer within 200 ms"),
+            "{}",
+            refusal.detail
+        );
     }
 }

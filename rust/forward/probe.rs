@@ -17,8 +17,13 @@ pub struct ProbeClient {
 impl ProbeClient {
     /// A client with the configured connect timeout and pool idle timeout.
     pub fn new(settings: &ForwardSettings) -> Self {
+        let ms = Duration::from_millis;
         ProbeClient {
-            client: pooled_client(settings, 1),
+            client: pooled_client(
+                ms(settings.connect_timeout_ms),
+                ms(settings.pool_idle_timeout_ms),
+                1,
+            ),
         }
     }
 

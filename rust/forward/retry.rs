@@ -14,6 +14,7 @@ use super::client::{CellClient, Failed};
 use crate::cells::Cell;
 use crate::reason::{Reason, Refusal};
 use crate::router::{Outcome, Route, Router};
+use crate::settings::TimeoutCountsAs;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, HOST};
@@ -112,7 +113,8 @@ pub async fn forward(
         };
         let cell = route.cell().clone();
         let result = client.attempt(&cell, request, until).await;
-        let (outcome, verdict) = judge(&result, replayable, settings);
+        let slow = core.forward_settings().timeout_counts_as == TimeoutCountsAs::Slow;
+        let (outcome, verdict) = judge(&result, replayable, settings, slow);
         tried.push(cell.index);
         let next = match verdict {
             Verdict::Retry if !last && Instant::now() < until => core.reroute(&route, &tried).ok(),
@@ -144,6 +146,7 @@ fn judge(
     result: &Result<Answer, Failed>,
     replayable: bool,
     settings: &RetrySettings,
+    timeout_is_slow: bool,
 ) -> (Outcome, Verdict) {
     match result {
         Ok(answer) => {
@@ -158,6 +161,10 @@ fn judge(
             (outcome, verdict)
         }
         Err(Failed::NotSent(_)) => (Outcome::Failure, Verdict::Retry),
+        // A slow call, by its duration, for the breaker's slow-call rule.
+        Err(Failed::Other(refusal)) if timeout_is_slow && refusal.reason == Reason::CellTimeout => {
+            (Outcome::Success, Verdict::Final)
+        }
         Err(Failed::NoAnswer(_)) if replayable => (Outcome::Failure, Verdict::Retry),
         Err(_) => (Outcome::Failure, Verdict::Final),
     }
@@ -333,7 +340,7 @@ mod tests {
             scheme: "http",
         };
         let request = build_request(&route, "retail", outbound, "rid").unwrap();
-        let client = CellClient::new(router.forward_settings());
+        let client = CellClient::new(router.forward_settings(), router.cells().all());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -409,5 +416,19 @@ mod tests {
                 "retry {retry}: {pause} ms"
             );
         }
+    }
+
+    #[test]
+    fn a_timeout_counts_as_configured() {
+        let settings = RetrySettings::default();
+        let timed_out = || Err(Failed::Other(Refusal::new(Reason::CellTimeout, "slow")));
+        assert!(matches!(
+            judge(&timed_out(), true, &settings, false),
+            (Outcome::Failure, Verdict::Final)
+        ));
+        assert!(matches!(
+            judge(&timed_out(), true, &settings, true),
+            (Outcome::Success, Verdict::Final)
+        ));
     }
 }

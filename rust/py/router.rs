@@ -118,9 +118,9 @@ impl PyRouter {
             .map_err(|err| CoreConfigError::new_err(vec![format!("settings: {err}")]))?;
         let clock = clock.map(|c| c.inner.clone()).unwrap_or_default();
         let probes = Arc::new(ProbeClient::new(&settings.forward));
-        let client = Arc::new(CellClient::new(&settings.forward));
         let core =
             Router::build(settings, profiles_jsonl, clock).map_err(CoreConfigError::new_err)?;
+        let client = Arc::new(CellClient::new(core.forward_settings(), core.cells().all()));
         Ok(PyRouter {
             core: Arc::new(core),
             client,
