@@ -3,6 +3,7 @@
 //! and its answer within the request timeout.
 
 use super::answer::{answer_headers, Answer};
+use super::dns::CachingResolver;
 use crate::cells::Cell;
 use crate::reason::{Reason, Refusal};
 use crate::settings::ForwardSettings;
@@ -18,21 +19,25 @@ use std::time::Duration;
 /// The pooled clients every forward of one router goes through, one per cell (each with the
 /// cell's connect and idle timeouts).
 pub struct CellClient {
-    clients: Vec<Client<HttpConnector, Full<Bytes>>>,
+    clients: Vec<PooledClient>,
     /// For a cell without a client of its own (none in a router's table).
-    default_client: Client<HttpConnector, Full<Bytes>>,
+    default_client: PooledClient,
     request_timeout: Duration,
     max_response_bytes: usize,
 }
 
-/// hyper-util's pooled HTTP/1.1 client with `connect` and `pool_idle` timeouts, keeping at most
-/// `max_idle` idle connections per cell.
+/// hyper-util's pooled HTTP/1.1 client, its host names resolved by a [`CachingResolver`].
+pub type PooledClient = Client<HttpConnector<CachingResolver>, Full<Bytes>>;
+
+/// A pooled client with `connect` and `pool_idle` timeouts, keeping at most `max_idle` idle
+/// connections per cell, resolving names through `resolver` (its answers shared by clones).
 pub fn pooled_client(
+    resolver: &CachingResolver,
     connect: Duration,
     pool_idle: Duration,
     max_idle: usize,
-) -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
+) -> PooledClient {
+    let mut connector = HttpConnector::new_with_resolver(resolver.clone());
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect));
     Client::builder(TokioExecutor::new())
@@ -46,13 +51,18 @@ impl CellClient {
     pub fn new(settings: &ForwardSettings, cells: &[Arc<Cell>]) -> Self {
         let ms = Duration::from_millis;
         let max_idle = settings.pool_max_idle_per_cell;
+        let resolver = CachingResolver::new();
         let clients = cells
             .iter()
-            .map(|cell| pooled_client(cell.timeouts.connect, cell.timeouts.pool_idle, max_idle))
+            .map(|cell| {
+                let timeouts = &cell.timeouts;
+                pooled_client(&resolver, timeouts.connect, timeouts.pool_idle, max_idle)
+            })
             .collect();
         CellClient {
             clients,
             default_client: pooled_client(
+                &resolver,
                 ms(settings.connect_timeout_ms),
                 ms(settings.pool_idle_timeout_ms),
                 max_idle,

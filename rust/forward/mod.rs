@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod dns;
 pub mod headers;
 pub mod probe;
 pub mod request;

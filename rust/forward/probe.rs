@@ -1,17 +1,16 @@
 //! The health checker's HTTP client: pooled keep-alive GETs on the background I/O runtime.
 
-use super::client::pooled_client;
+use super::client::{pooled_client, PooledClient};
+use super::dns::CachingResolver;
 use crate::settings::ForwardSettings;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use std::time::Duration;
 
 /// Asks cells' health endpoints, off the event loops that serve requests.
 pub struct ProbeClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: PooledClient,
 }
 
 impl ProbeClient {
@@ -20,6 +19,7 @@ impl ProbeClient {
         let ms = Duration::from_millis;
         ProbeClient {
             client: pooled_client(
+                &CachingResolver::new(),
                 ms(settings.connect_timeout_ms),
                 ms(settings.pool_idle_timeout_ms),
                 1,

@@ -397,6 +397,24 @@ mod tests {
     }
 
     #[test]
+    fn cells_named_by_host_name_are_resolved_and_reached() {
+        let (good, good_requests) = cell(Cell::Answers(200));
+        let mut settings: CoreSettings = serde_json::from_str(SETTINGS_JSON).unwrap();
+        // localhost resolves from the hosts file: no lookup leaves the machine.
+        settings.cells[0].endpoint = format!("http://localhost:{good}");
+        let router = Router::build(
+            settings,
+            PROFILES_JSONL.as_bytes(),
+            Clock::manual(1_000_000_000_000),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert_eq!(send(&router, "GET", None, "retail-a"), (Ok(200), 1));
+        }
+        assert_eq!(good_requests.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
     fn a_500_is_the_clients_answer() {
         let (broken, _) = cell(Cell::Answers(500));
         let (good, good_requests) = cell(Cell::Answers(200));
