@@ -13,7 +13,7 @@ use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
 use crate::reason::{Reason, Refusal};
 use crate::request_id::RequestIds;
 use crate::risk::{Assessment, Level, RiskFacts, RiskModel, ZoneId};
-use crate::selection::{Request, Selector};
+use crate::selection::{Chosen, Request, Selector};
 use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
 use crate::target::PathSettings;
 use crate::trace::{TraceContext, TraceIds};
@@ -276,6 +276,20 @@ impl Router {
         })
     }
 
+    /// The same request routed again to its own cell: a new slot and permit there, if its
+    /// breaker admits one. For a retry that must not leave the cell.
+    pub fn reroute_to(&self, route: &Route) -> Result<Route, Refusal> {
+        let now_us = self.clock.now_us();
+        let cell = route.cell().clone();
+        let permit = cell.breaker.try_acquire(now_us).map_err(|_| {
+            Refusal::new(
+                Reason::NoEligibleCell,
+                format!("{}: its breaker admits no retry now", cell.id),
+            )
+        })?;
+        Ok(self.routed_again(route, Chosen { cell, permit }, now_us))
+    }
+
     /// The same request routed again, to the next eligible cell none of `tried` (cell indexes)
     /// is: a new slot and permit, everything else as decided. For a retry.
     pub fn reroute(&self, route: &Route, tried: &[usize]) -> Result<Route, Refusal> {
@@ -294,7 +308,11 @@ impl Router {
             &self.catalog,
             tried,
         )?;
-        Ok(Route {
+        Ok(self.routed_again(route, chosen, now_us))
+    }
+
+    fn routed_again(&self, route: &Route, chosen: Chosen, now_us: u64) -> Route {
+        Route {
             customer: route.customer.clone(),
             slot: InFlight::acquire(chosen.cell),
             permit: Some(chosen.permit),
@@ -307,7 +325,7 @@ impl Router {
             step_up: route.step_up,
             trace: route.trace,
             selection: route.selection,
-        })
+        }
     }
 
     /// Feeds a forwarded request's outcome to its cell's breaker and gives its slot back.

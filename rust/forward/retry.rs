@@ -6,8 +6,10 @@
 //! draft-ietf-httpapi-idempotency-key-header) and the cell either ended the connection before
 //! any byte of an answer or answered a configured status (503). A POST or PATCH without a key
 //! that may have reached a cell is never sent again, as nginx never passes a sent POST to the
-//! next server. A pooled connection the cell had closed before the request was written is
-//! retried inside hyper-util's client, on a fresh connection, and counts against no breaker.
+//! next server. A POST or PATCH with a key that may have reached a cell goes again only to that
+//! cell: no other cell can recognise its key. A pooled connection the cell had closed before the
+//! request was written is retried inside hyper-util's client, on a fresh connection, and counts
+//! against no breaker.
 
 use super::answer::Answer;
 use super::client::{CellClient, Failed};
@@ -100,6 +102,14 @@ pub async fn forward(
     let until = Instant::now() + client.request_timeout();
     let (parts, body) = request.into_parts();
     let replayable = is_replayable(&parts.method, &parts.headers);
+    // A POST or PATCH replayable only by its key: once it may have reached a cell, only that
+    // cell can recognise the key, so it is never sent to another.
+    let keyed_only = replayable
+        && !matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+    let mut pinned = false;
     let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
     let mut tried: Vec<usize> = Vec::new();
     let mut attempts = 0u32;
@@ -116,8 +126,12 @@ pub async fn forward(
         let slow = core.forward_settings().timeout_counts_as == TimeoutCountsAs::Slow;
         let (outcome, verdict) = judge(&result, replayable, settings, slow);
         tried.push(cell.index);
+        pinned |= keyed_only && !matches!(result, Err(Failed::NotSent(_)));
         let next = match verdict {
-            Verdict::Retry if !last && Instant::now() < until => core.reroute(&route, &tried).ok(),
+            Verdict::Retry if !last && Instant::now() < until => match pinned {
+                true => core.reroute_to(&route).ok(),
+                false => core.reroute(&route, &tried).ok(),
+            },
             _ => None,
         };
         core.report(route, outcome);
@@ -244,6 +258,8 @@ mod tests {
         Answers(u16),
         /// Reads the request and closes without a byte of answer.
         HangsUp,
+        /// Hangs up on its first request, then answers 200.
+        HangsUpOnce,
         /// Nobody listens on the port.
         Gone,
     }
@@ -272,9 +288,11 @@ mod tests {
                             }
                         }
                         buf.clear();
-                        count.fetch_add(1, Ordering::SeqCst);
-                        let Cell::Answers(status) = behaviour else {
-                            return;
+                        let seen = count.fetch_add(1, Ordering::SeqCst);
+                        let status = match behaviour {
+                            Cell::Answers(status) => status,
+                            Cell::HangsUpOnce if seen > 0 => 200,
+                            _ => return,
                         };
                         let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
                         if stream.write_all(reply.as_bytes()).is_err() {
@@ -371,11 +389,31 @@ mod tests {
         );
         assert_eq!(hung_up_on.load(Ordering::SeqCst), 1);
         assert_eq!(good_requests.load(Ordering::SeqCst), 0, "not sent twice");
-        // With an Idempotency-Key the cell can tell a repeat: it goes to the next cell.
-        assert_eq!(send(&router, "POST", Some("k-1"), "retail-a"), (Ok(200), 2));
-        assert_eq!(good_requests.load(Ordering::SeqCst), 1);
-        // A GET is replayable as it is.
+        // With an Idempotency-Key only the cell that may have it can tell a repeat: it goes
+        // again to that cell alone, never to the next.
+        assert_eq!(
+            send(&router, "POST", Some("k-1"), "retail-a"),
+            (Err(Reason::CellUnreachable), 3)
+        );
+        assert_eq!(hung_up_on.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            good_requests.load(Ordering::SeqCst),
+            0,
+            "never to another cell"
+        );
+        // A GET is replayable as it is, anywhere.
         assert_eq!(send(&router, "GET", None, "retail-a"), (Ok(200), 2));
+        assert_eq!(good_requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_keyed_post_is_sent_again_to_the_cell_that_may_have_it() {
+        let (flaky, flaky_requests) = cell(Cell::HangsUpOnce);
+        let (other, other_requests) = cell(Cell::Answers(200));
+        let router = two_cells(flaky, other);
+        assert_eq!(send(&router, "POST", Some("k-2"), "retail-a"), (Ok(200), 2));
+        assert_eq!(flaky_requests.load(Ordering::SeqCst), 2);
+        assert_eq!(other_requests.load(Ordering::SeqCst), 0);
     }
 
     #[test]
