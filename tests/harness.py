@@ -98,3 +98,47 @@ def start_gateway(config_path: Path, *extra: str) -> Gateway:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("cellgate serve did not come up within 30 s")
+
+
+def start_cell(cell_id: str, port: int, ledger: Path | None = None) -> subprocess.Popen:
+    """A demo cell process on ``port`` (keeping its ledger in ``ledger``), once it listens."""
+    argv = [sys.executable, "-m", "cellgate.demo.cell", "--id", cell_id, "--port", str(port)]
+    if ledger is not None:
+        argv += ["--ledger", str(ledger)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert "listening" in process.stdout.readline()
+    return process
+
+
+class CellProcesses:
+    """Demo cells as processes on free ports that a test may kill and start again; with
+    ``ledger_dir`` each keeps its ledger in ``<ledger_dir>/<id>.jsonl`` across restarts."""
+
+    def __init__(self, cell_ids: list[str], ledger_dir: Path | None = None) -> None:
+        self.ports = {cell_id: free_port() for cell_id in cell_ids}
+        self.ledger_dir = ledger_dir
+        self.processes = {cid: self._start(cid) for cid in cell_ids}
+
+    def ledger(self, cell_id: str) -> Path | None:
+        return None if self.ledger_dir is None else self.ledger_dir / f"{cell_id}.jsonl"
+
+    def _start(self, cell_id: str) -> subprocess.Popen:
+        return start_cell(cell_id, self.ports[cell_id], self.ledger(cell_id))
+
+    def kill(self, cell_id: str) -> None:
+        process = self.processes[cell_id]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def start(self, cell_id: str) -> None:
+        self.processes[cell_id] = self._start(cell_id)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()

@@ -5,9 +5,6 @@ eligible; its breaker opens, and closes again through half-open once it is back.
 from __future__ import annotations
 
 import http.client
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,50 +13,14 @@ from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import demo_token, topology_text
-from harness import Gateway, free_port, start_gateway
+from harness import CellProcesses, Gateway, start_gateway
 
 CUSTOMERS = '{"customer_id": "c-retail-us", "tier": "retail", "region": "us-east"}\n'
 
 
-def start_cell(cell_id: str, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cellgate.demo.cell", "--id", cell_id, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert "listening" in process.stdout.readline()
-    return process
-
-
-class Cells:
-    """Two retail cells as processes that a test may kill and start again."""
-
-    def __init__(self) -> None:
-        self.ports = {"retail-1": free_port(), "retail-2": free_port()}
-        self.processes = {cid: start_cell(cid, port) for cid, port in self.ports.items()}
-
-    def kill(self, cell_id: str) -> None:
-        process = self.processes[cell_id]
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def start(self, cell_id: str) -> None:
-        self.processes[cell_id] = start_cell(cell_id, self.ports[cell_id])
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            process.kill()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-
-
 @pytest.fixture
-def two_cells(tmp_path: Path) -> Iterator[tuple[Gateway, Cells]]:
-    cells = Cells()
+def two_cells(tmp_path: Path) -> Iterator[tuple[Gateway, CellProcesses]]:
+    cells = CellProcesses(["retail-1", "retail-2"])
     (tmp_path / "customers.jsonl").write_text(CUSTOMERS)
     jwt = topology_text().split("[admin]")[0]
     admin = "[admin]" + topology_text().split("[admin]")[1].split("[tiers.retail]")[0]

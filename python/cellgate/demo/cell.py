@@ -337,6 +337,48 @@ class Ledger:
     attempts_by_key: dict[str, int] = field(default_factory=dict)
     #: Per key: the fingerprint of the first request's body, and its answer once it was given.
     entries: dict[str, tuple[str, Reply | None]] = field(default_factory=dict)
+    #: Where applied transfers are appended, one JSON line each, so that a restarted cell
+    #: still knows them (None: memory only).
+    path: str | None = None
+
+    @classmethod
+    def load(cls, path: str) -> Ledger:
+        """The ledger kept in ``path``: what it holds is applied and answered; new transfers are
+        appended to it."""
+        ledger = cls(path=path)
+        if os.path.exists(path):
+            with open(path, "rb") as lines:
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    entry = orjson.loads(line)
+                    ledger.applied += 1
+                    key = entry["key"]
+                    if key is not None:
+                        reply = Reply(entry["status"], entry["payload"])
+                        ledger.entries[key] = (entry["fingerprint"], reply)
+                        ledger.attempts_by_key[key] = ledger.attempts_by_key.get(key, 0) + 1
+        return ledger
+
+    def keep(self, key: str | None, body: bytes, reply: Reply) -> None:
+        """Writes an applied transfer and its answer down (one append of one line), before the
+        answer leaves: a cell killed after this has the transfer on its books."""
+        if self.path is None:
+            return
+        line = orjson.dumps(
+            {
+                "key": key,
+                "fingerprint": hashlib.sha256(body).hexdigest(),
+                "body": body.decode("utf-8", "replace"),
+                "status": reply.status,
+                "payload": reply.payload,
+            }
+        )
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line + b"\n")
+        finally:
+            os.close(fd)
 
     def begin(self, key: str | None, body: bytes) -> Reply | None:
         """Counts one transfer attempt. None: apply it (then :meth:`finish` it, when keyed);
@@ -392,11 +434,16 @@ class Cell:
     RFC 9421 signature (checked with :func:`cellgate.verify_request`), else 401.
     """
 
-    def __init__(self, cell_id: str, verifier: RequestVerifier | None = None) -> None:
+    def __init__(
+        self,
+        cell_id: str,
+        verifier: RequestVerifier | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.cell_id = cell_id
         self.verifier = verifier
         self.mode = Mode()
-        self.ledger = Ledger()
+        self.ledger = ledger or Ledger()
         self.api_requests = 0
         self.in_flight = 0
         self._hang_released = asyncio.Event()
@@ -483,6 +530,7 @@ class Cell:
             if instead is not None:
                 return Reply(instead.status, {**instead.payload, "cell": self.cell_id})
             reply = Reply(200, {**self._echo(request), "applied": True})
+            self.ledger.keep(key, request.body, reply)
         else:
             reply = Reply(200, self._echo(request))
         return self._later_if_told(reply, key)
@@ -756,11 +804,14 @@ async def start_cell(
     host: str = "127.0.0.1",
     port: int = 0,
     verify_keys: list[dict[str, Any]] | None = None,
+    ledger_path: str | None = None,
 ) -> CellServer:
     """Starts a cell listening on ``host:port`` (0: any free port) and returns it; with
-    ``verify_keys`` it is a signed cell accepting signatures made with any of them."""
+    ``verify_keys`` it is a signed cell accepting signatures made with any of them; with
+    ``ledger_path`` its transfers are kept in that file across restarts."""
     verifier = RequestVerifier(verify_keys, required=SIGNED_COMPONENTS) if verify_keys else None
-    cell = Cell(cell_id, verifier)
+    ledger = Ledger.load(ledger_path) if ledger_path else None
+    cell = Cell(cell_id, verifier, ledger)
     connections: set[_CellConnection] = set()
     served_by_line = b"x-served-by: " + cell_id.encode("latin-1") + b"\r\n"
     server = await asyncio.get_running_loop().create_server(
@@ -777,12 +828,13 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     verify_keys: list[dict[str, Any]] | None = None,
+    ledger_path: str | None = None,
 ) -> None:
     """Runs a cell until ``stop`` is set (or the task is cancelled).
 
     Once listening it prints ``cell <id> listening on http://host:port`` and sets ``ready``.
     """
-    cell_server = await start_cell(cell_id, host, port, verify_keys)
+    cell_server = await start_cell(cell_id, host, port, verify_keys, ledger_path)
     try:
         print(f"cell {cell_id} listening on {cell_server.url}", flush=True)
         if ready is not None:
@@ -792,14 +844,19 @@ async def serve(
         await cell_server.close()
 
 
-async def _serve_until_signalled(
-    cell_id: str, host: str, port: int, verify_keys: list[dict[str, Any]]
-) -> None:
+async def _serve_until_signalled(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(cell_id, host, port, stop=stop, verify_keys=verify_keys)
+    await serve(
+        args.cell_id,
+        args.host,
+        args.port,
+        stop=stop,
+        verify_keys=args.verify_key,
+        ledger_path=args.ledger,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -830,6 +887,12 @@ def _parser() -> argparse.ArgumentParser:
         " with one or more the cell refuses, with 401, any /api/ request whose RFC 9421"
         " signature fails verification",
     )
+    parser.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="keep the transfer ledger in FILE (JSON lines), so that a restarted cell still"
+        " knows every transfer it applied and every Idempotency-Key it answered",
+    )
     return parser
 
 
@@ -847,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one cell until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot listen."""
     args = _parser().parse_args(argv)
     try:
-        asyncio.run(_serve_until_signalled(args.cell_id, args.host, args.port, args.verify_key))
+        asyncio.run(_serve_until_signalled(args))
     except OSError as error:
         print(
             f"cell {args.cell_id}: cannot listen on {args.host}:{args.port}: {error}",
