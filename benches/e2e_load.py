@@ -14,6 +14,8 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
   cellgate-plain  the same without the rules (only with --only), to price them
   cellgate-hmac, cellgate-ed25519  the rules on and every forwarded request signed (RFC 9421)
             with that algorithm (only with --only), to price signing
+  cellgate-failing  the rules on, the second cell replaced by one that answers 5% of requests
+            with 503 (only with --only): retries should cost the client no error
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
@@ -68,6 +70,7 @@ PEERS = (
     "cellgate-plain",
     "cellgate-hmac",
     "cellgate-ed25519",
+    "cellgate-failing",
 )
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
@@ -80,6 +83,7 @@ PEER_LABELS = {
     "cellgate-plain": "cellgate (rules off)",
     "cellgate-hmac": "cellgate, cells signed hmac-sha256",
     "cellgate-ed25519": "cellgate, cells signed ed25519",
+    "cellgate-failing": "cellgate, one cell failing 5% (503)",
 }
 #: The signing table of each signing peer's cells (bench keys, never used for anything else).
 SIGNING = {
@@ -682,6 +686,7 @@ def run_peer(
         cell = next(proc for name, proc, _log in procs.running if name == "cell-1")
         return measure(peer, cell_ports[0], args, fixtures, pgid=cell.pid)
     port = free_port()
+    extra: list[subprocess.Popen] = []
     if peer == "nginx":
         proc, log = start_nginx(
             procs,
@@ -697,6 +702,22 @@ def run_peer(
         proc, log = start_haproxy(procs, workdir, port, cell_ports, fixtures, args.workers)
     elif peer == "granian":
         proc, log = start_granian_floor(procs, workdir, port, args.workers)
+    elif peer == "cellgate-failing":
+        # Stopped with the peer: a failing cell of its own for each run.
+        failing_port = free_port()
+        failing, failing_log = start_nginx(
+            procs,
+            workdir,
+            "cell-failing",
+            "failing-cell.nginx.conf",
+            port=failing_port,
+            cell_id="bench-failing",
+            workers=args.cell_workers,
+        )
+        extra.append(failing)
+        wait_ready("nginx cell bench-failing", failing, failing_log, failing_port, "/health", None)
+        ports = [cell_ports[0], failing_port]
+        proc, log = start_cellgate(peer, procs, workdir, port, ports, fixtures, args)
     else:
         proc, log = start_cellgate(peer, procs, workdir, port, cell_ports, fixtures, args)
     try:
@@ -706,6 +727,8 @@ def run_peer(
         return measure(peer, port, args, fixtures, pgid=proc.pid)
     finally:
         procs.stop(proc)
+        for cell in extra:
+            procs.stop(cell)
 
 
 # -- report --------------------------------------------------------------------------------------
