@@ -66,14 +66,6 @@ impl<'a> CanonicalPath<'a> {
     pub fn wire(&self) -> &str {
         &self.wire
     }
-
-    /// The same path, owning its text.
-    pub fn into_owned(self) -> CanonicalPath<'static> {
-        CanonicalPath {
-            path: Cow::Owned(self.path.into_owned()),
-            wire: Cow::Owned(self.wire.into_owned()),
-        }
-    }
 }
 
 fn bad_path(detail: String) -> Refusal {

@@ -96,9 +96,13 @@ impl Verifier {
         configured && methods_ok && fresh
     }
 
-    /// Whether `verified` proves step-up authentication at `now_s`; otherwise what is missing.
+    /// Whether `verified` proves step-up authentication at `now_s` (decided by
+    /// `proves_step_up`); otherwise what is missing.
     /// With no step-up requirement configured, nothing proves it.
     pub fn step_up(&self, verified: &Verified, now_s: u64) -> Result<(), String> {
+        if self.proves_step_up(verified, now_s) {
+            return Ok(());
+        }
         let required = &self.step_up;
         if required.amr.is_none() && required.acr.is_empty() && required.max_age_s.is_none() {
             return Err("no step-up proof is configured for this gateway".into());
@@ -121,11 +125,7 @@ impl Verifier {
                 missing.push(format!("auth_time within the last {max_age} s"));
             }
         }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("re-authenticate with {}", missing.join(", ")))
-        }
+        Err(format!("re-authenticate with {}", missing.join(", ")))
     }
 
     /// The verified-token cache.

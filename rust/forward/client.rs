@@ -77,19 +77,6 @@ impl CellClient {
         self.request_timeout
     }
 
-    /// Sends `request` (origin-form) to `cell` and collects the answer, or says why not. Runs on
-    /// the tokio runtime.
-    pub async fn exchange(
-        &self,
-        cell: &Cell,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Answer, Refusal> {
-        let until = tokio::time::Instant::now() + self.request_timeout;
-        self.attempt(cell, request, until)
-            .await
-            .map_err(Failed::into_refusal)
-    }
-
     /// One attempt: `request` to `cell`, its whole answer by `until`; a failure says whether
     /// the request can have reached the cell.
     pub async fn attempt(
@@ -338,7 +325,10 @@ mod tests {
                 .header("host", cell.authority.as_str())
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            self.runtime.block_on(self.client.exchange(cell, request))
+            let until = tokio::time::Instant::now() + self.client.request_timeout();
+            self.runtime
+                .block_on(async { self.client.attempt(cell, request, until).await })
+                .map_err(Failed::into_refusal)
         }
     }
 

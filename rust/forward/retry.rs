@@ -55,12 +55,19 @@ impl Default for RetrySettings {
     }
 }
 
-/// Whether a request may be sent again after it may have reached a cell.
-pub fn is_replayable(method: &Method, headers: &HeaderMap) -> bool {
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Whether the method itself makes a repeat harmless (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) || headers.contains_key("idempotency-key")
+    )
+}
+
+/// Whether a request may be sent again after it may have reached a cell.
+pub fn is_replayable(method: &Method, headers: &HeaderMap) -> bool {
+    is_idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY)
 }
 
 /// The jittered backoff before retry number `retry` (1 for the first): a uniformly random share
@@ -104,11 +111,8 @@ pub async fn forward(
     let replayable = is_replayable(&parts.method, &parts.headers);
     // A POST or PATCH replayable only by its key: once it may have reached a cell, only that
     // cell can recognise the key, so it is never sent to another.
-    let keyed_only = replayable
-        && !matches!(
-            parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-        );
+    let keyed_only = replayable && !is_idempotent(&parts.method);
+    let timeout_is_slow = core.forward_settings().timeout_counts_as == TimeoutCountsAs::Slow;
     let mut pinned = false;
     let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
     let mut tried: Vec<usize> = Vec::new();
@@ -123,8 +127,7 @@ pub async fn forward(
         };
         let cell = route.cell().clone();
         let result = client.attempt(&cell, request, until).await;
-        let slow = core.forward_settings().timeout_counts_as == TimeoutCountsAs::Slow;
-        let (outcome, verdict) = judge(&result, replayable, settings, slow);
+        let (outcome, verdict) = judge(&result, replayable, settings, timeout_is_slow);
         tried.push(cell.index);
         pinned |= keyed_only && !matches!(result, Err(Failed::NotSent(_)));
         let next = match verdict {
