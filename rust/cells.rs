@@ -5,6 +5,7 @@ use crate::catalog::Catalog;
 use crate::settings::{CellSettings, ForwardSettings};
 use crate::signing::Signer;
 use hyper::header::HeaderValue;
+use hyper::http::uri::Authority;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub struct Cell {
     pub origin: String,
     /// The authority alone, sent as the `Host` of forwarded requests.
     pub authority: String,
+    /// The authority as forwarded requests' URIs carry it, parsed once.
+    pub uri_authority: Authority,
     /// `authority` and `id` as header values, made once for every request forwarded here.
     pub host_header: HeaderValue,
     pub id_header: HeaderValue,
@@ -180,23 +183,19 @@ pub struct CellTable {
 }
 
 /// Parses `http://host:port` into (origin, authority, the authority as a `Host` value).
-fn parse_endpoint(endpoint: &str) -> Result<(String, String, HeaderValue), String> {
+fn parse_endpoint(endpoint: &str) -> Result<(String, Authority, HeaderValue), String> {
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|err| format!("endpoint: not a URL: {err}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("endpoint: only http:// cells are supported".into());
     }
-    let authority = uri
-        .authority()
-        .ok_or("endpoint: has no host")?
-        .as_str()
-        .to_owned();
+    let authority = uri.authority().ok_or("endpoint: has no host")?.clone();
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("endpoint: must not carry a path or query".into());
     }
-    let host = HeaderValue::from_str(&authority)
-        .map_err(|_| format!("endpoint: {authority:?} cannot be sent as a Host"))?;
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| format!("endpoint: {authority} cannot be sent as a Host"))?;
     Ok((format!("http://{authority}"), authority, host))
 }
 
@@ -265,7 +264,7 @@ impl CellTable {
             let (
                 Some(tier),
                 Some(encryption),
-                Some((origin, authority, host_header)),
+                Some((origin, uri_authority, host_header)),
                 Some(breaker),
                 Some(id_header),
                 Some(signer),
@@ -287,7 +286,8 @@ impl CellTable {
                 signer,
                 timeouts: CellTimeouts::of(cell, forward),
                 origin,
-                authority,
+                authority: uri_authority.as_str().to_owned(),
+                uri_authority,
                 host_header,
                 id_header,
                 load: CellLoad::new(),

@@ -482,7 +482,7 @@ def test_serve_prints_the_warnings_before_the_server_starts(
     path = write_config(tmp_path, raw)
     started: list[str] = []
 
-    def fake_serve(config_path: Path, args: Any) -> int:
+    def fake_serve(config_path: Path, config: Any, args: Any) -> int:
         started.append(capsys.readouterr().err)
         return 0
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from cellgate.config import ConfigError, build_router, config_warnings, load_config
+from cellgate.config import Config, ConfigError, build_router, config_warnings, load_config
 
 __all__ = ["main"]
 
@@ -50,7 +50,8 @@ def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> N
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
-def _serve(config_path: Path, args: argparse.Namespace) -> int:
+def _serve(config_path: Path, config: Config, args: argparse.Namespace) -> int:
+    """Runs granian on ``config`` (read from ``config_path``, which each worker loads again)."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
@@ -60,7 +61,6 @@ def _serve(config_path: Path, args: argparse.Namespace) -> int:
             print(f"cellgate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     os.environ["CELLGATE_CONFIG"] = str(config_path.resolve())
-    grace_s = load_config(config_path).server.shutdown_grace_s
     Granian(
         target="cellgate.gateway:create_app",
         factory=True,
@@ -76,24 +76,25 @@ def _serve(config_path: Path, args: argparse.Namespace) -> int:
         log_level=LogLevels(args.log_level),
         log_access=args.access_log,
         # On SIGTERM workers stop accepting and finish what is in flight, for at most this long.
-        workers_kill_timeout=grace_s,
+        workers_kill_timeout=config.server.shutdown_grace_s,
     ).serve()
     return 0
 
 
-def _check(config_path: Path) -> tuple[int, str, list[str]]:
-    """The exit code, the summary or the errors, and the warnings of a valid configuration."""
+def _check(config_path: Path) -> tuple[int, str, list[str], Config | None]:
+    """The exit code, the summary or the errors, the warnings and the configuration itself
+    when it is valid."""
     try:
         config = load_config(config_path)
         router = build_router(config)
     except ConfigError as err:
-        return 2, str(err), []
+        return 2, str(err), [], None
     tiers = len(config.tiers)
     summary = (
         f"{config_path}: ok: {len(config.cells)} cells, {tiers} tiers, "
         f"{router.profile_count} profiles, {len(config.jwt.keys)} JWT keys"
     )
-    return 0, summary, config_warnings(config)
+    return 0, summary, config_warnings(config), config
 
 
 def _print_warnings(warnings: list[str]) -> None:
@@ -104,7 +105,7 @@ def _print_warnings(warnings: list[str]) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validates a configuration and its profiles: every error (exit 2) or a summary (exit 0),
     with a ``warning:`` line on stderr for each protection left off (no issuer, no audience)."""
-    code, message, warnings = _check(Path(args.config))
+    code, message, warnings, _ = _check(Path(args.config))
     _print_warnings(warnings)
     print(message, file=sys.stdout if code == 0 else sys.stderr)
     return code
@@ -113,12 +114,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the gateway on a configuration file under granian's RSGI interface; the
     configuration's warnings go to stderr before it starts."""
-    code, message, warnings = _check(Path(args.config))
-    if code != 0:
+    code, message, warnings, config = _check(Path(args.config))
+    if config is None:
         print(message, file=sys.stderr)
         return code
     _print_warnings(warnings)
-    return _serve(Path(args.config), args)
+    return _serve(Path(args.config), config, args)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -198,7 +199,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n",
                 flush=True,
             )
-            return _serve(config_path, args)
+            return _serve(config_path, load_config(config_path), args)
     finally:
         cells.stop()
 

@@ -77,24 +77,15 @@ impl CellClient {
         self.request_timeout
     }
 
-    /// One attempt: `request` to `cell`, its whole answer by `until`; a failure says whether
+    /// One attempt: `request` (its URI absolute, `request::cell_uri`) to `cell`, its whole
+    /// answer by `until`; a failure says whether
     /// the request can have reached the cell.
     pub async fn attempt(
         &self,
         cell: &Cell,
-        mut request: Request<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
         until: tokio::time::Instant,
     ) -> Result<Answer, Failed> {
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |target| target.as_str());
-        *request.uri_mut() = format!("{}{target}", cell.origin).parse().map_err(|err| {
-            Failed::Other(Refusal::new(
-                Reason::Malformed,
-                format!("request target: {err}"),
-            ))
-        })?;
         let client = self.clients.get(cell.index).unwrap_or(&self.default_client);
         let started = tokio::time::Instant::now();
         // Each deadline with the limit that sets it, for the client's detail.
@@ -270,6 +261,7 @@ mod tests {
             timeouts,
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
+            uri_authority: format!("127.0.0.1:{port}").parse().unwrap(),
             host_header: hyper::header::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
                 .unwrap(),
             id_header: hyper::header::HeaderValue::from_static("test-cell"),
@@ -321,7 +313,7 @@ mod tests {
         }
 
         fn exchange(&self, cell: &Cell) -> Result<Answer, Refusal> {
-            let request = Request::get("/api/x")
+            let request = Request::get(format!("{}/api/x", cell.origin))
                 .header("host", cell.authority.as_str())
                 .body(Full::new(Bytes::new()))
                 .unwrap();

@@ -1,13 +1,15 @@
 //! The request as it leaves for a cell.
 
 use super::headers::{connection_tokens, is_not_forwarded};
+use crate::cells::Cell;
 use crate::client_address::ClientOrigin;
 use crate::reason::{Reason, Refusal};
 use crate::router::Route;
 use crate::trace::bounded_tracestate;
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, HOST};
-use hyper::{HeaderMap, Method, Request};
+use hyper::http::uri::{Parts, PathAndQuery, Scheme};
+use hyper::{HeaderMap, Method, Request, Uri};
 use std::borrow::Cow;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -59,9 +61,11 @@ pub fn build_request(
     };
     // A second handle on the body (a reference count, not a copy), for the signer.
     let body = outbound.body.clone();
+    let target =
+        PathAndQuery::try_from(&*target).map_err(|err| bad(format!("request target: {err}")))?;
     let mut request = Request::builder()
         .method(method)
-        .uri(&*target)
+        .uri(cell_uri(cell, target))
         .body(outbound.body)
         .map_err(|err| bad(format!("request target: {err}")))?;
     let headers = request.headers_mut();
@@ -161,6 +165,17 @@ pub fn build_request(
     Ok(request)
 }
 
+/// The absolute URI of `target` at `cell`, as the pooled client needs it (it writes the
+/// origin-form target on the wire); made of parts parsed once.
+pub fn cell_uri(cell: &Cell, target: PathAndQuery) -> Uri {
+    let mut parts = Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(cell.uri_authority.clone());
+    parts.path_and_query = Some(target);
+    // Every part is present and already valid.
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
@@ -243,7 +258,11 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "gateway.example");
         assert_eq!(h["host"], "127.0.0.1:4");
         assert_eq!(h.get_all("accept").iter().count(), 2);
-        assert_eq!(request.uri().to_string(), "/api/transfers?x=1");
+        assert_eq!(
+            request.uri().path_and_query().unwrap(),
+            "/api/transfers?x=1"
+        );
+        assert_eq!(request.uri().authority().unwrap(), "127.0.0.1:4");
     }
 
     #[test]

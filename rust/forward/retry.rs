@@ -13,6 +13,7 @@
 
 use super::answer::Answer;
 use super::client::{CellClient, Failed};
+use super::request::cell_uri;
 use crate::cells::Cell;
 use crate::reason::{Reason, Refusal};
 use crate::router::{Outcome, Route, Router};
@@ -114,7 +115,7 @@ pub async fn forward(
     let keyed_only = replayable && !is_idempotent(&parts.method);
     let timeout_is_slow = core.forward_settings().timeout_counts_as == TimeoutCountsAs::Slow;
     let mut pinned = false;
-    let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
+    let (method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
     let mut tried: Vec<usize> = Vec::new();
     let mut attempts = 0u32;
     loop {
@@ -147,10 +148,18 @@ pub async fn forward(
             return (result.map_err(Failed::into_refusal), attempts);
         }
         tokio::time::sleep(pause).await;
-        if let Err(refusal) = retarget(&mut headers, &method, &uri, &body, &cell, next.cell(), {
-            let now_s = core.clock().now_us() / 1_000_000;
-            (now_s, format!("{request_id}.{attempts}"))
-        }) {
+        if let Err(refusal) = retarget(
+            &mut headers,
+            &method,
+            &mut uri,
+            &body,
+            &cell,
+            next.cell(),
+            {
+                let now_s = core.clock().now_us() / 1_000_000;
+                (now_s, format!("{request_id}.{attempts}"))
+            },
+        ) {
             drop(next);
             return (Err(refusal), attempts);
         }
@@ -196,18 +205,21 @@ fn assemble(method: &Method, uri: &Uri, headers: HeaderMap, body: &Bytes) -> Req
     request
 }
 
-/// The headers of a request for `from` made into those for `to`: its Host, X-Cell-ID and
+/// The URI and headers of a request for `from` made into those for `to`: its authority, Host, X-Cell-ID and
 /// encryption level, the bearer token dropped unless `to` takes it, and the signature made
 /// again with `to`'s key (with `nonce`) or dropped when `to` is not signed.
 fn retarget(
     headers: &mut HeaderMap,
     method: &Method,
-    uri: &Uri,
+    uri: &mut Uri,
     body: &Bytes,
     from: &Cell,
     to: &Cell,
     (now_s, nonce): (u64, String),
 ) -> Result<(), Refusal> {
+    if let Some(target) = uri.path_and_query().cloned() {
+        *uri = cell_uri(to, target);
+    }
     headers.insert(HOST, to.host_header.clone());
     headers.insert(X_CELL_ID, to.id_header.clone());
     headers.insert(
