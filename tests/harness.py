@@ -142,3 +142,55 @@ class CellProcesses:
             process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+
+
+RETAIL_CUSTOMER = '{"customer_id": "c-retail-us", "tier": "retail", "region": "us-east"}\n'
+
+
+def write_retail_cells_config(directory: Path, ports: dict[str, int], wait_in_open_ms: int) -> Path:
+    """A configuration of the demo's keys and one retail customer in front of retail cells at
+    ``ports``, with fast health checks and a breaker that opens after 3 failures in a row and
+    closes after one good trial call once ``wait_in_open_ms`` has passed."""
+    from cellgate.demo.launch import topology_text
+
+    (directory / "customers.jsonl").write_text(RETAIL_CUSTOMER)
+    top = topology_text()
+    jwt = top.split("[admin]")[0]
+    admin = "[admin]" + top.split("[admin]")[1].split("[tiers.retail]")[0]
+    cell_tables = "".join(
+        f"""
+[[cells]]
+id = "{cell_id}"
+tier = "retail"
+region = "us-east"
+endpoint = "http://127.0.0.1:{port}"
+capacity = 100
+"""
+        for cell_id, port in ports.items()
+    )
+    path = directory / "cellgate.toml"
+    path.write_text(
+        f"""{jwt}{admin}
+[tiers.retail]
+placement = "least_loaded"
+{cell_tables}
+[breaker]
+consecutive_failures = 3
+wait_in_open_ms = {wait_in_open_ms}
+successes_to_close = 1
+
+[health]
+interval_ms = 100
+timeout_ms = 100
+rise = 1
+fall = 2
+
+[forward]
+connect_timeout_ms = 300
+request_timeout_ms = 3000
+
+[profiles]
+source = "customers.jsonl"
+"""
+    )
+    return path

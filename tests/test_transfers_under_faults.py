@@ -14,55 +14,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from cellgate.demo.launch import demo_token, topology_text
-from harness import CellProcesses, Gateway, http_json, start_gateway
-
-CUSTOMERS = '{"customer_id": "c-retail-us", "tier": "retail", "region": "us-east"}\n'
+from cellgate.demo.launch import demo_token
+from harness import CellProcesses, Gateway, http_json, start_gateway, write_retail_cells_config
 
 
 @pytest.fixture
 def faulty(tmp_path: Path) -> Iterator[tuple[Gateway, CellProcesses]]:
     cells = CellProcesses(["retail-1", "retail-2"], ledger_dir=tmp_path)
-    (tmp_path / "customers.jsonl").write_text(CUSTOMERS)
-    top = topology_text()
-    jwt = top.split("[admin]")[0]
-    admin = "[admin]" + top.split("[admin]")[1].split("[tiers.retail]")[0]
-    cell_tables = "".join(
-        f"""
-[[cells]]
-id = "{cell_id}"
-tier = "retail"
-region = "us-east"
-endpoint = "http://127.0.0.1:{port}"
-capacity = 100
-"""
-        for cell_id, port in cells.ports.items()
-    )
-    (tmp_path / "cellgate.toml").write_text(
-        f"""{jwt}{admin}
-[tiers.retail]
-placement = "least_loaded"
-{cell_tables}
-[breaker]
-consecutive_failures = 3
-wait_in_open_ms = 500
-successes_to_close = 1
-
-[health]
-interval_ms = 100
-timeout_ms = 100
-rise = 1
-fall = 2
-
-[forward]
-connect_timeout_ms = 300
-request_timeout_ms = 3000
-
-[profiles]
-source = "customers.jsonl"
-"""
-    )
-    gateway = start_gateway(tmp_path / "cellgate.toml")
+    config = write_retail_cells_config(tmp_path, cells.ports, wait_in_open_ms=500)
+    gateway = start_gateway(config)
     yield gateway, cells
     gateway.stop()
     cells.stop()
