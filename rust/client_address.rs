@@ -38,18 +38,23 @@ pub struct ClientOrigin {
 impl ClientOrigin {
     /// The `X-Forwarded-For` value the cell receives: the client, then every trusted hop.
     pub fn forwarded_for(&self) -> String {
-        let mut out = String::with_capacity(16 * (1 + self.via.len()));
-        match self.client {
-            Some(ip) => {
-                let _ = write!(out, "{ip}");
-            }
-            None => out.push_str("unknown"),
-        }
-        for hop in &self.via {
-            let _ = write!(out, ", {hop}");
-        }
-        out
+        forwarded_for(self.client, &self.via)
     }
+}
+
+/// `X-Forwarded-For` of `client` (`unknown` when not an IP peer) reached through `via`.
+pub fn forwarded_for(client: Option<IpAddr>, via: &[IpAddr]) -> String {
+    let mut out = String::with_capacity(16 * (1 + via.len()));
+    match client {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push_str("unknown"),
+    }
+    for hop in via {
+        let _ = write!(out, ", {hop}");
+    }
+    out
 }
 
 impl ClientAddressing {

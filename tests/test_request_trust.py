@@ -233,6 +233,8 @@ def test_forged_client_addresses_from_an_untrusted_peer_change_nothing(open_gate
         "X-Forwarded-For": "203.0.113.7",
         "X-Real-IP": "203.0.113.7",
         "Forwarded": "for=203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "bank.example",
     }
     for headers in (forged, {"X-Forwarded-For": "10.1.1.1, 203.0.113.7"}):
         status, _, echo = http_json(
@@ -243,6 +245,8 @@ def test_forged_client_addresses_from_an_untrusted_peer_change_nothing(open_gate
         assert sent["x-forwarded-for"] == "127.0.0.1"
         assert "x-real-ip" not in sent
         assert "forwarded" not in sent
+        assert sent["x-forwarded-proto"] == "http", "the connection's scheme, not the client's"
+        assert sent["x-forwarded-host"] == f"127.0.0.1:{open_gateway.port}"
         # 203.0.113.0/24 is the demo's high-risk network: had it counted, risk would be MEDIUM.
         assert sent["x-risk-level"] == "LOW"
 

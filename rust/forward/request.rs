@@ -2,7 +2,7 @@
 
 use super::headers::{connection_tokens, is_not_forwarded};
 use crate::cells::Cell;
-use crate::client_address::ClientOrigin;
+use crate::client_address::forwarded_for;
 use crate::reason::{Reason, Refusal};
 use crate::router::Route;
 use crate::trace::bounded_tracestate;
@@ -98,12 +98,12 @@ pub fn build_request(
             headers.append(name, value);
         }
     }
-    let origin = ClientOrigin {
-        client: route.client,
-        via: route.via.clone(),
-    };
     headers.insert(HOST, cell.host_header.clone());
-    set(headers, X_FORWARDED_FOR, &origin.forwarded_for());
+    set(
+        headers,
+        X_FORWARDED_FOR,
+        &forwarded_for(route.client, &route.via),
+    );
     set(headers, X_FORWARDED_PROTO, proto.unwrap_or(outbound.scheme));
     if let Some(host) = forwarded_host.or(host) {
         set(headers, X_FORWARDED_HOST, host);
