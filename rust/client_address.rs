@@ -70,11 +70,6 @@ impl ClientAddressing {
         })
     }
 
-    /// Whether any proxy is trusted (without one, forwarded headers are never read).
-    pub fn trusts_proxies(&self) -> bool {
-        !self.trusted.is_empty()
-    }
-
     /// The header a trusted proxy names the client in, lower-case.
     pub fn header_name(&self) -> &'static str {
         match self.header {

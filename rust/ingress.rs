@@ -62,18 +62,14 @@ impl<'a> Ingress<'a> {
             }
         }
         let peer = client_address(arrival.peer);
-        let origin = if addressing.trusts_proxies() {
-            let header = addressing.header_name();
-            let values: Vec<&str> = arrival
-                .headers
-                .iter()
-                .filter(|(name, _)| name.eq_ignore_ascii_case(header))
-                .map(|&(_, value)| value)
-                .collect();
-            addressing.origin(peer, values.into_iter())
-        } else {
-            addressing.origin(peer, std::iter::empty())
-        };
+        let header = addressing.header_name();
+        // Read only when the peer is trusted (`origin` decides), right to left.
+        let forwarded = arrival
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(header))
+            .map(|&(_, value)| value);
+        let origin = addressing.origin(peer, forwarded);
         Ingress {
             method: arrival.method,
             path: match arrival.absolute_form {
