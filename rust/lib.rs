@@ -1,5 +1,6 @@
 //! cellgate's hot path, built by maturin into `cellgate._core`.
 
+pub mod audit;
 pub mod auth;
 pub mod breaker;
 pub mod catalog;

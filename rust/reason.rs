@@ -24,10 +24,24 @@ pub enum Reason {
     CellTimeout,
     ResponseTooLarge,
     BadPath,
+    BodyTooLarge,
+    ClientBodyTimeout,
+    AuditUnavailable,
     Internal,
 }
 
 impl Reason {
+    /// The reason of `code`, for refusals the control plane makes (body size and time).
+    pub fn from_code(code: &str) -> Option<Reason> {
+        [
+            Reason::BodyTooLarge,
+            Reason::ClientBodyTimeout,
+            Reason::AuditUnavailable,
+        ]
+        .into_iter()
+        .find(|reason| reason.code() == code)
+    }
+
     /// The reason code clients and audit records carry.
     pub fn code(self) -> &'static str {
         match self {
@@ -52,6 +66,9 @@ impl Reason {
             Reason::CellTimeout => "cell_timeout",
             Reason::ResponseTooLarge => "response_too_large",
             Reason::BadPath => "bad_path",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::ClientBodyTimeout => "client_body_timeout",
+            Reason::AuditUnavailable => "audit_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -72,10 +89,12 @@ impl Reason {
             | Reason::MissingCustomer
             | Reason::TokenRevoked => 401,
             Reason::BadPath => 400,
+            Reason::ClientBodyTimeout => 408,
+            Reason::BodyTooLarge => 413,
             Reason::StepUpRequired => 403,
             Reason::CustomerNotFound => 404,
             Reason::RateLimited => 429,
-            Reason::NoEligibleCell | Reason::CellSaturated => 503,
+            Reason::NoEligibleCell | Reason::CellSaturated | Reason::AuditUnavailable => 503,
             Reason::CellUnreachable | Reason::ResponseTooLarge => 502,
             Reason::CellTimeout => 504,
             Reason::Internal => 500,
@@ -106,6 +125,9 @@ impl Reason {
             Reason::CellTimeout => "The cell did not answer in time",
             Reason::ResponseTooLarge => "The cell's answer was too large",
             Reason::BadPath => "The request target is not acceptable",
+            Reason::BodyTooLarge => "The request body is too large",
+            Reason::ClientBodyTimeout => "The request body arrived too slowly",
+            Reason::AuditUnavailable => "The audit trail cannot record this request now",
             Reason::Internal => "The gateway failed internally",
         }
     }

@@ -286,6 +286,19 @@ impl Assessment {
         self.fired.count_ones()
     }
 
+    /// The kind of each fired factor, networks first, in bit order (no model needed).
+    pub fn fired_kinds(&self) -> impl Iterator<Item = FactorKind> + '_ {
+        (0..64u32)
+            .filter(|bit| self.fired & (1u64 << bit) != 0)
+            .map(|bit| match bit {
+                UNUSUAL_HOUR_BIT => FactorKind::UnusualHour,
+                MONEY_PATH_BIT => FactorKind::MoneyPath,
+                SUSPICIOUS_AGENT_BIT => FactorKind::SuspiciousUserAgent,
+                MISSING_AGENT_BIT => FactorKind::MissingUserAgent,
+                _ => FactorKind::HighRiskNetwork,
+            })
+    }
+
     /// The fired factors with their weights and human reasons, in configuration order.
     ///
     /// `model` and `facts` must be the ones this assessment was made from.

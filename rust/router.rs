@@ -1,5 +1,6 @@
 //! decide(): the request pipeline, composing authentication, profiles and placement.
 
+use crate::audit::{Names, Trail};
 use crate::auth::{Verified, Verifier};
 use crate::breaker::{self, Breaker, Permit};
 use crate::catalog::Catalog;
@@ -77,6 +78,22 @@ impl std::fmt::Debug for Route {
     }
 }
 
+/// What the decision learnt on its way, kept for the request's audit record whether it ends
+/// routed or refused.
+#[derive(Debug, Default)]
+pub struct Notes {
+    pub customer: Option<Arc<str>>,
+    pub tier: Option<u16>,
+    pub region: Option<u16>,
+    pub risk: Option<Assessment>,
+    /// At HIGH risk: whether the token proved step-up.
+    pub step_up: Option<bool>,
+    /// Every cell of the customer's tier and region with the rule that excludes it (none: the
+    /// chosen one, or eligible); gathered only when `want_cells`.
+    pub cells: Vec<(usize, Option<&'static str>)>,
+    pub want_cells: bool,
+}
+
 /// How a forwarded request ended, as the cell's breaker counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -112,6 +129,8 @@ pub struct Router {
     paths: PathSettings,
     addressing: ClientAddressing,
     trace_ids: TraceIds,
+    /// The worker's audit trail, when `[audit]` is configured.
+    audit: Option<Trail>,
 }
 
 impl Router {
@@ -180,6 +199,23 @@ impl Router {
             }
         })
         .ok();
+        let audit = match (settings.audit.clone(), &cells) {
+            (Some(audit), Some(cells)) => {
+                let names = Names {
+                    tiers: catalog.tiers().to_vec(),
+                    regions: catalog.regions().to_vec(),
+                    cells: cells
+                        .all()
+                        .iter()
+                        .map(|cell| (cell.id.clone(), cell.encryption.name()))
+                        .collect(),
+                };
+                Trail::build(audit, names, clock.clone())
+                    .map_err(|audit_errors| errors.extend(audit_errors))
+                    .ok()
+            }
+            _ => None,
+        };
         let zones = |name: &str| zone_of(risk.as_ref(), name);
         let profiles = ProfileTable::parse_jsonl(profiles_jsonl, &catalog, &flags, &zones)
             .map_err(|profile_errors| {
@@ -211,6 +247,7 @@ impl Router {
                 paths: settings.paths,
                 addressing,
                 trace_ids: TraceIds::new(),
+                audit,
             }),
             _ => Err(errors),
         }
@@ -223,8 +260,8 @@ impl Router {
 
     /// `decide` on what `ingress` made of a request: 400 bad_path before any rule runs; the
     /// route carries the trace context and the trusted hops.
-    pub fn decide_ingress(&self, ingress: &Ingress) -> Result<Route, Refusal> {
-        let mut route = self.decide(&ingress.facts()?)?;
+    pub fn decide_ingress(&self, ingress: &Ingress, notes: &mut Notes) -> Result<Route, Refusal> {
+        let mut route = self.decide_noting(&ingress.facts()?, notes)?;
         route.trace = Some(ingress.trace);
         route.via = ingress.origin.via.clone();
         Ok(route)
@@ -232,14 +269,30 @@ impl Router {
 
     /// Decides where a request goes, or why it may not.
     pub fn decide(&self, request: &RequestFacts) -> Result<Route, Refusal> {
+        self.decide_noting(request, &mut Notes::default())
+    }
+
+    /// `decide`, keeping in `notes` what it learns on the way.
+    pub fn decide_noting(
+        &self,
+        request: &RequestFacts,
+        notes: &mut Notes,
+    ) -> Result<Route, Refusal> {
         let now_us = self.clock.now_us();
         let now_s = now_us / 1_000_000;
         let verified = self.verifier.verify_header(request.authorization, now_s)?;
+        notes.customer = Some(verified.customer.clone());
         let profile = self.profile(&verified.customer)?;
+        (notes.tier, notes.region) = (Some(profile.tier), Some(profile.region));
         let rate = self.rate_limit(&verified.customer, profile.tier, now_us)?;
         let client = request.client;
         let risk = self.assess_with(request, client, &profile, now_s);
+        notes.risk = risk;
+        let step_up = self.verifier.proves_step_up(&verified, now_s);
         if let Some(assessment) = &risk {
+            if assessment.level() == Level::High {
+                notes.step_up = Some(step_up);
+            }
             self.require_step_up(assessment, &verified, request, now_s)?;
         }
         let selection = Selection {
@@ -247,19 +300,37 @@ impl Router {
             required: self.compliance.required(profile.flags),
             prefer_maximum: risk.is_some_and(|a| a.level() == Level::High),
         };
-        let chosen = self.selector.choose(
-            &Request {
-                customer: &verified.customer,
-                tier: profile.tier,
-                region: selection.region,
-                required: selection.required,
-                prefer_maximum: selection.prefer_maximum,
-                now_us,
-            },
-            &self.cells,
-            &self.compliance,
-            &self.catalog,
-        )?;
+        let wanted = Request {
+            customer: &verified.customer,
+            tier: profile.tier,
+            region: selection.region,
+            required: selection.required,
+            prefer_maximum: selection.prefer_maximum,
+            now_us,
+        };
+        let chosen = self
+            .selector
+            .choose(&wanted, &self.cells, &self.compliance, &self.catalog);
+        if notes.want_cells {
+            let chosen_index = chosen.as_ref().ok().map(|c| c.cell.index);
+            notes.cells = self
+                .cells
+                .group(profile.tier, profile.region)
+                .iter()
+                .map(|cell| match Some(cell.index) == chosen_index {
+                    true => (cell.index, None),
+                    false => (
+                        cell.index,
+                        Selector::exclusion(cell, &wanted, &self.compliance, true)
+                            .map(|e| e.rule()),
+                    ),
+                })
+                .collect();
+            if let Some(index) = chosen_index.filter(|i| notes.cells.iter().all(|(c, _)| c != i)) {
+                notes.cells.push((index, None));
+            }
+        }
+        let chosen = chosen?;
         Ok(Route {
             customer: verified.customer.clone(),
             slot: InFlight::acquire(chosen.cell),
@@ -270,7 +341,7 @@ impl Router {
             via: Vec::new(),
             rate,
             tier: profile.tier,
-            step_up: self.verifier.proves_step_up(&verified, now_s),
+            step_up,
             trace: None,
             selection,
         })
@@ -342,6 +413,11 @@ impl Router {
                 .breaker
                 .report(permit, outcome, duration_us, now_us);
         }
+    }
+
+    /// The worker's audit trail, when configured.
+    pub fn audit(&self) -> Option<&Trail> {
+        self.audit.as_ref()
     }
 
     /// The customer's profile, or 404.

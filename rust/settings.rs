@@ -27,6 +27,9 @@ pub struct CoreSettings {
     /// How request paths are made canonical before any rule runs.
     #[serde(default)]
     pub paths: crate::target::PathSettings,
+    /// The audit trail; none: nothing is recorded.
+    #[serde(default)]
+    pub audit: Option<crate::audit::AuditSettings>,
 }
 
 /// What a cell must offer to serve a customer whose profile carries the flag: a certification it

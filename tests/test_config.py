@@ -120,7 +120,7 @@ UNKNOWN_CELL = (
     " region, request_timeout_ms, signed, signing, tier"
 )
 UNKNOWN_TOP = (
-    "known: admin, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk,"
+    "known: admin, audit, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk,"
     " server, tiers"
 )
 ENCRYPTION = "must be one of 'standard', 'enhanced', 'maximum'"

@@ -12,6 +12,11 @@ until shared state lands; see the README).
     POST   /_cellgate/revocations                 {"jti": "...", "forget_after_s": 1767225600}
                                                   or {"customer_id": "...", "issued_before_s": T}
     DELETE /_cellgate/revocations/customers/{id}  lifts a customer's revocation
+    GET    /_cellgate/audit                       the audit trail's state
+
+Every action that changes state (a revocation, a lift), refused or not, is recorded in the audit
+trail with the admin token's ``sub`` before it takes effect; when the trail cannot take the
+record the action is refused 503 ``audit_unavailable`` and nothing changes.
 """
 
 from __future__ import annotations
@@ -39,16 +44,16 @@ class AdminApi:
         self._router = router
         self._secret = secret
 
-    def _authorize(self, authorization: str | None) -> Response | None:
+    def _authorize(self, authorization: str | None) -> tuple[Response | None, str]:
+        """A refusal, or None; and the admin's identity (the token's ``sub``)."""
         if self._secret is None:
-            return problem(404, "not_found", "Not found", "the admin API is not configured")
+            return problem(404, "not_found", "Not found", "the admin API is not configured"), ""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            return problem(
-                401, "admin_token_required", "Admin token required", "send Bearer <admin token>"
-            )
+            detail = "send Bearer <admin token>"
+            return problem(401, "admin_token_required", "Admin token required", detail), ""
         try:
-            jwt.decode(
+            claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=["HS256"],
@@ -56,8 +61,21 @@ class AdminApi:
                 options={"require": ["exp", "aud"]},
             )
         except jwt.InvalidTokenError as err:
-            return problem(401, "admin_token_invalid", "Admin token refused", str(err))
-        return None
+            return problem(401, "admin_token_invalid", "Admin token refused", str(err)), ""
+        subject = claims.get("sub")
+        return None, subject if isinstance(subject, str) else ""
+
+    def _recorded(self, admin: str, action: str, target: dict, answer: Response) -> Response | None:
+        """Records ``action`` and the answer it is about to get; a refusal when the trail cannot
+        take it (then the action must not happen)."""
+        status = answer[0]
+        reason = None if status < 400 else orjson.loads(answer[2]).get("reason")
+        outcome = "applied" if status < 400 else "refused"
+        target_json = orjson.dumps(target).decode()
+        if self._router.record_admin(admin, action, target_json, status, outcome, reason):
+            return None
+        detail = "the audit trail cannot record the action now; nothing was changed"
+        return problem(503, "audit_unavailable", "Audit trail unavailable", detail)
 
     def handle(
         self, method: str, path: str, authorization: str | None, body: bytes = b""
@@ -65,43 +83,70 @@ class AdminApi:
         """The answer to an admin request."""
         if path == ADMIN_PREFIX + "health":
             return 200, _JSON, b'{"status":"ok"}'
-        refusal = self._authorize(authorization)
+        refusal, admin = self._authorize(authorization)
+        changes = method in ("POST", "DELETE")
         if refusal is not None:
+            if changes and refusal[0] == 401:
+                target = {"method": method, "path": path}
+                return self._recorded("", "unauthorized", target, refusal) or refusal
             return refusal
+        if path == ADMIN_PREFIX + "audit" and method == "GET":
+            return 200, _JSON, orjson.dumps({"audit": self._router.audit})
         if path == ADMIN_PREFIX + "cells" and method == "GET":
             return 200, _JSON, orjson.dumps({"cells": self._router.cells()})
         if path == ADMIN_PREFIX + "revocations":
             if method == "GET":
                 return 200, _JSON, orjson.dumps(self._router.revocations)
             if method == "POST":
-                return self._revoke(body)
+                return self._revoke(admin, body)
         customer = path.removeprefix(ADMIN_PREFIX + "revocations/customers/")
         if customer != path and customer and method == "DELETE":
+            target = {"customer": customer}
+            ok = 200, _JSON, b""
+            refused = self._recorded(admin, "lift_customer_revocation", target, ok)
+            if refused is not None:
+                return refused
             lifted = self._router.lift_customer_revocation(customer)
             return 200, _JSON, orjson.dumps({"customer_id": customer, "lifted": lifted})
         return problem(404, "not_found", "Not found", f"no admin route {method} {path}")
 
-    def _revoke(self, body: bytes) -> Response:
-        try:
-            request = msgspec.json.decode(body, type=Revocation)
-        except msgspec.ValidationError as err:
-            return problem(400, "bad_revocation", "Bad revocation", str(err))
-        except msgspec.DecodeError as err:
-            return problem(400, "bad_revocation", "Bad revocation", f"not JSON: {err}")
-        if (request.jti is None) == (request.customer_id is None):
-            detail = "give either jti (with forget_after_s) or customer_id (with issued_before_s)"
-            return problem(400, "bad_revocation", "Bad revocation", detail)
+    def _revoke(self, admin: str, body: bytes) -> Response:
+        request, refusal = _revocation(body)
+        if request is None:
+            target = {"body_bytes": len(body)}
+            return self._recorded(admin, "revoke", target, refusal) or refusal
         if request.jti is not None:
-            if request.forget_after_s is None:
-                detail = "forget_after_s is required with jti (the token's exp is a good value)"
-                return problem(400, "bad_revocation", "Bad revocation", detail)
+            action, target = "revoke_token", {"jti": request.jti}
+        else:
+            action, target = "revoke_customer", {"customer": request.customer_id}
+        refused = self._recorded(admin, action, target, (200, _JSON, b""))
+        if refused is not None:
+            return refused
+        if request.jti is not None:
             self._router.revoke_token(request.jti, request.forget_after_s)
         else:
-            if request.issued_before_s is None:
-                detail = "issued_before_s is required with customer_id"
-                return problem(400, "bad_revocation", "Bad revocation", detail)
             self._router.revoke_customer(request.customer_id or "", request.issued_before_s)
         return 200, _JSON, orjson.dumps(self._router.revocations)
+
+
+def _revocation(body: bytes) -> tuple[Revocation | None, Response]:
+    """The revocation ``body`` asks for, or None and its 400."""
+    try:
+        request = msgspec.json.decode(body, type=Revocation)
+    except msgspec.ValidationError as err:
+        return None, problem(400, "bad_revocation", "Bad revocation", str(err))
+    except msgspec.DecodeError as err:
+        return None, problem(400, "bad_revocation", "Bad revocation", f"not JSON: {err}")
+    detail = None
+    if (request.jti is None) == (request.customer_id is None):
+        detail = "give either jti (with forget_after_s) or customer_id (with issued_before_s)"
+    elif request.jti is not None and request.forget_after_s is None:
+        detail = "forget_after_s is required with jti (the token's exp is a good value)"
+    elif request.customer_id is not None and request.issued_before_s is None:
+        detail = "issued_before_s is required with customer_id"
+    if detail is not None:
+        return None, problem(400, "bad_revocation", "Bad revocation", detail)
+    return request, (200, _JSON, b"")
 
 
 class Revocation(msgspec.Struct, forbid_unknown_fields=True):

@@ -7,6 +7,7 @@ its profile source into a :class:`cellgate._core.Router`.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -20,7 +21,7 @@ import msgspec
 from cellgate import _core
 from cellgate._validate import field_value, validate
 from cellgate.keys import Algorithm, jwks_keys, key_settings, secret
-from cellgate.signing_keys import signer_settings
+from cellgate.signing_keys import pem_private_key, signer_settings
 from cellgate.timezones import compile_zones
 
 __all__ = [
@@ -360,6 +361,43 @@ class AdminConfig(_Section):
     secret_env: Name | None = None
 
 
+Keep = Literal["keep", "hash", "drop"]
+
+#: The DER of Ed25519's algorithm identifier (RFC 8410), which an Ed25519 PKCS#8 key carries.
+_ED25519_OID = bytes.fromhex("06032b6570")
+
+
+class AuditConfig(_Section):
+    """The audit trail: a record of every request and admin action, hash-chained per worker into
+    JSON Lines segments under ``directory``, covered by Ed25519-signed digests."""
+
+    #: Where the trail lives, relative to the configuration file.
+    directory: str = "audit"
+    #: ``strict``: an answer leaves only once its record is on disk (group commit);
+    #: ``buffered``: records are on disk within ``flush_interval_ms``.
+    durability: Literal["strict", "buffered"] = "strict"
+    #: When the trail cannot take a record: refuse 503 audit_unavailable, or serve and count.
+    on_failure: Literal["fail_closed", "fail_open"] = "fail_closed"
+    queue_records: Positive = 65_536
+    flush_interval_ms: Positive = 200
+    rotate_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 64 << 20
+    rotate_hourly: bool = True
+    digest_every_records: Positive = 10_000
+    digest_every_s: Positive = 60
+    #: Closed segments older than this many days are removed (none: kept).
+    retention_days: Positive | None = None
+    #: Closed segments are removed, oldest first, while a chain's exceed this many bytes.
+    retention_bytes: Positive | None = None
+    client_address: Keep = "keep"
+    user_agent: Keep = "keep"
+    #: The HMAC-SHA-256 key of hashed fields: an environment variable holding it (32+ bytes).
+    hash_key_env: Name | None = None
+    #: The digests' Ed25519 key: a PEM PKCS#8 ``PRIVATE KEY`` file, or an environment variable
+    #: holding that PEM.
+    signing_key_file: str | None = None
+    signing_key_env: Name | None = None
+
+
 class Config(_Section):
     """A whole cellgate configuration."""
 
@@ -375,6 +413,7 @@ class Config(_Section):
     risk: RiskConfig | None = None
     compliance: dict[str, RequirementConfig] = {}
     breaker: BreakerConfig = BreakerConfig()
+    audit: AuditConfig | None = None
     #: The directory relative paths are resolved against (not read from the file).
     base_dir: str = "."
     #: The core's settings of every key (inline, then the JWKS file's), each with the place that
@@ -382,8 +421,71 @@ class Config(_Section):
     compiled_keys: list[tuple[dict[str, Any], str]] = []
     #: Each cell's compiled signer settings (None for a cell that is not signed), compiled once.
     compiled_signers: list[dict[str, Any] | None] = []
+    #: The core's audit settings (keys read), compiled once; None without ``[audit]``.
+    compiled_audit: dict[str, Any] | None = None
 
-    _internal_fields: ClassVar[tuple[str, ...]] = ("base_dir", "compiled_keys", "compiled_signers")
+    _internal_fields: ClassVar[tuple[str, ...]] = (
+        "base_dir",
+        "compiled_keys",
+        "compiled_signers",
+        "compiled_audit",
+    )
+
+
+def _audit_settings(raw: Any, base_dir: str, errors: list[str]) -> dict[str, Any] | None:
+    """The core's ``audit`` settings: the directory resolved, the keys read; None (with errors
+    added) when a key cannot be had."""
+    audit = validate(raw, AuditConfig, [], "audit")
+    if audit is None:
+        return None
+    count = len(errors)
+    pem = None
+    given = [n for n in ("signing_key_file", "signing_key_env") if getattr(audit, n) is not None]
+    if len(given) != 1:
+        errors.append(
+            "audit.signing_key_file: give exactly one of signing_key_file or signing_key_env"
+        )
+    elif audit.signing_key_file is not None:
+        file = Path(base_dir, audit.signing_key_file)
+        try:
+            pem = file.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or "not a PEM text file"
+            errors.append(f"audit.signing_key_file: cannot read {str(file)!r}: {reason}")
+    else:
+        pem = os.environ.get(audit.signing_key_env)
+        if pem is None:
+            errors.append(f"audit.signing_key_env: {audit.signing_key_env} is not set")
+    der = None
+    if pem is not None:
+        try:
+            der = pem_private_key(pem, f"audit.{given[0]}")
+        except ValueError as err:
+            errors.append(str(err))
+    if der is not None and _ED25519_OID not in der[:16]:
+        errors.append(f"audit.{given[0]}: not an Ed25519 key")
+    hashed = "hash" in (audit.client_address, audit.user_agent)
+    hash_key = None
+    if audit.hash_key_env is not None:
+        value = os.environ.get(audit.hash_key_env)
+        if value is None:
+            errors.append(f"audit.hash_key_env: {audit.hash_key_env} is not set")
+        elif len(value.encode()) < 32:
+            errors.append("audit.hash_key_env: the key needs at least 32 bytes")
+        else:
+            hash_key = value.encode()
+    elif hashed:
+        errors.append("audit.hash_key_env: required when client_address or user_agent is hash")
+    if len(errors) > count or der is None:
+        return None
+    settings = msgspec.structs.asdict(audit)
+    for name in ("signing_key_file", "signing_key_env", "hash_key_env", "retention_days"):
+        del settings[name]
+    settings["directory"] = str(Path(base_dir, audit.directory).resolve())
+    settings["retention_s"] = audit.retention_days and audit.retention_days * 86_400
+    settings["signing_key_b64"] = base64.b64encode(der).decode()
+    settings["hash_key_b64"] = hash_key and base64.b64encode(hash_key).decode()
+    return settings
 
 
 def _endpoint_problem(endpoint: str) -> str | None:
@@ -409,11 +511,11 @@ def _table(raw: Any, key: str, default: Any = None) -> Any:
 
 def _check_semantics(
     raw: dict[str, Any], base_dir: str, errors: list[str]
-) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any] | None]]:
+) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any] | None], dict | None]:
     """The checks past types and bounds, run on every part that is structurally valid on its own
     (its structural errors are already reported), so that all problems show at once. Returns
-    the compiled keys with their paths and each cell's signer settings (complete when no error
-    was added)."""
+    the compiled keys with their paths, each cell's signer settings and the audit settings
+    (complete when no error was added)."""
     jwt = _table(raw, "jwt")
     keys = _table(jwt, "keys")
     compiled: list[tuple[dict[str, Any], str]] = []
@@ -435,6 +537,9 @@ def _check_semantics(
             errors.append(f"{path}.kid: duplicate kid {kid!r} (also {seen_kids[kid]})")
         seen_kids.setdefault(kid, path)
     signers = _check_cells(raw, base_dir, errors)
+    audit = None
+    if _table(raw, "audit") is not None:
+        audit = _audit_settings(raw["audit"], base_dir, errors)
     _check_compliance(raw, errors)
     breaker = validate(_table(raw, "breaker", {}), BreakerConfig, [], "breaker")
     if breaker is not None:
@@ -457,7 +562,7 @@ def _check_semantics(
         source = Path(base_dir, profiles.source)
         if not source.is_file():
             errors.append(f"profiles.source: no such file {str(source)!r}")
-    return compiled, signers
+    return compiled, signers, audit
 
 
 def _cells(raw: dict[str, Any]) -> list[Any]:
@@ -567,11 +672,15 @@ def config_from_table(
     :class:`ConfigError` listing every problem."""
     errors: list[str] = []
     config = validate(raw, Config, errors)
-    keys, signers = _check_semantics(raw, str(base_dir), errors)
+    keys, signers, audit = _check_semantics(raw, str(base_dir), errors)
     if errors or config is None:
         raise ConfigError(errors + _profile_errors(raw, str(base_dir)), source)
     return msgspec.structs.replace(
-        config, base_dir=str(base_dir), compiled_keys=keys, compiled_signers=signers
+        config,
+        base_dir=str(base_dir),
+        compiled_keys=keys,
+        compiled_signers=signers,
+        compiled_audit=audit,
     )
 
 
@@ -673,6 +782,7 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
             if k not in ("max_request_bytes", "client_body_timeout_ms")
         },
         "paths": msgspec.structs.asdict(config.paths),
+        "audit": config.compiled_audit,
     }
     return msgspec.json.encode(settings)
 

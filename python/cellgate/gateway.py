@@ -16,7 +16,6 @@ from cellgate import _core
 from cellgate.admin import ADMIN_PREFIX, AdminApi
 from cellgate.body import BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
-from cellgate.problems import problem
 
 __all__ = ["CONFIG_ENV", "Gateway", "create_app"]
 
@@ -56,12 +55,14 @@ class Gateway:
         self.bridge = _core.Bridge(loop)
         self._sweeper = loop.call_later(DISCONNECT_SWEEP_S, self._sweep)
         loop.add_reader(self.bridge.fileno(), self.bridge.drain)
+        self.router.start_audit()
         self.router.start_health_checks()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.router.stop_health_checks()
+        self.router.stop_audit()
         if self.bridge is not None:
             loop.remove_reader(self.bridge.fileno())
 
@@ -107,26 +108,24 @@ class Gateway:
             absolute_form=absolute_form,
         )
         if not decision.ok:
-            proto.response_bytes(*decision.problem)
+            await self._refuse(proto, decision)
             return
         if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
-            decision.release()
-            proto.response_bytes(*self._too_large(decision, f"content-length {length!r}"))
+            await self._refuse(proto, decision, "body_too_large", self._too_large(length))
             return
         try:
             body = await read_body(proto, self.max_request_bytes, self.client_body_timeout_s)
         except BodyTooLarge as too_large:
-            decision.release()
             what = f"the body, {too_large.read_bytes} bytes read so far,"
-            proto.response_bytes(*self._too_large(decision, what))
+            await self._refuse(proto, decision, "body_too_large", self._too_large(what))
             return
         except BodyTimeout as timeout:
-            decision.release()
-            proto.response_bytes(*self._body_timeout(decision, timeout.read_bytes))
+            detail = self._body_timeout(timeout.read_bytes)
+            await self._refuse(proto, decision, "client_body_timeout", detail)
             return
         except Exception:
             # The client went away mid-body: nobody is left to answer.
-            decision.release()
+            self.router.refuse(self.bridge, decision, "client_disconnected")
             return
         forwarded = self.router.forward(
             self.bridge,
@@ -175,19 +174,28 @@ class Gateway:
         watcher = self.loop.create_task(cancel_on_disconnect())
         forwarded.add_done_callback(lambda _: watcher.cancel())
 
-    def _too_large(self, decision: _core.Decision, what: str):
-        detail = f"{what} is not a size up to {self.max_request_bytes} bytes"
-        title = "The request body is too large"
-        return problem(413, "body_too_large", title, detail, decision.request_id, decision.trace_id)
+    async def _refuse(
+        self,
+        proto: Any,
+        decision: _core.Decision,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Answers a decision that is not forwarded (its own refusal, or ``reason``), once the
+        core has recorded it."""
+        answer = self.router.refuse(self.bridge, decision, reason, detail)
+        if type(answer) is not tuple:
+            answer = await answer
+        proto.response_bytes(*answer)
 
-    def _body_timeout(self, decision: _core.Decision, read_bytes: int):
-        detail = (
+    def _too_large(self, what: str) -> str:
+        return f"{what} is not a size up to {self.max_request_bytes} bytes"
+
+    def _body_timeout(self, read_bytes: int) -> str:
+        return (
             f"the body did not arrive within {self.client_body_timeout_s:g} s"
             f" ({read_bytes} bytes had)"
         )
-        title = "The request body arrived too slowly"
-        reason = "client_body_timeout"
-        return problem(408, reason, title, detail, decision.request_id, decision.trace_id)
 
 
 def create_app() -> Gateway:

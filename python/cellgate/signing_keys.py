@@ -16,7 +16,13 @@ from typing import Any
 
 from cellgate.keys import PEM_BLOCK, b64url, secret
 
-__all__ = ["HMAC_SIGNING_MIN_BYTES", "SIGNED_COMPONENTS", "SIGNED_IF_PRESENT", "signer_settings"]
+__all__ = [
+    "HMAC_SIGNING_MIN_BYTES",
+    "SIGNED_COMPONENTS",
+    "SIGNED_IF_PRESENT",
+    "pem_private_key",
+    "signer_settings",
+]
 
 #: The shortest shared secret an hmac-sha256 signing key may have (RFC 9421 section 3.3.3).
 HMAC_SIGNING_MIN_BYTES = 32
@@ -43,7 +49,7 @@ SIGNED_IF_PRESENT = (
 )
 
 
-def _pem_private_key(text: str, where: str) -> bytes:
+def pem_private_key(text: str, where: str) -> bytes:
     """The DER PKCS#8 of a PEM ``PRIVATE KEY``; ValueError says what it is instead."""
     match = PEM_BLOCK.search(text)
     if match is None:
@@ -71,9 +77,9 @@ def _ed25519_key(signing: Any, base_dir: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as err:
             reason = getattr(err, "strerror", None) or "not a PEM text file"
             raise ValueError(f".private_key_file: cannot read {str(file)!r}: {reason}") from None
-        return {"pkcs8_b64": b64url(_pem_private_key(text, ".private_key_file"))}
+        return {"pkcs8_b64": b64url(pem_private_key(text, ".private_key_file"))}
     if signing.private_key_pem is not None:
-        return {"pkcs8_b64": b64url(_pem_private_key(signing.private_key_pem, ".private_key_pem"))}
+        return {"pkcs8_b64": b64url(pem_private_key(signing.private_key_pem, ".private_key_pem"))}
     jwk = signing.jwk
     for member in ("kty", "crv", "x", "d"):
         if not isinstance(jwk.get(member), str):

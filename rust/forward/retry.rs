@@ -97,15 +97,15 @@ enum Verdict {
 }
 
 /// Sends `request` on `route`, retrying on the next eligible cell where that is safe; feeds
-/// every attempt's outcome to its cell's breaker. Returns the client's answer and how many
-/// attempts were made.
+/// every attempt's outcome to its cell's breaker. Returns the client's answer, how many
+/// attempts were made and the index of the cell tried last.
 pub async fn forward(
     core: &Router,
     client: &CellClient,
     mut route: Route,
     request: Request<Bytes>,
     request_id: &str,
-) -> (Result<Answer, Refusal>, u32) {
+) -> (Result<Answer, Refusal>, u32, usize) {
     let settings = &core.forward_settings().retry;
     let until = Instant::now() + client.request_timeout();
     let (parts, body) = request.into_parts();
@@ -140,12 +140,12 @@ pub async fn forward(
         };
         core.report(route, outcome);
         let Some(next) = next else {
-            return (result.map_err(Failed::into_refusal), attempts);
+            return (result.map_err(Failed::into_refusal), attempts, cell.index);
         };
         let pause = backoff(settings, attempts);
         if Instant::now() + pause >= until {
             drop(next);
-            return (result.map_err(Failed::into_refusal), attempts);
+            return (result.map_err(Failed::into_refusal), attempts, cell.index);
         }
         tokio::time::sleep(pause).await;
         if let Err(refusal) = retarget(
@@ -161,7 +161,7 @@ pub async fn forward(
             },
         ) {
             drop(next);
-            return (Err(refusal), attempts);
+            return (Err(refusal), attempts, cell.index);
         }
         route = next;
     }
@@ -378,7 +378,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (result, attempts) = runtime.block_on(forward(router, &client, route, request, "rid"));
+        let (result, attempts, _) =
+            runtime.block_on(forward(router, &client, route, request, "rid"));
         (result.map(|a| a.status).map_err(|r| r.reason), attempts)
     }
 

@@ -1,5 +1,6 @@
 //! `Decision`: where a request goes, or why it may not, holding its cell slot until forwarded.
 
+use crate::audit::Draft;
 use crate::reason::Refusal;
 use crate::request_id::RequestId;
 use crate::risk::Assessment;
@@ -84,6 +85,8 @@ pub struct PyDecision {
     pub trace: TraceContext,
     /// The canonical path, when the target was acceptable.
     pub path: Option<CanonicalTarget>,
+    /// The request's audit record under way, when the trail is configured.
+    pub draft: Mutex<Option<Draft>>,
 }
 
 /// A decision's canonical path, owned: one allocation when the wire form is the same text (the
@@ -115,6 +118,11 @@ impl CanonicalTarget {
 }
 
 impl PyDecision {
+    /// Takes the audit draft out, once.
+    pub fn take_draft(&self) -> Option<Draft> {
+        self.draft.lock().ok()?.take()
+    }
+
     /// Takes the route out of a routed decision, once.
     pub fn take_route(&self) -> Option<Route> {
         match &self.verdict {

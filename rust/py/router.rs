@@ -1,5 +1,6 @@
 //! `Router`: decide in the core, forward through the core, inspect live cell state.
 
+use crate::audit::{AdminRecord, Draft, Event, Record, Ticket, Trail, Unavailable};
 use crate::cells::Cell;
 use crate::forward::client::CellClient;
 use crate::forward::probe::ProbeClient;
@@ -9,15 +10,17 @@ use crate::forward::Outbound;
 use crate::health::HealthChecker;
 use crate::ingress::Arrival;
 use crate::profiles::ProfileRecord;
-use crate::py::bridge::{Outcome, PyBridge};
+use crate::py::bridge::{Outcome, Pending, PyBridge};
 use crate::py::clock::PyClock;
 use crate::py::decision::{problem_triple, CanonicalTarget, OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
-use crate::router::{Outcome as CellOutcome, Route, Router};
+use crate::reason::{Reason, Refusal};
+use crate::router::{Notes, Outcome as CellOutcome, Route, Router};
 use crate::runtime::runtime;
 use crate::settings::CoreSettings;
+use crate::trace::TraceContext;
 use bytes::Bytes;
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::{Arc, Mutex};
@@ -44,7 +47,7 @@ fn text_pairs<'a>(
 
 impl PyRouter {
     /// Sends `outbound` to `route`'s cell on the worker's tokio thread; returns the future of its
-    /// answer, resolved on the bridge's loop.
+    /// answer, resolved on the bridge's loop (in strict audit mode, once its record is durable).
     fn start_forward(
         &self,
         py: Python<'_>,
@@ -52,6 +55,7 @@ impl PyRouter {
         mut route: Route,
         request_id: String,
         outbound: Outbound<'_>,
+        mut draft: Option<Draft>,
     ) -> PyResult<Py<PyAny>> {
         // The cell's time starts now: reading the client's body is not the cell's slowness.
         route.started_us = self.core.clock().now_us();
@@ -64,20 +68,28 @@ impl PyRouter {
         let client = self.client.clone();
         let cancel = bridge.cancellation(&future);
         let work = async move {
-            let result = match request {
+            let (result, sent) = match request {
                 Ok(request) => {
-                    retry::forward(&core, &client, route, request, &request_id)
-                        .await
-                        .0
+                    let (result, attempts, cell) =
+                        retry::forward(&core, &client, route, request, &request_id).await;
+                    if let Some(draft) = &mut draft {
+                        let record = draft.record();
+                        record.retries = attempts.saturating_sub(1);
+                        record.cell = Some(cell);
+                    }
+                    (result, true)
                 }
                 Err(refusal) => {
                     // The client's request was bad (or could not be signed), not the cell:
                     // nothing to count against it.
                     drop(route);
-                    Err(refusal)
+                    (Err(refusal), false)
                 }
             };
-            pending.complete(match result {
+            if let Some(draft) = &mut draft {
+                draft.answered(&result, sent);
+            }
+            let outcome = match result {
                 Ok(answer) => Outcome::Answer {
                     answer,
                     request_id,
@@ -88,18 +100,106 @@ impl PyRouter {
                     request_id,
                     trace,
                 },
-            });
+            };
+            answer_when_recorded(draft, pending, outcome, trace);
         };
         runtime().spawn(async move {
             tokio::select! {
                 biased;
                 // The client went away: dropping the forward closes its connection to the cell
-                // and gives back the slot and the permit, counting nothing against the cell.
+                // and gives back the slot and the permit, counting nothing against the cell;
+                // its record says it was cancelled.
                 () = cancel.notified() => {}
                 () = work => {}
             }
         });
         Ok(future)
+    }
+
+    /// A ticket for the request's record, when the trail is configured; Err: the trail cannot
+    /// take one (fail-closed), and the request is refused 503 audit_unavailable.
+    fn audit_ticket(&self) -> Result<Option<Ticket>, Refusal> {
+        match self.core.audit().map(Trail::ticket) {
+            None => Ok(None),
+            Some(Ok(ticket)) => Ok(Some(ticket)),
+            Some(Err(Unavailable)) => Err(audit_unavailable()),
+        }
+    }
+
+    /// The answer of a refusal made before any forward: the problem triple, or in strict audit
+    /// mode the future of it, resolved once its record is durable.
+    fn answer_refusal(
+        &self,
+        py: Python<'_>,
+        bridge: &PyBridge,
+        draft: Option<Draft>,
+        refusal: Refusal,
+        request_id: &str,
+        trace: Option<TraceContext>,
+    ) -> PyResult<Py<PyAny>> {
+        match draft {
+            Some(mut draft) if draft.strict() => {
+                draft.refused(&refusal);
+                let (future, pending) = bridge.pending(py, request_id.to_owned(), trace)?;
+                let outcome = Outcome::Refused {
+                    refusal,
+                    request_id: request_id.to_owned(),
+                    trace,
+                };
+                answer_when_recorded(Some(draft), pending, outcome, trace);
+                Ok(future)
+            }
+            draft => {
+                if let Some(mut draft) = draft {
+                    draft.refused(&refusal);
+                    draft.finish(None);
+                }
+                Ok(problem_triple(py, &refusal, request_id, trace.as_ref())?
+                    .into_any()
+                    .unbind())
+            }
+        }
+    }
+}
+
+/// The 503 of a trail that cannot take the request's record.
+fn audit_unavailable() -> Refusal {
+    Refusal::new(
+        Reason::AuditUnavailable,
+        "the audit trail cannot take the request's record now; it is refused rather than served unaudited",
+    )
+}
+
+/// Completes `pending` with `outcome` once the record is durable (strict mode) or at once; a
+/// record that cannot be made durable turns the answer into 503 audit_unavailable.
+fn answer_when_recorded(
+    draft: Option<Draft>,
+    pending: Pending,
+    outcome: Outcome,
+    trace: Option<TraceContext>,
+) {
+    match draft {
+        Some(draft) if draft.strict() => draft.finish(Some(Box::new(move |durable| {
+            let outcome = match (durable, outcome) {
+                (true, outcome) => outcome,
+                (
+                    false,
+                    Outcome::Answer { request_id, .. } | Outcome::Refused { request_id, .. },
+                ) => Outcome::Refused {
+                    refusal: audit_unavailable(),
+                    request_id,
+                    trace,
+                },
+                (false, outcome) => outcome,
+            };
+            pending.complete(outcome);
+        }))),
+        draft => {
+            if let Some(draft) = draft {
+                draft.finish(None);
+            }
+            pending.complete(outcome);
+        }
     }
 }
 
@@ -148,6 +248,7 @@ impl PyRouter {
         absolute_form: bool,
     ) -> PyResult<PyDecision> {
         let headers = text_pairs(headers.as_deref().unwrap_or(&[]))?;
+        let arrived_us = self.core.clock().now_us();
         let ingress = self.core.ingress(&Arrival {
             method,
             path,
@@ -160,7 +261,35 @@ impl PyRouter {
         let request_id = self.core.next_request_id();
         let trace = ingress.trace;
         let canonical = ingress.path.as_ref().ok().map(CanonicalTarget::of);
-        let verdict = match self.core.decide_ingress(&ingress) {
+        let ticket = match self.audit_ticket() {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                return Ok(PyDecision {
+                    request_id,
+                    verdict: Verdict::Refused(refusal),
+                    trace,
+                    path: canonical,
+                    draft: Mutex::new(None),
+                })
+            }
+        };
+        let mut notes = Notes {
+            want_cells: ticket.is_some(),
+            ..Notes::default()
+        };
+        let decided = self.core.decide_ingress(&ingress, &mut notes);
+        let mut draft = ticket.map(|ticket| {
+            let clock = self.core.clock().clone();
+            Draft::new(ticket, &ingress, request_id.as_str(), arrived_us, clock)
+        });
+        if let Some(draft) = &mut draft {
+            draft.note(notes);
+            match &decided {
+                Ok(route) => draft.record().cell = Some(route.cell().index),
+                Err(refusal) => draft.refused(refusal),
+            }
+        }
+        let verdict = match decided {
             Ok(route) => {
                 let cell = route.cell();
                 Verdict::Routed {
@@ -184,6 +313,7 @@ impl PyRouter {
             verdict,
             trace,
             path: canonical,
+            draft: Mutex::new(draft),
         })
     }
 
@@ -219,7 +349,48 @@ impl PyRouter {
             scheme,
         };
         let request_id = decision.request_id.as_str().to_owned();
-        self.start_forward(py, bridge, route, request_id, outbound)
+        let draft = decision.take_draft();
+        self.start_forward(py, bridge, route, request_id, outbound, draft)
+    }
+
+    /// Answers a decision that is not forwarded, and records it: its own refusal (`reason`
+    /// None), or one the control plane made after deciding (`body_too_large`,
+    /// `client_body_timeout`, with `detail`), giving the cell slot back. Returns the problem
+    /// triple, or in strict audit mode the future of it; None for `client_disconnected` (nobody
+    /// is left to answer).
+    #[pyo3(signature = (bridge, decision, reason=None, detail=None))]
+    fn refuse(
+        &self,
+        py: Python<'_>,
+        bridge: &PyBridge,
+        decision: &PyDecision,
+        reason: Option<&str>,
+        detail: Option<&str>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let draft = decision.take_draft();
+        let refusal = match (reason, &decision.verdict) {
+            (None, Verdict::Refused(refusal)) => refusal.clone(),
+            (None, Verdict::Routed { .. }) => {
+                return Err(PyValueError::new_err(
+                    "a routed decision is refused only with a reason",
+                ))
+            }
+            (Some("client_disconnected"), _) => {
+                decision.take_route();
+                // Dropped as it stands: cancelled.
+                drop(draft);
+                return Ok(None);
+            }
+            (Some(code), _) => {
+                let reason = Reason::from_code(code)
+                    .ok_or_else(|| PyValueError::new_err(format!("reason: unknown {code:?}")))?;
+                Refusal::new(reason, detail.unwrap_or(reason.title()))
+            }
+        };
+        decision.take_route();
+        let request_id = decision.request_id.as_str();
+        self.answer_refusal(py, bridge, draft, refusal, request_id, Some(decision.trace))
+            .map(Some)
     }
 
     /// `decide`, then `forward` when routed, in one call, for a request without a body (it has
@@ -242,6 +413,7 @@ impl PyRouter {
         absolute_form: bool,
     ) -> PyResult<Py<PyAny>> {
         let headers = text_pairs(&headers)?;
+        let arrived_us = self.core.clock().now_us();
         let ingress = self.core.ingress(&Arrival {
             method,
             path,
@@ -252,21 +424,42 @@ impl PyRouter {
             absolute_form,
         });
         let request_id = self.core.next_request_id();
-        let decided = ingress
-            .path
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|path| Ok((path, self.core.decide_ingress(&ingress)?)));
-        let (path, route) = match decided {
-            Ok(decided) => decided,
+        let trace = Some(ingress.trace);
+        let ticket = match self.audit_ticket() {
+            Ok(ticket) => ticket,
             Err(refusal) => {
                 return Ok(
-                    problem_triple(py, &refusal, request_id.as_str(), Some(&ingress.trace))?
+                    problem_triple(py, &refusal, request_id.as_str(), trace.as_ref())?
                         .into_any()
                         .unbind(),
                 )
             }
         };
+        let mut notes = Notes {
+            want_cells: ticket.is_some(),
+            ..Notes::default()
+        };
+        let decided = ingress
+            .path
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|path| Ok((path, self.core.decide_ingress(&ingress, &mut notes)?)));
+        let mut draft = ticket.map(|ticket| {
+            let clock = self.core.clock().clone();
+            Draft::new(ticket, &ingress, request_id.as_str(), arrived_us, clock)
+        });
+        if let Some(draft) = &mut draft {
+            draft.note(notes);
+        }
+        let (path, route) = match decided {
+            Ok(decided) => decided,
+            Err(refusal) => {
+                return self.answer_refusal(py, bridge, draft, refusal, request_id.as_str(), trace)
+            }
+        };
+        if let Some(draft) = &mut draft {
+            draft.record().cell = Some(route.cell().index);
+        }
         let outbound = Outbound {
             method,
             path: path.wire(),
@@ -275,7 +468,8 @@ impl PyRouter {
             body: Bytes::new(),
             scheme,
         };
-        self.start_forward(py, bridge, route, request_id.as_str().to_owned(), outbound)
+        let request_id = request_id.as_str().to_owned();
+        self.start_forward(py, bridge, route, request_id, outbound, draft)
     }
 
     /// What `decide` would decide now and why, as JSON: the canonical path (and the path sent,
@@ -317,6 +511,93 @@ impl PyRouter {
         };
         self.core.report(route, outcome);
         true
+    }
+
+    /// Takes this worker's audit chain and starts its writer (idempotent); raises OSError when
+    /// the trail's directory cannot be used. Without `[audit]`, does nothing.
+    fn start_audit(&self) -> PyResult<()> {
+        match self.core.audit() {
+            Some(trail) => trail.start().map_err(PyOSError::new_err),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes, signs and closes everything the trail holds, and stops its writer.
+    fn stop_audit(&self, py: Python<'_>) {
+        if let Some(trail) = self.core.audit() {
+            py.detach(|| trail.stop());
+        }
+    }
+
+    /// The trail's state: `{"state", "chain", "written", "lost", "refused", "queued"}`, or None
+    /// without `[audit]`.
+    #[getter]
+    fn audit<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(trail) = self.core.audit() else {
+            return Ok(None);
+        };
+        let (state, chain, written, lost, refused, queued) = trail.status();
+        let d = PyDict::new(py);
+        d.set_item("state", state)?;
+        d.set_item("chain", chain)?;
+        d.set_item("written", written)?;
+        d.set_item("lost", lost)?;
+        d.set_item("refused", refused)?;
+        d.set_item("queued", queued)?;
+        Ok(Some(d))
+    }
+
+    /// Records an admin action before it takes effect: `target_json` is a JSON object. Returns
+    /// whether the trail took it (in strict mode: made it durable); False means the action must
+    /// be refused 503 audit_unavailable. Without `[audit]`, True.
+    #[pyo3(signature = (admin, action, target_json, status, outcome, reason=None))]
+    fn record_admin(
+        &self,
+        py: Python<'_>,
+        admin: &str,
+        action: &str,
+        target_json: &str,
+        status: u16,
+        outcome: &str,
+        reason: Option<&str>,
+    ) -> PyResult<bool> {
+        let Some(trail) = self.core.audit() else {
+            return Ok(true);
+        };
+        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(target_json).is_err()
+        {
+            return Err(PyValueError::new_err("target_json: must be a JSON object"));
+        }
+        let Ok(ticket) = trail.ticket() else {
+            return Ok(false);
+        };
+        let strict = ticket.strict();
+        let record = Record {
+            time_us: self.core.clock().now_us(),
+            event: Event::Admin(AdminRecord {
+                admin: admin.to_owned(),
+                action: action.to_owned(),
+                target_json: target_json.to_owned(),
+                status,
+                outcome: outcome.to_owned(),
+                reason: reason.map(str::to_owned),
+            }),
+        };
+        if !strict {
+            ticket.submit(record, None);
+            return Ok(true);
+        }
+        let (tell, told) = std::sync::mpsc::channel();
+        ticket.submit(
+            record,
+            Some(Box::new(move |durable| {
+                let _ = tell.send(durable);
+            })),
+        );
+        Ok(py.detach(move || {
+            told.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or(false)
+        }))
     }
 
     /// Starts probing every cell's health endpoint (idempotent).
