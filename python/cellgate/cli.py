@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
+from cellgate.audit.cli import add_audit_commands
 from cellgate.config import Config, ConfigError, build_router, config_warnings, load_config
 
 __all__ = ["main"]
@@ -77,6 +78,9 @@ def _serve(config_path: Path, config: Config, args: argparse.Namespace) -> int:
         log_access=args.access_log,
         # On SIGTERM workers stop accepting and finish what is in flight, for at most this long.
         workers_kill_timeout=config.server.shutdown_grace_s,
+        # A worker that dies is replaced; it takes over its audit chain.
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
     ).serve()
     return 0
 
@@ -266,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     why.add_argument("--json", action="store_true", help="print the explanation as JSON")
     why.set_defaults(func=cmd_explain)
+
+    add_audit_commands(commands)
     return parser
 
 

@@ -1,0 +1,219 @@
+"""The audit trail as the gateway writes it, against a real gateway and real cells: one record per
+request and per admin action, chained and signed; nothing secret in it; strict answers only
+after their record is durable; a worker killed mid-load loses no acknowledged record; a full
+disk refuses (fail-closed) and recovers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from audit_trails import audited_config, check_trail, records
+from cellgate.demo.launch import demo_admin_token, demo_token
+from harness import http_json, start_gateway
+
+TOKEN = demo_token("c-corp-us")
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN = {"Authorization": f"Bearer {demo_admin_token()}"}
+
+
+def by_request_id(trail: Path) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for record in records(trail):
+        if record["event"] == "request":
+            found.setdefault(record["request_id"], []).append(record)
+    return found
+
+
+def test_every_request_and_admin_action_leaves_one_record(demo_config: Path, tmp_path: Path):
+    config = audited_config(demo_config, tmp_path / "gw", 'durability = "strict"')
+    gateway = start_gateway(config)
+    body_marker = b'{"amount": 12.5, "memo": "body-must-not-be-recorded"}'
+    sent = []
+    try:
+        sent.append(("forwarded", http_json(gateway.port, "GET", "/api/accounts", AUTH)))
+        sent.append(("refused", http_json(gateway.port, "GET", "/api/accounts")))
+        sent.append(("refused", http_json(gateway.port, "GET", "/api/a;b", AUTH)))
+        headers = {**AUTH, "Content-Type": "application/json"}
+        sent.append(
+            ("forwarded", http_json(gateway.port, "POST", "/api/orders", headers, body_marker))
+        )
+        big = {**AUTH, "Content-Length": str(2 << 20)}
+        sent.append(("refused", http_json(gateway.port, "POST", "/api/orders", big, b"x")))
+        revoke = b'{"jti": "jti-to-revoke", "forget_after_s": 4102444800}'
+        assert http_json(gateway.port, "POST", "/_cellgate/revocations", ADMIN, revoke)[0] == 200
+        status, _, audit = http_json(gateway.port, "GET", "/_cellgate/audit", ADMIN)
+        assert status == 200 and audit["audit"]["state"] == "healthy"
+    finally:
+        assert gateway.stop() == 0
+    trail = tmp_path / "gw" / "trail"
+    found = by_request_id(trail)
+    for outcome, (status, headers, _) in sent:
+        request_id = headers["x-request-id"]
+        assert len(found[request_id]) == 1, request_id
+        record = found[request_id][0]
+        assert (record["status"], record["outcome"]) == (status, outcome), record
+    first = found[sent[0][1][1]["x-request-id"]][0]
+    assert first["customer"] == "c-corp-us" and first["path"] == "/api/accounts"
+    assert first["tier"] and first["region"] and first["cell"] and first["encryption"]
+    assert first["client"] == "127.0.0.1" and len(first["trace_id"]) == 32
+    assert any(cell == first["cell"] and why is None for cell, why in first["cells"])
+    assert found[sent[1][1][1]["x-request-id"]][0]["reason"] == "missing_token"
+    assert found[sent[2][1][1]["x-request-id"]][0]["reason"] == "bad_path"
+    assert found[sent[4][1][1]["x-request-id"]][0]["reason"] == "body_too_large"
+    admin = [r for r in records(trail) if r["event"] == "admin"]
+    assert [(a["action"], a["target"], a["status"]) for a in admin] == [
+        ("revoke_token", {"jti": "jti-to-revoke"}, 200)
+    ]
+    counts = check_trail(trail)
+    assert counts["records"] == len(sent) + 1 and counts["gaps"] == 0
+    last = (trail / "chain-0" / "digests.jsonl").read_text().splitlines()[-1]
+    assert '"final":true' in last
+    # Nothing secret or private went in: no token, no body, no key.
+    key_body = (tmp_path / "gw" / "audit.pem").read_text().splitlines()[1]
+    for path in trail.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            for secret in (TOKEN, demo_admin_token(), "body-must-not-be-recorded", key_body):
+                assert secret.encode() not in text, (path, secret[:20])
+
+
+def test_buffered_records_reach_disk_in_time_with_hashed_client(demo_config: Path, tmp_path: Path):
+    key = "k" * 40
+    os.environ["CELLGATE_TEST_AUDIT_HASH_KEY"] = key
+    audit = (
+        'durability = "buffered"\nflush_interval_ms = 100\nclient_address = "hash"\n'
+        'user_agent = "drop"\nhash_key_env = "CELLGATE_TEST_AUDIT_HASH_KEY"'
+    )
+    gateway = start_gateway(audited_config(demo_config, tmp_path / "gw", audit))
+    try:
+        headers = {**AUTH, "User-Agent": "agent-must-not-be-recorded"}
+        request_id = http_json(gateway.port, "GET", "/api/accounts", headers)[1]["x-request-id"]
+        deadline = time.monotonic() + 5
+        while request_id not in by_request_id(tmp_path / "gw" / "trail"):
+            assert time.monotonic() < deadline, "the record did not reach disk in 5 s"
+            time.sleep(0.05)
+    finally:
+        assert gateway.stop() == 0
+    record = by_request_id(tmp_path / "gw" / "trail")[request_id][0]
+    expected = hmac.new(key.encode(), b"127.0.0.1", hashlib.sha256).hexdigest()
+    assert record["client"] == f"hmac-sha256:{expected}"
+    assert record["user_agent"] is None
+    check_trail(tmp_path / "gw" / "trail")
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _load(port: int, stop: threading.Event, ok: list[str], failed: list[int]) -> None:
+    while not stop.is_set():
+        try:
+            status, headers, _ = http_json(port, "GET", "/api/accounts", AUTH)
+        except OSError:
+            failed.append(0)
+            time.sleep(0.01)
+            continue
+        if 200 <= status < 300:
+            ok.append(headers["x-request-id"])
+        else:
+            failed.append(status)
+
+
+def test_a_worker_killed_under_load_loses_no_acknowledged_record(demo_config: Path, tmp_path: Path):
+    gateway = start_gateway(audited_config(demo_config, tmp_path / "gw", 'durability = "strict"'))
+    stop, ok, failed = threading.Event(), [], []
+    clients = [
+        threading.Thread(target=_load, args=(gateway.port, stop, ok, failed)) for _ in range(4)
+    ]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1.5)
+        (worker,) = _children(gateway.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        # granian replaces the worker; it takes the chain over and resumes it.
+        deadline = time.monotonic() + 20
+        before = len(ok)
+        while len(ok) < before + 50:
+            assert time.monotonic() < deadline, "no worker served after the kill"
+            time.sleep(0.1)
+        stop.set()
+        for client in clients:
+            client.join()
+    finally:
+        stop.set()
+        assert gateway.stop() == 0
+    trail = tmp_path / "gw" / "trail"
+    found = by_request_id(trail)
+    missing = [request_id for request_id in ok if request_id not in found]
+    assert not missing, f"{len(missing)} of {len(ok)} acknowledged requests have no record"
+    counts = check_trail(trail)
+    assert counts["gaps"] == 1, counts
+    assert len(list((trail / "chain-0").glob("*-*.jsonl"))) >= 2
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    path.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+    return done.returncode == 0
+
+
+def test_a_full_disk_refuses_and_recovers_losing_nothing_acknowledged(
+    demo_config: Path, tmp_path: Path
+):
+    trail = tmp_path / "gw" / "trail"
+    if not _mount_tmpfs(trail, "1m"):
+        pytest.skip("a tmpfs cannot be mounted here (needs root and mount)")
+    try:
+        audit = 'durability = "strict"\nrotate_bytes = 65536'
+        gateway = start_gateway(audited_config(demo_config, tmp_path / "gw", audit))
+        acknowledged = []
+        try:
+            for _ in range(5):
+                status, headers, _ = http_json(gateway.port, "GET", "/api/accounts", AUTH)
+                assert status == 200
+                acknowledged.append(headers["x-request-id"])
+            filler = trail / "filler"
+            with filler.open("wb", buffering=0) as out:
+                try:
+                    while True:
+                        out.write(b"\0" * 4096)
+                except OSError:
+                    pass
+            statuses = []
+            for _ in range(20):
+                status, headers, body = http_json(gateway.port, "GET", "/api/accounts", AUTH)
+                statuses.append(status)
+                if status == 200:
+                    acknowledged.append(headers["x-request-id"])
+                else:
+                    assert (status, body["reason"]) == (503, "audit_unavailable")
+            assert statuses.count(503) >= 19, statuses
+            filler.unlink()
+            deadline = time.monotonic() + 10
+            while True:
+                status, headers, _ = http_json(gateway.port, "GET", "/api/accounts", AUTH)
+                if status == 200:
+                    acknowledged.append(headers["x-request-id"])
+                    break
+                assert time.monotonic() < deadline, "the trail did not recover"
+                time.sleep(0.2)
+        finally:
+            assert gateway.stop() == 0
+        found = by_request_id(trail)
+        assert all(request_id in found for request_id in acknowledged)
+        check_trail(trail)
+    finally:
+        subprocess.run(["umount", "-l", str(trail)])
