@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from audit_trails import check_trail, records
 from harness import free_port, http_json
 
 pytestmark = pytest.mark.timeout(90)
@@ -38,11 +40,12 @@ def free_port_run(length: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def test_cellgate_up_serves_the_demo_and_stops_on_sigterm():
+def test_cellgate_up_serves_the_demo_and_stops_on_sigterm(tmp_path):
     port, cell_base = free_port(), free_port_run(DEMO_CELLS)
     command = [sys.executable, "-m", "cellgate.cli", "up", "--port", str(port)]
+    demo = ["--demo-dir", str(tmp_path / "demo")]
     up = subprocess.Popen(
-        [*command, "--cell-port-base", str(cell_base), "--log-level", "warning"],
+        [*command, *demo, "--cell-port-base", str(cell_base), "--log-level", "warning"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -72,6 +75,12 @@ def test_cellgate_up_serves_the_demo_and_stops_on_sigterm():
         for cell_port in range(cell_base, cell_base + DEMO_CELLS):
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", cell_port)) != 0, "a demo cell outlived up"
+        # The demo's trail, in buffered mode beside its configuration, holds the request.
+        (verify,) = [line.split() for line in printed if line.startswith("cellgate audit verify")]
+        trail = Path(verify[-1])
+        assert trail == tmp_path / "demo" / "audit"
+        assert check_trail(trail)["records"] >= 1
+        assert any(r.get("customer") == "c-retail-us" for r in records(trail))
     finally:
         if up.poll() is None:
             up.kill()

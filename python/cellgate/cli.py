@@ -164,6 +164,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     the gateway, and prints a ready-made token and curl line for each customer."""
     from cellgate.demo.launch import (
         DemoCells,
+        add_demo_audit,
         demo_admin_token,
         demo_cells,
         demo_customers,
@@ -180,9 +181,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     cells.start()
     try:
         with tempfile.TemporaryDirectory(prefix="cellgate-demo-") as directory:
-            config_path = render_demo_config(Path(directory), ports)
+            demo_dir = Path(args.demo_dir) if args.demo_dir else Path(directory)
+            config_path = render_demo_config(demo_dir, ports)
+            trail = add_demo_audit(config_path)
             url = f"http://{args.host}:{args.port}"
-            print(f"cellgate up: gateway on {url}, configuration {config_path}\n")
+            print(f"cellgate up: gateway on {url}, configuration {config_path}")
+            print(f"cellgate up: audit trail (buffered) in {trail}; check and follow it with")
+            print(f"cellgate audit verify {trail}")
+            print(f"cellgate audit tail -f {trail}\n")
             for customer in demo_customers():
                 token = demo_token(customer["customer_id"])
                 flags = ",".join(customer["flags"]) or "-"
@@ -226,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=9101,
         help="first port of the demo cells (default: %(default)s)",
+    )
+    up.add_argument(
+        "--demo-dir",
+        help="where the demo's configuration and audit trail live, kept after exit"
+        " (default: a temporary directory removed on exit)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,14 @@ import orjson
 
 from cellgate.keys import b64url
 
-__all__ = ["DemoCells", "demo_token", "demo_verify_keys", "render_demo_config", "topology_text"]
+__all__ = [
+    "DemoCells",
+    "add_demo_audit",
+    "demo_token",
+    "demo_verify_keys",
+    "render_demo_config",
+    "topology_text",
+]
 
 _ENDPOINT_LINE = re.compile(r'^(endpoint = "http://127\.0\.0\.1:)(\d+)(")$', re.MULTILINE)
 
@@ -49,6 +58,28 @@ def demo_verify_keys() -> dict[str, dict]:
             key["secret_b64"] = b64url(signing["secret"].encode())
         keys[cell["id"]] = key
     return keys
+
+
+#: DER of an Ed25519 PKCS#8 private key (RFC 8410) up to its 32-byte seed.
+_ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+
+
+def add_demo_audit(config: Path) -> Path:
+    """Gives the demo configuration at ``config`` a buffered audit trail beside it, signed with a
+    demo key made there on first use (never used outside that directory); returns the trail's
+    directory."""
+    key = config.parent / "audit-signing.pem"
+    if not key.exists():
+        der = _ED25519_PKCS8_PREFIX + secrets.token_bytes(32)
+        body = base64.b64encode(der).decode()
+        key.write_text(f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+        key.chmod(0o600)
+    with config.open("a", encoding="utf-8") as out:
+        out.write(
+            '\n[audit]\ndirectory = "audit"\ndurability = "buffered"\n'
+            'signing_key_file = "audit-signing.pem"\n'
+        )
+    return config.parent / "audit"
 
 
 def render_demo_config(directory: Path, ports: dict[str, int]) -> Path:
