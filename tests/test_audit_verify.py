@@ -4,6 +4,7 @@ an intact trail, records not yet covered, retention, and a recovered crash."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import shutil
 import subprocess
@@ -443,6 +444,46 @@ def test_a_crash_before_a_segment_held_a_whole_record(tmp_path: Path) -> None:
     report = verify(tmp_path)
     assert report.ok, str(report.broken)
     assert report.total("records") == 9
+
+
+def test_a_torn_only_segment_kept_and_closed_by_its_recovery_digest_passes(tmp_path: Path) -> None:
+    """What the Rust writer does after a crash before a segment's first line was whole: it keeps
+    the segment and closes it with a digest covering nothing (gap: the torn bytes); the next
+    segment, an hour later, starts with the same seq."""
+    rng = random.Random(11)
+    clock = SteppingClock(T0, 1_000)
+    writer = ChainWriter(tmp_path, 0, KEY, clock, rotate_bytes=3_000)
+    for index in range(8):
+        writer.request(**sample_request(rng, index))
+    writer.close()
+    # A restarted writer opened the next segment and was killed inside its first line.
+    chain = tmp_path / "chain-0"
+    torn_only = chain / "000000000009-20261201T21.jsonl"
+    torn = b'{"v":1,"chain":0,"seq":9,"ti'
+    torn_only.write_bytes(torn)
+    digests = chain / "digests.jsonl"
+    lines = read_lines(digests)
+    last = orjson.loads(lines[-1])
+    recovery = {
+        "v": 1, "chain": 0, "digest": last["digest"] + 1, "kind": "records",
+        "time": "2026-12-01T21:30:00.000000Z",
+        "prev_digest": hashlib.sha256(lines[-1]).hexdigest(), "segment": torn_only.name,
+        "first_seq": None, "last_seq": None, "count": 0, "first_time": None, "last_time": None,
+        "last_hash": None, "segment_bytes": 0, "segment_sha256": hashlib.sha256(b"").hexdigest(),
+        "final": True, "lost": 0, "gap": {"after_seq": 8, "torn_bytes": len(torn)},
+        "signature": "",
+    }  # fmt: skip
+    write_lines(digests, [*lines, resign(orjson.dumps(recovery), KEY)])
+    clock.advance(3_600_000_000)
+    writer = ChainWriter(tmp_path, 0, KEY, clock, rotate_bytes=3_000)
+    assert writer.gap is None  # already recovered
+    writer.request(**sample_request(rng, 8))
+    writer.close()
+    assert (chain / "000000000009-20261201T22.jsonl").exists()
+    report = verify(tmp_path)
+    assert report.ok, str(report.broken)
+    assert report.total("records") == 9
+    assert [(g.after_seq, g.torn_bytes) for g in report.chains[0].gaps] == [(8, len(torn))]
 
 
 def test_a_line_being_written_in_the_newest_segment_is_not_a_break(trail: Path) -> None:

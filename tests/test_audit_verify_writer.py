@@ -39,9 +39,9 @@ GOLDEN_SEGMENT_3 = b"""\
 """
 
 GOLDEN_DIGESTS = b"""\
-{"v":1,"chain":0,"digest":1,"kind":"records","time":"2026-12-01T21:22:55.200001Z","prev_digest":"0000000000000000000000000000000000000000000000000000000000000000","segment":"000000000001-20261201T21.jsonl","first_seq":1,"last_seq":2,"count":2,"first_time":"2026-12-01T21:22:55.123456Z","last_time":"2026-12-01T21:22:55.200001Z","last_hash":"5210176d262c08f9cd451b383c1c8fd4f92c4774ab7444f43bf753256d86f17e","segment_bytes":997,"segment_sha256":"7a1242cfa0773172b0a16cae39662b10f2edc8c506dbc7116ca3ec29eeae7555","final":false,"lost":0,"gap":null,"key_id":"56475aa75463474c","signature":"AUSSCQ+znEaP3KMaxmUXxkjQsLYimxA7Lia/3Cr0lTu7VsVTNTT8TscOKTjH1OU4d5G169vtmkvkGsRCOisNAg=="}
-{"v":1,"chain":0,"digest":2,"kind":"records","time":"2026-12-01T22:20:00.000000Z","prev_digest":"a6df856710054eed56d4882469d016f9af078bd2abb97c41419fb1d11e9d5f92","segment":"000000000001-20261201T21.jsonl","first_seq":null,"last_seq":null,"count":0,"first_time":null,"last_time":null,"last_hash":null,"segment_bytes":997,"segment_sha256":"7a1242cfa0773172b0a16cae39662b10f2edc8c506dbc7116ca3ec29eeae7555","final":true,"lost":0,"gap":null,"key_id":"56475aa75463474c","signature":"RPG3C4TcWmMXvLGejkyXkV2DgjNM65WAftMfW3cNvt3akFKfG7dH839SgtcEaugrwigw3+9nBjnxV8AORLK3Cg=="}
-{"v":1,"chain":0,"digest":3,"kind":"records","time":"2026-12-01T22:20:01.000000Z","prev_digest":"3f15fcf7b4cb781ac4b3f631ceb39840bdb24561ba2d459b376934d11c10e9cb","segment":"000000000003-20261201T22.jsonl","first_seq":3,"last_seq":3,"count":1,"first_time":"2026-12-01T22:20:00.000000Z","last_time":"2026-12-01T22:20:00.000000Z","last_hash":"99293b45705ab0376146dcebe281586ff264f67c4521b4870b48316c40c754b8","segment_bytes":459,"segment_sha256":"a3a0fee6826eedf6438c51562d45af707b2d35efe8b3a904bfee4fa79c7823ff","final":true,"lost":0,"gap":null,"key_id":"56475aa75463474c","signature":"2H7OAFUWm7dgwbmumcheL9kYfHtv/WiBumIP8h0e/8PAZRu0F13PRL5KzAdRSSZvgMUEtB9RQEa8Wi8AxVMyDg=="}
+{"v":1,"chain":0,"digest":1,"kind":"records","time":"2026-12-01T21:20:01.000000Z","prev_digest":"0000000000000000000000000000000000000000000000000000000000000000","segment":"000000000001-20261201T21.jsonl","first_seq":1,"last_seq":2,"count":2,"first_time":"2026-12-01T21:22:55.123456Z","last_time":"2026-12-01T21:22:55.200001Z","last_hash":"5210176d262c08f9cd451b383c1c8fd4f92c4774ab7444f43bf753256d86f17e","segment_bytes":997,"segment_sha256":"7a1242cfa0773172b0a16cae39662b10f2edc8c506dbc7116ca3ec29eeae7555","final":false,"lost":0,"gap":null,"key_id":"56475aa75463474c","signature":"TudMt2mW0+ktHnnheZ5CGh9kwDYLctvxUFp+NwH58K2ET8IiEXO8YOF3gcwftsOcFJBJWxaYBJ7E96VD4Vh0BQ=="}
+{"v":1,"chain":0,"digest":2,"kind":"records","time":"2026-12-01T21:20:02.000000Z","prev_digest":"7d72a4d3a2da4a89acbfe3accd40355186a12b548f6c0fb05a1374d86d88a240","segment":"000000000001-20261201T21.jsonl","first_seq":null,"last_seq":null,"count":0,"first_time":null,"last_time":null,"last_hash":null,"segment_bytes":997,"segment_sha256":"7a1242cfa0773172b0a16cae39662b10f2edc8c506dbc7116ca3ec29eeae7555","final":true,"lost":0,"gap":null,"key_id":"56475aa75463474c","signature":"gwxTHfXO1gtFeY1Wd3dMoiE9W1fzYxJ0U+UHwJEMuJQCl+Aqqqu7b5/2iQmEnkazzB/8OnraYbSn0rTqfV0SDQ=="}
+{"v":1,"chain":0,"digest":3,"kind":"records","time":"2026-12-01T21:20:03.000000Z","prev_digest":"881f6eadb098053c2bc69e957efe3a8dc57ae825d8848827e4acee685fc969ac","segment":"000000000003-20261201T22.jsonl","first_seq":3,"last_seq":3,"count":1,"first_time":"2026-12-01T22:20:00.000000Z","last_time":"2026-12-01T22:20:00.000000Z","last_hash":"99293b45705ab0376146dcebe281586ff264f67c4521b4870b48316c40c754b8","segment_bytes":459,"segment_sha256":"a3a0fee6826eedf6438c51562d45af707b2d35efe8b3a904bfee4fa79c7823ff","final":true,"lost":0,"gap":null,"key_id":"56475aa75463474c","signature":"X5SFiHDt+ZTqDhH8uxzH0u7t3oro1XuqHclSTZa3SwpdgCH/jSdP4CemAdR0W2N42iwpoXvaMSPY2VL8/cieCA=="}
 """
 
 
@@ -58,14 +58,13 @@ def lines_of(path: Path) -> list[dict]:
 
 
 def test_golden_trail(tmp_path: Path) -> None:
-    """Fixed key, fixed clock readings, three records across an hour: the exact bytes."""
-    times = iter(
-        [T0, T0 + 175_123_456, T0 + 175_200_001, T0 + HOUR, T0 + HOUR + 1_000_000, T0 + HOUR + 2]
-    )
+    """Fixed key, records stamped at fixed times, digests timed by a clock that reads T0 at
+    opening and one second more at each digest: the exact bytes, for the Rust writer to match."""
     writer = ChainWriter(
-        tmp_path, 0, KEY, lambda: next(times), digest_every_records=2, digest_every_s=None
+        tmp_path, 0, KEY, SteppingClock(T0, 1_000_000), digest_every_records=2, digest_every_s=None
     )
     writer.request(
+        T0 + 175_123_456,
         request_id="r-1",
         trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
         customer="c-1001",
@@ -89,6 +88,7 @@ def test_golden_trail(tmp_path: Path) -> None:
         reason=None,
     )
     writer.admin(
+        T0 + 175_200_001,
         admin="ops-1",
         action="revoke_customer",
         target={"customer": "c-1001"},
@@ -96,10 +96,8 @@ def test_golden_trail(tmp_path: Path) -> None:
         outcome="forwarded",
         reason=None,
     )
-    writer.request(
-        **request_fields(request_id="r-2", path=None, status=400, latency_us=12, outcome="refused")
-        | {"reason": "bad_path", "cell_status": None}
-    )
+    refused = request_fields(request_id="r-2", status=400, latency_us=12, outcome="refused")
+    writer.request(T0 + HOUR, **refused | {"reason": "bad_path"})
     writer.close()
     chain = tmp_path / "chain-0"
     assert (chain / "000000000001-20261201T21.jsonl").read_bytes() == GOLDEN_SEGMENT_1
@@ -145,7 +143,9 @@ def test_rotation_by_size_and_hour_closes_segments_with_final_digests(tmp_path: 
     writer.close()
     chain = tmp_path / "chain-0"
     segments = sorted(p for p in chain.glob("0*.jsonl"))
-    assert all(p.stat().st_size <= 2_000 for p in segments)
+    for path in segments[:-1]:  # each ends with the record that took it to 2,000 bytes or past
+        data = path.read_bytes()
+        assert len(data) >= 2_000 > len(data) - len(data.splitlines()[-1]) - 1
     assert segments[-1].name.endswith("T22.jsonl")
     assert b"".join(p.read_bytes() for p in segments) == b"".join(x + b"\n" for x in lines)
     digests = lines_of(chain / "digests.jsonl")
@@ -224,7 +224,7 @@ def test_another_key_is_refused_for_the_same_trail(tmp_path: Path) -> None:
 def test_retention_removes_only_closed_segments_and_says_so_first(tmp_path: Path) -> None:
     clock = SteppingClock(T0)
     writer = ChainWriter(tmp_path, 0, KEY, clock, rotate_bytes=1_000)
-    for i in range(6):
+    for i in range(12):
         writer.request(**request_fields(request_id=f"r-{i}"))
     names = sorted(p.name for p in (tmp_path / "chain-0").glob("0*.jsonl"))
     with pytest.raises(ValueError, match="not a closed segment"):

@@ -4,9 +4,10 @@ It writes exactly the bytes ``python/cellgate/audit/FORMAT.md`` describes (recor
 SHA-256, segments, signed digests, retention entries, crash recovery), so that the Rust writer
 can be compared with it line for line and the tools' tests can build trails quickly. Nothing in
 the request path uses it. Time is never read here: every writer takes ``clock``, a callable that
-returns microseconds since the Unix epoch (UTC), and reads it once on opening (the start of the
-first digest interval, and the time of a recovery digest), once per record, and once per ``tick``,
-``digest``, ``close`` and ``remove_segments``.
+returns microseconds since the Unix epoch (UTC). It is read once on opening (the start of the
+first digest interval, and the time of a recovery digest), once per record unless the record's
+time is given (``time_us``: the core stamps a request when it arrives), once per ``tick``, and
+once per digest or retention entry written (its ``time``), as the Rust writer reads its clock.
 
 Serialization is exact: orjson's compact output (the same escapes as serde_json: the short forms
 ``\\" \\\\ \\b \\f \\n \\r \\t``, other control characters as lowercase ``\\u00xx``, everything else
@@ -16,13 +17,16 @@ shortest round-trip form (``0.35``).
 Where FORMAT.md leaves a choice, this writer makes these, in this order, and the Rust writer has
 to make the same ones to write the same bytes:
 
-- Before a record is written: if a segment is open and the record's UTC hour differs from the
-  segment's (the hour in its name), or the record's line and newline would take the segment past
-  ``rotate_bytes``, the segment is closed by a ``final`` digest (even one covering nothing), and
-  the record opens a new segment. A record always goes into an empty segment, however long.
+- Before a record is written: if a segment is open and already holds ``rotate_bytes`` or more,
+  or (with ``rotate_hourly``) the record's UTC hour differs from the segment's (the hour in its
+  name), the segment is closed by a ``final`` digest (even one covering nothing), and the record
+  opens a new segment. So a segment ends with the record that took it to ``rotate_bytes`` or past.
 - After a record is written: a digest when ``digest_every_records`` records wait for one, or when
-  ``digest_every_s`` has passed since the last digest (or since the writer opened) and at least
-  one record waits. ``tick`` writes the time-based digest without a record.
+  the record's time is ``digest_every_s`` or more after the last digest's (or the opening). ``tick``
+  writes the time-based digest without a record when records wait. (The Rust writer measures
+  ``digest_every_s`` on a monotonic clock and, in buffered mode, digests only what it has synced
+  and after a whole batch; with one record at a time in strict mode and no ``digest_every_s``
+  falling due, the two write the same bytes.)
 - ``close`` closes the open segment by a ``final`` digest; a writer that never wrote a record
   writes nothing.
 - Opening a chain that holds records is a restart: the next record opens a new segment. When the
@@ -212,6 +216,7 @@ class ChainWriter:
         clock: Clock,
         *,
         rotate_bytes: int = 64 * 1024 * 1024,
+        rotate_hourly: bool = True,
         digest_every_records: int = 1000,
         digest_every_s: float | None = 60.0,
     ) -> None:
@@ -224,6 +229,7 @@ class ChainWriter:
         self._key_id = key_id(signing_key.public_key())
         self._clock = clock
         self.rotate_bytes = rotate_bytes
+        self.rotate_hourly = rotate_hourly
         self.digest_every_records = digest_every_records
         self._digest_every_us = (
             None if digest_every_s is None else round(digest_every_s * 1_000_000)
@@ -256,22 +262,24 @@ class ChainWriter:
 
     # -- records --------------------------------------------------------------------------------
 
-    def request(self, **fields: Any) -> bytes:
+    def request(self, time_us: int | None = None, **fields: Any) -> bytes:
         """Appends a ``request`` record with FORMAT.md's keys (every one required; other keys go
-        after them) and returns its line, without the newline."""
-        return self._append("request", _ordered(fields, REQUEST_KEYS, "request"))
+        after them) at ``time_us`` (default: the clock's) and returns its line, without the
+        newline."""
+        return self._append("request", _ordered(fields, REQUEST_KEYS, "request"), time_us)
 
-    def admin(self, **fields: Any) -> bytes:
+    def admin(self, time_us: int | None = None, **fields: Any) -> bytes:
         """Appends an ``admin`` record (``admin``, ``action``, ``target``, ``status``,
-        ``outcome``, ``reason``) and returns its line, without the newline."""
-        return self._append("admin", _ordered(fields, ADMIN_KEYS, "admin"))
+        ``outcome``, ``reason``) at ``time_us`` (default: the clock's) and returns its line,
+        without the newline."""
+        return self._append("admin", _ordered(fields, ADMIN_KEYS, "admin"), time_us)
 
     def note_lost(self, count: int) -> None:
         """Counts records the writer could not take (fail-open); the next digest reports them."""
         self._lost += count
 
-    def _append(self, event: str, body: dict[str, Any]) -> bytes:
-        now = self._clock()
+    def _append(self, event: str, body: dict[str, Any], time_us: int | None) -> bytes:
+        now = self._clock() if time_us is None else time_us
         time = format_time(now)
         record = {
             "v": 1,
@@ -285,9 +293,9 @@ class ChainWriter:
         line = orjson.dumps(record)
         segment = self._segment
         if segment is not None and (
-            _hour(now) != segment.hour or segment.size + len(line) + 1 > self.rotate_bytes
+            segment.size >= self.rotate_bytes or (self.rotate_hourly and _hour(now) != segment.hour)
         ):
-            self._write_digest(now, final=True)
+            self._write_digest(self._clock(), final=True)
             segment = None
         if segment is None:
             segment = self._open_segment(self._next_seq, now)
@@ -305,7 +313,7 @@ class ChainWriter:
         self._next_seq += 1
         self._prev = line_hash
         if segment.pending >= self.digest_every_records or self._digest_due(now):
-            self._write_digest(now, final=False)
+            self._write_digest(self._clock(), final=False)
         return line
 
     def _open_segment(self, first_seq: int, now: int) -> _Segment:
@@ -489,7 +497,13 @@ class ChainWriter:
             intact = content[: content.rfind(b"\n") + 1]
             if intact:
                 break
-            if names[-1] in last_digest:
+            closing = last_digest.get(names[-1])
+            if closing is not None and closing["final"] and closing["segment_bytes"] == 0:
+                # Closed, with no record, by an earlier recovery that kept it (as the Rust
+                # writer does): the chain goes on from the segment before it.
+                names.pop()
+                continue
+            if closing is not None:
                 raise RecoveryError(f"{path} holds no whole record but a digest covers it")
             path.unlink()
             names.pop()
@@ -497,7 +511,8 @@ class ChainWriter:
         if not names:
             covered = [e for e in last_digest.values() if e["last_seq"] is not None]
             if covered:
-                # Every segment went by retention: resume after the newest digested record.
+                # Resume after the newest digested record (every segment went by retention, or
+                # the newest one holds no record).
                 newest = max(covered, key=lambda e: e["last_seq"])
                 self._next_seq = newest["last_seq"] + 1
                 self._prev = newest["last_hash"]
