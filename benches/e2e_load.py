@@ -16,6 +16,8 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
             with that algorithm (only with --only), to price signing
   cellgate-failing  the rules on, the second cell replaced by one that answers 5% of requests
             with 503 (only with --only): retries should cost the client no error
+  cellgate-audit-buffered, cellgate-audit-strict  the rules on and every request recorded in
+            the audit trail (only with --only): to price the trail in each durability mode
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
@@ -37,6 +39,7 @@ and for the cellgate peer an installed cellgate (or --cellgate-cmd).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
@@ -71,6 +74,8 @@ PEERS = (
     "cellgate-hmac",
     "cellgate-ed25519",
     "cellgate-failing",
+    "cellgate-audit-buffered",
+    "cellgate-audit-strict",
 )
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
@@ -84,7 +89,13 @@ PEER_LABELS = {
     "cellgate-hmac": "cellgate, cells signed hmac-sha256",
     "cellgate-ed25519": "cellgate, cells signed ed25519",
     "cellgate-failing": "cellgate, one cell failing 5% (503)",
+    "cellgate-audit-buffered": "cellgate, audit trail buffered",
+    "cellgate-audit-strict": "cellgate, audit trail strict",
 }
+#: The audit durability of each audited peer.
+AUDIT = {"cellgate-audit-buffered": "buffered", "cellgate-audit-strict": "strict"}
+#: DER of an Ed25519 PKCS#8 private key up to its 32-byte seed (RFC 8410).
+ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
 #: The signing table of each signing peer's cells (bench keys, never used for anything else).
 SIGNING = {
     "cellgate-hmac": (
@@ -568,16 +579,21 @@ def start_cellgate(
     home.mkdir(exist_ok=True)
     config_path = home / "cellgate.toml"
     rules = peer != "cellgate-plain"
-    config_path.write_text(
-        cellgate_config(
-            fixtures.secret,
-            cell_ports,
-            fixtures.profiles_path,
-            rules,
-            SIGNING.get(peer),
-        ),
-        encoding="utf-8",
+    config = cellgate_config(
+        fixtures.secret, cell_ports, fixtures.profiles_path, rules, SIGNING.get(peer)
     )
+    if peer in AUDIT:
+        der = ED25519_PKCS8_PREFIX + secrets.token_bytes(32)
+        pem = base64.encodebytes(der).decode()
+        (home / "audit.pem").write_text(
+            f"-----BEGIN PRIVATE KEY-----\n{pem}-----END PRIVATE KEY-----\n"
+        )
+        shutil.rmtree(home / "audit", ignore_errors=True)
+        config += (
+            f'\n[audit]\ndirectory = "audit"\ndurability = "{AUDIT[peer]}"\n'
+            'signing_key_file = "audit.pem"\n'
+        )
+    config_path.write_text(config, encoding="utf-8")
     argv = [
         *shlex.split(args.cellgate_cmd),
         *("serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)),

@@ -12,9 +12,11 @@ use crate::reason::Refusal;
 use crate::router::Notes;
 
 pub struct Draft {
-    ticket: Option<Ticket>,
-    record: Box<RequestRecord>,
+    /// The ticket and the record, until handed over.
+    held: Option<(Ticket, Box<RequestRecord>)>,
     clock: Clock,
+    /// Where `record()` writes once the record is handed over (never read).
+    spent: Option<Box<RequestRecord>>,
 }
 
 impl Draft {
@@ -26,36 +28,37 @@ impl Draft {
         arrived_us: u64,
         clock: Clock,
     ) -> Self {
+        let record = Box::new(RequestRecord {
+            arrived_us,
+            request_id: request_id.to_owned(),
+            trace_id: Some(ingress.trace.trace_id),
+            customer: None,
+            method: ingress.method.into(),
+            path: ingress.path.as_ref().ok().map(|p| p.path().into()),
+            client: ingress.origin.client,
+            user_agent: ingress.user_agent.map(Into::into),
+            tier: None,
+            region: None,
+            risk: None,
+            step_up: None,
+            cells: Vec::new(),
+            cell: None,
+            retries: 0,
+            cell_status: None,
+            status: CLIENT_CLOSED,
+            outcome: RecordOutcome::Cancelled,
+            reason: Some("client_disconnected"),
+        });
         Draft {
-            ticket: Some(ticket),
-            record: Box::new(RequestRecord {
-                arrived_us,
-                request_id: request_id.to_owned(),
-                trace_id: Some(ingress.trace.trace_id),
-                customer: None,
-                method: ingress.method.into(),
-                path: ingress.path.as_ref().ok().map(|p| p.path().into()),
-                client: ingress.origin.client,
-                user_agent: ingress.user_agent.map(Into::into),
-                tier: None,
-                region: None,
-                risk: None,
-                step_up: None,
-                cells: Vec::new(),
-                cell: None,
-                retries: 0,
-                cell_status: None,
-                status: CLIENT_CLOSED,
-                outcome: RecordOutcome::Cancelled,
-                reason: Some("client_disconnected"),
-            }),
+            held: Some((ticket, record)),
             clock,
+            spent: None,
         }
     }
 
     /// Takes what the decision learnt.
     pub fn note(&mut self, notes: Notes) {
-        let record = &mut self.record;
+        let record = self.record();
         record.customer = notes.customer;
         record.tier = notes.tier;
         record.region = notes.region;
@@ -66,12 +69,15 @@ impl Draft {
 
     /// The record as it stands.
     pub fn record(&mut self) -> &mut RequestRecord {
-        &mut self.record
+        match &mut self.held {
+            Some((_, record)) => record,
+            None => self.spent.get_or_insert_with(|| Box::new(placeholder())),
+        }
     }
 
     /// Records a refusal as the outcome (what the client is answered unless told otherwise).
     pub fn refused(&mut self, refusal: &Refusal) {
-        let record = &mut self.record;
+        let record = self.record();
         record.status = refusal.reason.status();
         record.outcome = RecordOutcome::Refused;
         record.reason = Some(refusal.reason.code());
@@ -80,7 +86,7 @@ impl Draft {
     /// Records how the forward ended: the cell's answer, or the refusal (`sent`: after the
     /// request may have reached a cell).
     pub fn answered(&mut self, result: &Result<Answer, Refusal>, sent: bool) {
-        let record = &mut self.record;
+        let record = self.record();
         match result {
             Ok(answer) => {
                 record.status = answer.status;
@@ -101,7 +107,9 @@ impl Draft {
 
     /// Whether the answer must wait until the record is durable.
     pub fn strict(&self) -> bool {
-        self.ticket.as_ref().is_some_and(Ticket::strict)
+        self.held
+            .as_ref()
+            .is_some_and(|(ticket, _)| ticket.strict())
     }
 
     /// Hands the record to the writer, answered now; `durable` is told when it is on disk.
@@ -110,13 +118,12 @@ impl Draft {
     }
 
     fn submit(&mut self, durable: Option<Durable>) {
-        if let Some(ticket) = self.ticket.take() {
-            let record = std::mem::replace(&mut *self.record, placeholder());
+        if let Some((ticket, record)) = self.held.take() {
             let time_us = self.clock.now_us();
             ticket.submit(
                 Record {
                     time_us,
-                    event: Event::Request(Box::new(record)),
+                    event: Event::Request(record),
                 },
                 durable,
             );

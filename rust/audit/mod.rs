@@ -18,15 +18,20 @@ pub use record::{AdminRecord, Event, Names, Record, RecordOutcome, RequestRecord
 pub use settings::AuditSettings;
 pub use trail::{Ticket, Trail, Unavailable};
 
-use std::fmt::Write as _;
-
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
+    hex_into(&mut out, bytes);
     out
+}
+
+/// Appends `bytes` as lowercase hex.
+pub fn hex_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 15)] as char);
+    }
 }
 
 /// SHA-256 of `bytes`.

@@ -101,8 +101,15 @@ pub struct Names {
 
 /// Appends `text` as a JSON string.
 fn string(out: &mut String, text: &str) {
-    // serde_json escapes exactly as FORMAT.md's compact JSON does (orjson agrees).
-    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+    let plain = text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        // serde_json escapes exactly as FORMAT.md's compact JSON does (orjson agrees).
+        out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+    }
 }
 
 fn optional(out: &mut String, text: Option<&str>) {
@@ -129,15 +136,13 @@ fn score(out: &mut String, points: u16) {
 }
 
 impl Record {
-    /// The part of the line after `"event":`, up to the closing brace included.
-    pub fn body(&self, names: &Names, privacy: &Privacy) -> String {
-        let mut out = String::with_capacity(512);
+    /// Appends the part of the line after `"event":`, up to the closing brace included.
+    pub fn write_body(&self, out: &mut String, names: &Names, privacy: &Privacy) {
         match &self.event {
-            Event::Request(r) => r.write(&mut out, self.time_us, names, privacy),
-            Event::Admin(a) => a.write(&mut out),
+            Event::Request(r) => r.write(out, self.time_us, names, privacy),
+            Event::Admin(a) => a.write(out),
         }
         out.push('}');
-        out
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Shared {
 pub struct Queue {
     pub records: Vec<Submitted>,
     pub stop: bool,
+    /// Whether the writer waits for a wake-up; a writer that is busy, or polling on a short
+    /// interval (buffered mode), finds new records without one, so producers spare the syscall.
+    pub writer_asleep: bool,
 }
 
 /// The trail cannot take a record now: the request is answered 503 audit_unavailable.
@@ -85,14 +88,14 @@ impl Ticket {
             }
             return;
         }
-        let first = queue.records.is_empty();
         queue.records.push(Submitted {
             record,
             durable,
             reserved,
         });
+        let wake = std::mem::take(&mut queue.writer_asleep);
         drop(queue);
-        if first {
+        if wake {
             shared.wake.notify_one();
         }
     }
