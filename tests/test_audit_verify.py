@@ -179,7 +179,7 @@ def test_a_deleted_line(trail: Path) -> None:
     del lines[5]
     write_lines(path, lines)
     found = assert_break(trail, "deleted", path, 6)
-    assert f"record {seq} missing" in found.detail
+    assert found.detail == f"record {seq} missing: this line is seq {seq + 1}"
     done = cli("verify", trail)
     assert (done.returncode, done.stdout.strip()) == (1, str(found))
 
@@ -319,7 +319,7 @@ def test_a_deleted_digest(trail: Path) -> None:
     del lines[3]
     write_lines(path, lines)
     found = assert_break(trail, "deleted", path, 4)
-    assert found.detail == "digest 4 missing before digest 5"
+    assert found.detail == "digest 4 missing: this line is digest 5"
 
 
 def test_swapped_digests_are_reordered(trail: Path) -> None:
@@ -389,7 +389,7 @@ def test_segments_removed_by_retention_are_not_missing(tmp_path: Path) -> None:
     [entry_at] = [i for i, x in enumerate(lines) if b'"kind":"retention"' in x]
     write_lines(digests, lines[:entry_at] + lines[entry_at + 1 :])
     found = assert_break(tmp_path, "deleted", digests, entry_at + 1)
-    assert found.detail == f"digest {entry_at + 1} missing before digest {entry_at + 2}"
+    assert found.detail == f"digest {entry_at + 1} missing: this line is digest {entry_at + 2}"
 
 
 def test_a_recovered_crash_passes_and_reports_its_gap(tmp_path: Path) -> None:

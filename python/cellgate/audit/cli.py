@@ -114,6 +114,13 @@ def _summary(report: TrailReport) -> list[str]:
                 f"crash recovered: chain-{gap.chain} resumed after seq {gap.after_seq:,} "
                 f"({gap.torn_bytes} torn bytes at the end of {gap.segment})"
             )
+    digested = [c for c in report.chains if c.last_digest_time]
+    if digested:
+        # A trail cut short at its end (newest digests and segments gone) still chains: the
+        # newest digest's time is what to hold against when the gateway last wrote.
+        newest = ", ".join(f"chain-{c.chain} {c.last_digest_time}" for c in digested[:8])
+        more = f" and {len(digested) - 8} more" if len(digested) > 8 else ""
+        lines.append(f"newest digest: {newest}{more}")
     lost = report.total("lost")
     if lost:
         lines.append(f"lost (fail-open, counted by the writer): {lost:,} records")
@@ -150,6 +157,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         progress = _Progress(segment_bytes_total(directory), sys.stderr)
     try:
         report = verify_trail(directory, public_key, progress)
+    except OSError as err:
+        raise UsageError(f"cannot read {err.filename}: {err.strerror}") from None
     finally:
         if progress is not None:
             progress.clear()
@@ -336,5 +345,8 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return 0
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            return 130
 
     return run

@@ -4,7 +4,9 @@ merged in time order.
 Streams: each chain is read segment by segment, line by line, and the chains are merged as they
 are read (``heapq.merge``), so memory holds one chunk per chain, never the trail. A line is parsed
 only when a cheap byte test (the filter's ``"key":value`` as the writer spells it) says it might
-match; ``--since``/``--until`` skip whole segments by the hours in their names. A line that is not
+match; ``--since``/``--until`` skip whole segments by the hours in their names (with an hour of
+slack). Within a chain records come in the order written, which is time order as long as the
+writer's clock does not step back. A line that is not
 a record (torn, damaged) is skipped and reported once per segment through ``on_skip``.
 """
 
@@ -86,19 +88,13 @@ class Match:
     record: dict[str, Any]
 
 
-def _hour_end(name: str) -> str:
-    """The end of the UTC hour in a segment's name, in the trail's time format."""
+def _hour(name: str, shift_hours: int) -> str:
+    """The start of the UTC hour in a segment's name, moved ``shift_hours``, in the trail's time
+    format."""
     match = SEGMENT_NAME.fullmatch(name)
     assert match is not None
     start = datetime.strptime(match[2], "%Y%m%dT%H").replace(tzinfo=UTC)
-    return (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _hour_start(name: str) -> str:
-    match = SEGMENT_NAME.fullmatch(name)
-    assert match is not None
-    start = datetime.strptime(match[2], "%Y%m%dT%H")
-    return start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (start + timedelta(hours=shift_hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _chain_matches(
@@ -107,12 +103,22 @@ def _chain_matches(
     """One chain's matching records, in chain order."""
     needles = filters.needles()
     names = segment_names(chain_dir)
+    # The time sits at a fixed place and sorts as bytes: lines outside the window are skipped
+    # unparsed (the parsed record is checked again).
+    window = filters.since is not None or filters.until is not None
+    since = (filters.since or "").encode()
+    until = (filters.until or "~").encode()
+    give_up = b"~"
+    if filters.until is not None:
+        limit = datetime.strptime(filters.until, "%Y-%m-%dT%H:%M:%S.%fZ") + timedelta(hours=1)
+        give_up = limit.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
     for index, name in enumerate(names):
         following = names[index + 1] if index + 1 < len(names) else None
-        # Every record of a segment is no later than the first of the next one.
-        if filters.since is not None and following and _hour_end(following) <= filters.since:
+        # A segment's records lie between its first record's hour and the next segment's first
+        # record; an hour of slack either side leaves room for a clock stepped back.
+        if filters.since is not None and following and _hour(following, 2) <= filters.since:
             continue
-        if filters.until is not None and _hour_start(name) >= filters.until:
+        if filters.until is not None and _hour(name, -1) >= filters.until:
             return
         path = chain_dir / name
         skipped = 0
@@ -121,6 +127,13 @@ def _chain_matches(
             for line_index, (_, line) in enumerate(whole_lines(path), 1):
                 if needles and not all(needle in line for needle in needles):
                     continue
+                if window:
+                    at = line.find(b',"time":"') + 9
+                    time = line[at : at + 27] if at > 8 else b""
+                    if len(time) == 27 and not since <= time < until:
+                        if time >= give_up:
+                            return  # an hour past --until: the rest of the chain is later
+                        continue
                 try:
                     record = orjson.loads(line)
                     key = (record["time"], record["chain"], record["seq"])

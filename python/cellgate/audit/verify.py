@@ -121,6 +121,7 @@ class ChainReport:
     uncovered_from_seq: int | None = None
     gaps: list[Gap] = field(default_factory=list)
     incomplete_tail: tuple[Path, int] | None = None
+    last_digest_time: str | None = None
 
     @property
     def records_end(self) -> int:
@@ -180,6 +181,11 @@ class _Checkpoint:
     gap: dict[str, Any] | None
 
 
+def _int(value: Any) -> int:
+    """A signed entry's count, or 0 where it holds none (a writer's mistake, not a forgery)."""
+    return value if type(value) is int else 0
+
+
 def _hash(line: bytes) -> bytes:
     return binascii.hexlify(hashlib.sha256(line).digest())
 
@@ -222,11 +228,12 @@ def _explain(
     seq: int,
     prev: bytes,
     before: _Link | None,
-    known: dict[int, bytes],
+    known: dict[int, tuple[bytes, int]],
     noun: str = "record",
 ) -> Break:
     """Names the break at ``links[i]``, which does not continue the chain as expected (``seq``
-    after ``before``, whose hash is ``prev``) or does not hash as its digest says (``known``).
+    after ``before``, whose hash is ``prev``) or does not hash as its digest says (``known``:
+    seq to the digest's ``last_hash`` and its line in ``digests.jsonl``).
     ``noun`` is what the chain links: a ``record`` (numbered by seq) or a ``digest``."""
     here = links[i]
     after = links[i + 1] if i + 1 < len(links) else None
@@ -248,17 +255,23 @@ def _explain(
                 "inserted", here, f"a second {label} {seq}; the chain goes on from the next line"
             )
         if here.prev == prev:
-            return at("modified", here, f"{label} {seq} does not hash to the digest's last_hash")
+            digest_line = known[seq][1] if seq in known else "?"
+            return at(
+                "modified",
+                here,
+                f"{label} {seq} does not hash to the last_hash of {DIGESTS_FILE} line "
+                f"{digest_line}",
+            )
         successor_agrees = fits(after, seq + 1, here.hash) or (
-            after is None and known.get(seq, here.hash) == here.hash
+            after is None and known.get(seq, (here.hash, 0))[0] == here.hash
         )
-        if before is not None and successor_agrees:
+        if before is not None and before.line > 0 and successor_agrees:
             where = "" if here.path == before.path else f" of {here.path.name}"
             return at(
                 "modified",
                 before,
-                f"{label} {before.seq} was changed: {label} {seq} (line {here.line}{where}) "
-                "holds the hash of another line",
+                f"{label} {before.seq} was changed: its hash is not the prev of {label} {seq} "
+                f"(line {here.line}{where})",
             )
         return at("modified", here, f"{label} {seq}'s prev is not the hash of the line before")
     if here.seq > seq:
@@ -272,11 +285,11 @@ def _explain(
                     f"{label} {here.seq} comes before {label} {seq} (line {later.line})",
                 )
         missing = _span(seq, here.seq - 1, noun)
-        return at("deleted", here, f"{missing} missing before {label} {here.seq}")
+        return at("deleted", here, f"{missing} missing: this line is {label} {here.seq}")
     if before is not None and here.seq == seq - 1 and here.prev == before.prev:
         if here.raw == before.raw:
             return at("inserted", here, f"a copy of line {before.line} ({label} {here.seq})")
-        if fits(after, seq, here.hash) or known.get(here.seq) == here.hash:
+        if fits(after, seq, here.hash) or known.get(here.seq, (b"", 0))[0] == here.hash:
             return at(
                 "inserted",
                 before,
@@ -310,7 +323,7 @@ class _ChainCheck:
         self.checkpoints: dict[str, list[_Checkpoint]] = {}
         self.named_at: dict[str, int] = {}
         self.removed: dict[str, int] = {}
-        self.known: dict[int, bytes] = {}
+        self.known: dict[int, tuple[bytes, int]] = {}
 
     # -- digests.jsonl --------------------------------------------------------------------------
 
@@ -423,19 +436,22 @@ class _ChainCheck:
             return
         last_hash = entry.get("last_hash")
         gap = entry.get("gap")
+        last_seq = entry.get("last_seq")
         point = _Checkpoint(
             number,
-            entry.get("last_seq") if entry.get("count") else None,
+            last_seq if entry.get("count") and type(last_seq) is int else None,
             last_hash.encode() if isinstance(last_hash, str) else None,
-            int(entry.get("segment_bytes") or 0),
+            _int(entry.get("segment_bytes")),
             str(entry.get("segment_sha256")),
             entry.get("final") is True,
             gap if isinstance(gap, dict) else None,
         )
+        if isinstance(entry.get("time"), str):
+            self.report.last_digest_time = entry["time"]
         self.checkpoints.setdefault(name, []).append(point)
         self.named_at.setdefault(name, number)
         if point.last_seq is not None and point.last_hash is not None:
-            self.known[point.last_seq] = point.last_hash
+            self.known[point.last_seq] = (point.last_hash, number)
         lost = entry.get("lost")
         if type(lost) is int:
             self.report.lost += lost
@@ -444,8 +460,8 @@ class _ChainCheck:
                 Gap(
                     self.chain.number,
                     name,
-                    int(point.gap.get("after_seq", 0)),
-                    int(point.gap.get("torn_bytes", 0)),
+                    _int(point.gap.get("after_seq")),
+                    _int(point.gap.get("torn_bytes")),
                 )
             )
 
@@ -463,10 +479,12 @@ class _ChainCheck:
             points = self.checkpoints.get(name, [])
             if name not in on_disk:
                 covered = [p for p in points if p.last_seq is not None]
-                if name in self.removed and covered:
+                if name in self.removed:
+                    # Its last digest anchors the chain where the next segment takes it up.
                     self.report.removed_segments += 1
-                    seq, prev = covered[-1].last_seq + 1, covered[-1].last_hash
-                    before = _Link(chain_dir / name, 0, seq - 1, None, prev, b"")
+                    if covered:
+                        seq, prev = covered[-1].last_seq + 1, covered[-1].last_hash
+                        before = _Link(chain_dir / name, 0, seq - 1, None, prev, b"")
                     continue
                 held = f"; it held {_span(seq, covered[-1].last_seq, 'record')}" if covered else ""
                 raise _Found(
@@ -657,7 +675,7 @@ class _ChainCheck:
                     )
                 )
             return
-        torn = int(final.gap.get("torn_bytes", 0)) if final.gap else 0
+        torn = _int(final.gap.get("torn_bytes")) if final.gap else 0
         extra = size - final.segment_bytes
         if extra == torn:
             return
