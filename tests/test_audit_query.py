@@ -76,6 +76,7 @@ CASES: list[tuple[str, dict[str, str], Callable[[Record], bool]]] = [
     ("reason", {"reason": "rate_limited"}, lambda r: r.get("reason") == "rate_limited"),
     ("cell", {"cell": "retail-us-east-2"}, lambda r: r.get("cell") == "retail-us-east-2"),
     ("outcome", {"outcome": "cancelled"}, lambda r: r.get("outcome") == "cancelled"),
+    ("admin actions taken", {"outcome": "applied"}, lambda r: r.get("outcome") == "applied"),
     (
         "cell, reason and a time window",
         {"cell": "corp-us-east-1", "reason": "cell_timeout", "since": SINCE},

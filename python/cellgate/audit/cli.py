@@ -300,7 +300,9 @@ def add_audit_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     search.add_argument("--event", choices=("request", "admin"), help="the record's event")
     search.add_argument("--reason", help="the reason code (e.g. rate_limited)")
     search.add_argument("--cell", help="the chosen cell's id")
-    search.add_argument("--outcome", choices=OUTCOMES, help="the request's outcome")
+    search.add_argument(
+        "--outcome", choices=OUTCOMES, help="the outcome (applied: an admin action taken)"
+    )
     search.add_argument("--request-id", metavar="ID", help="the gateway's request id")
     search.add_argument("--trace-id", metavar="ID", help="the W3C trace id (32 hex digits)")
     _add_format(search)

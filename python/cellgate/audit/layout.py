@@ -38,8 +38,9 @@ CHAIN_DIR = re.compile(r"chain-(0|[1-9][0-9]*)")
 SEGMENT_NAME = re.compile(r"([0-9]{12})-([0-9]{8}T[0-9]{2})\.jsonl")
 """A segment's file name: its first record's seq and that record's UTC hour."""
 
-OUTCOMES = ("forwarded", "refused", "failed", "cancelled")
-"""The values of a record's ``outcome``."""
+OUTCOMES = ("forwarded", "refused", "failed", "cancelled", "applied")
+"""The values of a record's ``outcome``: a request's four, and ``applied`` for an admin action
+that took effect (the gateway's admin API writes it; a refused one is ``refused``)."""
 
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 

@@ -626,7 +626,7 @@ def sample_admin(rng: random.Random) -> dict[str, Any]:
         "action": action,
         "target": {"customer": customer},
         "status": 200,
-        "outcome": "forwarded",
+        "outcome": "applied",
         "reason": None,
     }
 
