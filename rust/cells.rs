@@ -2,6 +2,7 @@
 
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::catalog::Catalog;
+use crate::forward::tls::CellTls;
 use crate::settings::{CellSettings, ForwardSettings};
 use crate::signing::Signer;
 use hyper::header::HeaderValue;
@@ -102,6 +103,8 @@ pub struct Cell {
     pub signer: Option<Signer>,
     /// The timeouts of forwards to this cell.
     pub timeouts: CellTimeouts,
+    /// How connections to an `https://` cell are made (none: plain HTTP).
+    pub tls: Option<CellTls>,
     /// `scheme://authority` of the cell, without a trailing slash.
     pub origin: String,
     /// The authority alone, sent as the `Host` of forwarded requests.
@@ -182,21 +185,73 @@ pub struct CellTable {
     rotation: AtomicUsize,
 }
 
-/// Parses `http://host:port` into (origin, authority, the authority as a `Host` value).
-fn parse_endpoint(endpoint: &str) -> Result<(String, Authority, HeaderValue), String> {
+/// A cell's endpoint, parsed: `http://host:port` or `https://host[:port]`.
+struct Endpoint {
+    /// `scheme://authority`, without a trailing slash.
+    origin: String,
+    authority: Authority,
+    /// The authority as a `Host` value.
+    host_header: HeaderValue,
+    https: bool,
+}
+
+/// Parses an endpoint; the message names the field.
+fn parse_endpoint(endpoint: &str) -> Result<Endpoint, String> {
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|err| format!("endpoint: not a URL: {err}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("endpoint: only http:// cells are supported".into());
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("endpoint: must be http:// or https://".into()),
+    };
     let authority = uri.authority().ok_or("endpoint: has no host")?.clone();
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("endpoint: must not carry a path or query".into());
     }
-    let host = HeaderValue::from_str(authority.as_str())
+    let host_header = HeaderValue::from_str(authority.as_str())
         .map_err(|_| format!("endpoint: {authority} cannot be sent as a Host"))?;
-    Ok((format!("http://{authority}"), authority, host))
+    let scheme = if https { "https" } else { "http" };
+    Ok(Endpoint {
+        origin: format!("{scheme}://{authority}"),
+        authority,
+        host_header,
+        https,
+    })
+}
+
+/// The cell's TLS configuration: `Some(None)` for a plain cell, `None` after reporting why it
+/// cannot be built (each message naming its field under `tls.`).
+fn cell_tls(
+    cell: &CellSettings,
+    endpoint: Option<&Endpoint>,
+    fail: &mut impl FnMut(String),
+) -> Option<Option<CellTls>> {
+    let endpoint = endpoint?;
+    match (&cell.tls, endpoint.https) {
+        (None, false) => Some(None),
+        (Some(_), false) => {
+            fail("tls: given, but the endpoint is http://".into());
+            None
+        }
+        (None, true) => {
+            fail("tls: required for an https:// endpoint (ca_file at least)".into());
+            None
+        }
+        (Some(settings), true) => match CellTls::build(settings, endpoint.authority.host()) {
+            Ok(tls) => Some(Some(tls)),
+            Err(tls_errors) => {
+                for e in tls_errors {
+                    // The default server name is the endpoint's host: its error is the endpoint's.
+                    fail(match e.starts_with("endpoint: ") {
+                        true => e,
+                        false => format!("tls.{e}"),
+                    });
+                }
+                None
+            }
+        },
+    }
 }
 
 impl CellTable {
@@ -232,6 +287,7 @@ impl CellTable {
                 .map_err(|_| fail(format!("id: {:?} cannot be sent in a header", cell.id)))
                 .ok();
             let endpoint = parse_endpoint(&cell.endpoint).map_err(&mut fail).ok();
+            let tls = cell_tls(cell, endpoint.as_ref(), &mut fail);
             let signer = match (&cell.signing, cell.signed) {
                 (Some(signing), true) => match Signer::from_settings(signing) {
                     Ok(signer) => Some(Some(signer)),
@@ -264,11 +320,12 @@ impl CellTable {
             let (
                 Some(tier),
                 Some(encryption),
-                Some((origin, uri_authority, host_header)),
+                Some(endpoint),
+                Some(tls),
                 Some(breaker),
                 Some(id_header),
                 Some(signer),
-            ) = (tier, encryption, endpoint, breaker, id_header, signer)
+            ) = (tier, encryption, endpoint, tls, breaker, id_header, signer)
             else {
                 continue;
             };
@@ -285,10 +342,11 @@ impl CellTable {
                 forward_bearer_token: cell.forward_bearer_token,
                 signer,
                 timeouts: CellTimeouts::of(cell, forward),
-                origin,
-                authority: uri_authority.as_str().to_owned(),
-                uri_authority,
-                host_header,
+                tls,
+                origin: endpoint.origin,
+                authority: endpoint.authority.as_str().to_owned(),
+                uri_authority: endpoint.authority,
+                host_header: endpoint.host_header,
                 id_header,
                 load: CellLoad::new(),
                 breaker,
@@ -343,5 +401,75 @@ impl CellTable {
     #[inline]
     pub fn next_rotation(&self) -> usize {
         self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::tls::tests::mtls_settings;
+
+    fn forward() -> ForwardSettings {
+        serde_json::from_value(serde_json::json!({
+            "connect_timeout_ms": 1000, "request_timeout_ms": 5000, "pool_idle_timeout_ms": 4000,
+            "pool_max_idle_per_cell": 8, "max_response_bytes": 1024,
+        }))
+        .unwrap()
+    }
+
+    fn cell(endpoint: &str, tls: Option<crate::forward::tls::TlsSettings>) -> CellSettings {
+        let mut cell: CellSettings = serde_json::from_value(serde_json::json!({
+            "id": "hnw-1", "tier": "hnw", "region": "us-east", "endpoint": endpoint,
+            "capacity": 10, "certifications": [], "encryption": "maximum", "signed": false,
+        }))
+        .unwrap();
+        cell.tls = tls;
+        cell
+    }
+
+    fn build(cells: &[CellSettings]) -> Result<CellTable, Vec<String>> {
+        let catalog = Catalog::from_names(vec!["hnw".into()], vec!["us-east".into()]);
+        CellTable::build(cells, &BreakerSettings::default(), &forward(), &catalog)
+    }
+
+    #[test]
+    fn an_https_cell_carries_its_tls_configuration_and_a_plain_one_none() {
+        let mut plain = cell("http://127.0.0.1:9101", None);
+        plain.id = "hnw-2".into();
+        let table = build(&[cell("https://127.0.0.1:9443", Some(mtls_settings())), plain]).unwrap();
+        let (tls, plain) = (&table.all()[0], &table.all()[1]);
+        assert_eq!(tls.origin, "https://127.0.0.1:9443");
+        assert!(tls.tls.is_some() && plain.tls.is_none());
+        // The default port of https is 443, as the connector will assume.
+        let table = build(&[cell("https://localhost", Some(mtls_settings()))]).unwrap();
+        assert_eq!(table.all()[0].origin, "https://localhost");
+    }
+
+    #[test]
+    fn tls_must_match_the_scheme_and_its_errors_name_the_cell() {
+        let errors = build(&[cell("https://127.0.0.1:9443", None)])
+            .err()
+            .unwrap();
+        assert_eq!(
+            errors,
+            ["cells[0].tls: required for an https:// endpoint (ca_file at least)"]
+        );
+        let errors = build(&[cell("http://127.0.0.1:9101", Some(mtls_settings()))])
+            .err()
+            .unwrap();
+        assert_eq!(errors, ["cells[0].tls: given, but the endpoint is http://"]);
+        let bad_key = crate::forward::tls::TlsSettings {
+            key_pem: Some("junk".into()),
+            ..mtls_settings()
+        };
+        let errors = build(&[cell("https://127.0.0.1:9443", Some(bad_key))])
+            .err()
+            .unwrap();
+        assert_eq!(
+            errors,
+            ["cells[0].tls.key_file: holds no PEM PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY"]
+        );
+        let errors = build(&[cell("ftp://127.0.0.1:21", None)]).err().unwrap();
+        assert_eq!(errors, ["cells[0].endpoint: must be http:// or https://"]);
     }
 }

@@ -65,7 +65,7 @@ impl HealthChecker {
                 let mut streak = Streak::default();
                 while !stop.load(Ordering::Relaxed) {
                     ticker.tick().await;
-                    let ok = probes.probe(&url, timeout).await;
+                    let ok = probes.probe(&cell, &url, timeout).await;
                     if let Some(healthy) = streak.record(ok, cell.load.healthy(), &settings) {
                         cell.load.set_healthy(healthy);
                     }

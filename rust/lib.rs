@@ -40,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::clock::PyClock>()?;
     m.add_class::<py::bridge::PyBridge>()?;
     m.add_function(wrap_pyfunction!(py::profiles::check_profiles, m)?)?;
+    m.add_function(wrap_pyfunction!(py::tls::check_cell_tls, m)?)?;
     m.add(
         "CoreConfigError",
         m.py().get_type::<py::errors::CoreConfigError>(),

@@ -162,6 +162,9 @@ pub struct CellSettings {
     /// How requests to this cell are signed (required when `signed`).
     #[serde(default)]
     pub signing: Option<crate::signing::SignerSettings>,
+    /// TLS to this cell (required for an `https://` endpoint, refused for `http://`).
+    #[serde(default)]
+    pub tls: Option<crate::forward::tls::TlsSettings>,
 }
 
 /// What a timed-out forward counts as in the cell's breaker.

@@ -1,18 +1,21 @@
 //! Forwarding on the worker's tokio thread: hyper-util's pooled HTTP/1.1 client (its connection
-//! pool, idle reaping and retry of requests a closed pooled connection never sent), one request
-//! and its answer within the request timeout.
+//! pool, idle reaping and retry of requests a closed pooled connection never sent), over TLS
+//! (hyper-rustls) to an `https://` cell, one request and its answer within the request timeout.
 
 use super::answer::{answer_headers, Answer};
 use super::dns::CachingResolver;
+use super::tls::{tls_error, CellTls};
 use crate::cells::Cell;
 use crate::reason::{Reason, Refusal};
 use crate::settings::ForwardSettings;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,24 +29,56 @@ pub struct CellClient {
     max_response_bytes: usize,
 }
 
-/// hyper-util's pooled HTTP/1.1 client, its host names resolved by a [`CachingResolver`].
-pub type PooledClient = Client<HttpConnector<CachingResolver>, Full<Bytes>>;
+/// hyper-util's pooled HTTP/1.1 client to one cell (or, plain, to several), its host names
+/// resolved by a [`CachingResolver`]: plain HTTP exactly as before TLS existed, or TLS through
+/// hyper-rustls (a connection is only pooled once its handshake is done).
+#[derive(Clone)]
+pub enum PooledClient {
+    Plain(Client<HttpConnector<CachingResolver>, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector<CachingResolver>>, Full<Bytes>>),
+}
+
+impl PooledClient {
+    /// Sends `request` (its URI absolute) on a pooled connection or a new one.
+    #[inline]
+    pub fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            PooledClient::Plain(client) => client.request(request),
+            PooledClient::Tls(client) => client.request(request),
+        }
+    }
+}
 
 /// A pooled client with `connect` and `pool_idle` timeouts, keeping at most `max_idle` idle
-/// connections per cell, resolving names through `resolver` (its answers shared by clones).
+/// connections per cell, resolving names through `resolver` (its answers shared by clones);
+/// with `tls`, every connection is TLS (the connect timeout bounds the TCP connection, the
+/// handshake is bounded by the forward's own deadlines).
 pub fn pooled_client(
     resolver: &CachingResolver,
     connect: Duration,
     pool_idle: Duration,
     max_idle: usize,
+    tls: Option<&CellTls>,
 ) -> PooledClient {
     let mut connector = HttpConnector::new_with_resolver(resolver.clone());
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect));
-    Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(pool_idle)
-        .pool_max_idle_per_host(max_idle)
-        .build(connector)
+        .pool_max_idle_per_host(max_idle);
+    let Some(tls) = tls else {
+        return PooledClient::Plain(builder.build(connector));
+    };
+    // The TLS connector below checks the scheme; the TCP connector must let https:// through.
+    connector.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(ClientConfig::clone(&tls.config))
+        .https_only()
+        .with_server_name_resolver(FixedServerNameResolver::new(tls.server_name.clone()))
+        .enable_http1()
+        .wrap_connector(connector);
+    PooledClient::Tls(builder.build(https))
 }
 
 impl CellClient {
@@ -56,7 +91,14 @@ impl CellClient {
             .iter()
             .map(|cell| {
                 let timeouts = &cell.timeouts;
-                pooled_client(&resolver, timeouts.connect, timeouts.pool_idle, max_idle)
+                let tls = cell.tls.as_ref();
+                pooled_client(
+                    &resolver,
+                    timeouts.connect,
+                    timeouts.pool_idle,
+                    max_idle,
+                    tls,
+                )
             })
             .collect();
         CellClient {
@@ -66,6 +108,7 @@ impl CellClient {
                 ms(settings.connect_timeout_ms),
                 ms(settings.pool_idle_timeout_ms),
                 max_idle,
+                None,
             ),
             request_timeout: ms(settings.request_timeout_ms),
             max_response_bytes: settings.max_response_bytes,
@@ -134,7 +177,7 @@ pub enum Failed {
 
 impl Failed {
     fn of(cell: &Cell, err: &hyper_util::client::legacy::Error) -> Self {
-        let refusal = unreachable(cell, format!("connection failed: {err}"));
+        let refusal = unreachable(cell, describe(err));
         if err.is_connect() {
             Failed::NotSent(refusal)
         } else {
@@ -149,6 +192,23 @@ impl Failed {
                 refusal
             }
         }
+    }
+}
+
+/// What went wrong with a connection, for the problem answer: a TLS failure says so (the
+/// handshake, the certificate the cell showed or refused), anything else names its innermost
+/// cause (`connection refused`, a name that does not resolve).
+fn describe(err: &hyper_util::client::legacy::Error) -> String {
+    if let Some(tls) = tls_error(err) {
+        return format!("TLS failed: {tls}");
+    }
+    let mut innermost: &dyn std::error::Error = err;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    match std::ptr::addr_eq(innermost, err) {
+        true => format!("connection failed: {err}"),
+        false => format!("connection failed: {err}: {innermost}"),
     }
 }
 
@@ -208,41 +268,77 @@ mod tests {
     /// A loopback server: `answer` is called for each request head read on each connection.
     /// Returns the port and the count of connections accepted.
     fn server(answer: fn(usize) -> Reply) -> (u16, Arc<AtomicUsize>) {
+        serve_with(answer, |stream| Some(Box::new(stream)))
+    }
+
+    /// A loopback TLS server with `config`; a connection whose handshake fails is dropped.
+    fn tls_server(
+        config: Arc<rustls::ServerConfig>,
+        answer: fn(usize) -> Reply,
+    ) -> (u16, Arc<AtomicUsize>) {
+        serve_with(answer, move |stream| {
+            let mut tls = rustls::StreamOwned::new(
+                rustls::ServerConnection::new(config.clone()).ok()?,
+                stream,
+            );
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).ok()?;
+            }
+            Some(Box::new(tls))
+        })
+    }
+
+    trait Stream: Read + Write + Send {}
+    impl<S: Read + Write + Send> Stream for S {}
+
+    /// Accepts connections, each wrapped by `wrap` (none: dropped), answering with `answer`.
+    fn serve_with(
+        answer: fn(usize) -> Reply,
+        wrap: impl Fn(std::net::TcpStream) -> Option<Box<dyn Stream>> + Send + Sync + 'static,
+    ) -> (u16, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
+        let wrap = Arc::new(wrap);
         thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
+                let Ok(stream) = stream else { return };
                 count.fetch_add(1, Ordering::SeqCst);
+                let wrap = wrap.clone();
                 thread::spawn(move || {
-                    let mut served = 0;
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        buf.drain(..end);
-                        let (reply, close) = match answer(served) {
-                            Reply::Answer(reply) => (reply, false),
-                            Reply::AnswerAndClose(reply) => (reply, true),
-                            Reply::Close => return,
-                        };
-                        if stream.write_all(reply).is_err() || close {
-                            return;
-                        }
-                        served += 1;
+                    if let Some(stream) = wrap(stream) {
+                        answer_requests(stream, answer);
                     }
                 });
             }
         });
         (port, connections)
+    }
+
+    fn answer_requests(mut stream: Box<dyn Stream>, answer: fn(usize) -> Reply) {
+        let mut served = 0;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            buf.drain(..end);
+            let (reply, close) = match answer(served) {
+                Reply::Answer(reply) => (reply, false),
+                Reply::AnswerAndClose(reply) => (reply, true),
+                Reply::Close => return,
+            };
+            if stream.write_all(reply).is_err() || stream.flush().is_err() || close {
+                return;
+            }
+            served += 1;
+        }
     }
 
     fn cell_with(port: u16, timeouts: CellTimeouts) -> Cell {
@@ -259,6 +355,7 @@ mod tests {
             forward_bearer_token: false,
             signer: None,
             timeouts,
+            tls: None,
             origin: format!("http://127.0.0.1:{port}"),
             authority: format!("127.0.0.1:{port}"),
             uri_authority: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -275,6 +372,7 @@ mod tests {
         runtime: tokio::runtime::Runtime,
         client: CellClient,
         timeouts: CellTimeouts,
+        settings: ForwardSettings,
     }
 
     impl Harness {
@@ -298,6 +396,7 @@ mod tests {
             Harness {
                 runtime,
                 client: CellClient::new(&settings, &[]),
+                settings: settings.clone(),
                 timeouts: CellTimeouts {
                     connect: Duration::from_millis(500),
                     first_byte: None,
@@ -434,5 +533,149 @@ mod tests {
             "{}",
             refusal.detail
         );
+    }
+
+    /// The test cell's server configuration: its certificate for 127.0.0.1, TLS 1.2 and 1.3 or
+    /// `versions`, and with `client_ca` a client certificate it must chain to.
+    fn cell_tls(
+        client_ca: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = vec![CertificateDer::from_pem_slice(fixture("cell.pem").as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(fixture("cell.key").as_bytes()).unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(CertificateDer::from_pem_slice(fixture(ca).as_bytes()).unwrap())
+                    .unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        Arc::new(builder.with_single_cert(chain, key).unwrap())
+    }
+
+    /// A cell at `https://127.0.0.1:port` with the TLS client settings `settings`, and a harness
+    /// whose client is built for it.
+    fn tls_harness(port: u16, settings: &TlsSettings) -> (Harness, Cell) {
+        let mut harness = Harness::new(2000, 1 << 20);
+        let mut cell = harness.cell(port);
+        cell.tls = Some(CellTls::build(settings, "127.0.0.1").unwrap());
+        cell.origin = format!("https://127.0.0.1:{port}");
+        let settings = harness.settings.clone();
+        harness.client = CellClient::new(&settings, &[Arc::new(cell_clone(&cell))]);
+        (harness, cell)
+    }
+
+    /// The same cell, for a client table (which keeps its own `Arc`s).
+    fn cell_clone(cell: &Cell) -> Cell {
+        let mut copy = cell_with(0, cell.timeouts);
+        copy.tls = cell.tls.clone();
+        copy.origin = cell.origin.clone();
+        copy
+    }
+
+    use super::super::tls::tests::{fixture, mtls_settings};
+    use super::super::tls::TlsSettings;
+
+    #[test]
+    fn an_mtls_cell_answers_on_one_pooled_connection() {
+        let (port, connections) =
+            tls_server(cell_tls(Some("ca.pem"), rustls::DEFAULT_VERSIONS), |_| {
+                Reply::Answer(OK)
+            });
+        let (harness, cell) = tls_harness(port, &mtls_settings());
+        for _ in 0..3 {
+            let answer = harness.exchange(&cell).unwrap();
+            assert_eq!(
+                (answer.status, &answer.body[..]),
+                (200, &b"hello cells"[..])
+            );
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "one handshake, then pooled"
+        );
+    }
+
+    #[test]
+    fn a_cell_whose_certificate_the_ca_did_not_sign_was_never_sent_the_request() {
+        let (port, _) = tls_server(cell_tls(None, rustls::DEFAULT_VERSIONS), |_| {
+            Reply::Answer(OK)
+        });
+        let wrong_ca = TlsSettings {
+            ca_pem: fixture("other-ca.pem"),
+            ..mtls_settings()
+        };
+        let (harness, cell) = tls_harness(port, &wrong_ca);
+        let request = Request::get(format!("{}/api/x", cell.origin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        let failed = harness
+            .runtime
+            .block_on(harness.client.attempt(&cell, request, until))
+            .unwrap_err();
+        let Failed::NotSent(refusal) = failed else {
+            panic!("a failed handshake sends nothing: {failed:?}");
+        };
+        assert_eq!(refusal.reason, Reason::CellUnreachable);
+        assert!(
+            refusal
+                .detail
+                .starts_with("test-cell: TLS failed: invalid peer certificate"),
+            "{}",
+            refusal.detail
+        );
+    }
+
+    #[test]
+    fn a_cell_that_requires_a_client_certificate_refuses_a_gateway_without_one() {
+        let (port, _) = tls_server(cell_tls(Some("ca.pem"), rustls::DEFAULT_VERSIONS), |_| {
+            Reply::Answer(OK)
+        });
+        let anonymous = TlsSettings {
+            cert_pem: None,
+            key_pem: None,
+            ..mtls_settings()
+        };
+        let (harness, cell) = tls_harness(port, &anonymous);
+        let refusal = harness.exchange(&cell).unwrap_err();
+        assert_eq!(refusal.reason, Reason::CellUnreachable);
+        assert!(refusal.detail.contains("TLS failed"), "{}", refusal.detail);
+    }
+
+    #[test]
+    fn a_minimum_of_tls_1_3_refuses_a_cell_that_speaks_only_1_2() {
+        let (port, _) = tls_server(cell_tls(None, &[&rustls::version::TLS12]), |_| {
+            Reply::Answer(OK)
+        });
+        let (harness, cell) = tls_harness(port, &mtls_settings());
+        assert_eq!(
+            harness.exchange(&cell).unwrap().status,
+            200,
+            "1.2 is allowed by default"
+        );
+        let strict = TlsSettings {
+            min_version: super::super::tls::MinVersion::Tls13,
+            ..mtls_settings()
+        };
+        let (harness, cell) = tls_harness(port, &strict);
+        let refusal = harness.exchange(&cell).unwrap_err();
+        assert!(refusal.detail.contains("TLS failed"), "{}", refusal.detail);
     }
 }

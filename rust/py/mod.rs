@@ -7,3 +7,4 @@ pub mod errors;
 pub mod profiles;
 pub mod router;
 pub mod signing;
+pub mod tls;

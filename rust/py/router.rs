@@ -217,9 +217,12 @@ impl PyRouter {
         let settings: CoreSettings = serde_json::from_slice(settings_json)
             .map_err(|err| CoreConfigError::new_err(vec![format!("settings: {err}")]))?;
         let clock = clock.map(|c| c.inner.clone()).unwrap_or_default();
-        let probes = Arc::new(ProbeClient::new(&settings.forward));
         let core =
             Router::build(settings, profiles_jsonl, clock).map_err(CoreConfigError::new_err)?;
+        let probes = Arc::new(ProbeClient::new(
+            core.forward_settings(),
+            core.cells().all(),
+        ));
         let client = Arc::new(CellClient::new(core.forward_settings(), core.cells().all()));
         Ok(PyRouter {
             core: Arc::new(core),
