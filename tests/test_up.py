@@ -80,6 +80,10 @@ def test_cellgate_up_serves_the_demo_and_stops_on_sigterm(tmp_path):
         trail = Path(verify[-1])
         assert trail == tmp_path / "demo" / "audit"
         assert check_trail(trail)["records"] >= 1
+        verified = subprocess.run(
+            [sys.executable, "-m", "cellgate.cli", *verify[1:]], capture_output=True, text=True
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
         assert any(r.get("customer") == "c-retail-us" for r in records(trail))
     finally:
         if up.poll() is None:
