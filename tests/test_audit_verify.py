@@ -9,6 +9,8 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -346,11 +348,50 @@ def test_digests_cut_short_leave_a_segment_unclosed(trail: Path) -> None:
     assert "has no final digest" in found.detail
 
 
-def test_a_torn_last_digest_is_truncated(trail: Path) -> None:
+def test_a_torn_last_digest_is_being_written_unless_it_closed_a_segment(trail: Path) -> None:
+    """Like a torn last record: being written, or a crash not yet recovered, and no more than
+    cutting whole entries off the end; but a segment followed by another needs its final."""
     path = trail / "chain-1" / "digests.jsonl"
     data = path.read_bytes()
     path.write_bytes(data[:-30])
-    assert_break(trail, "truncated", path, len(data.splitlines()))
+    report = verify(trail)
+    assert report.ok, str(report.broken)
+    assert report.chains[1].incomplete_digest == (path, len(data.splitlines()[-1]) - 29)
+    done = cli("verify", trail)
+    assert done.returncode == 0 and f"warning: {path}: the last" in done.stderr
+    lines = data.splitlines()
+    closing = max(i for i, x in enumerate(lines[:-1]) if b'"final":true' in x)
+    path.write_bytes(b"".join(x + b"\n" for x in lines[:closing]) + lines[closing][:-30])
+    found = assert_break(trail, "truncated", path, None)
+    assert "has no final digest" in found.detail
+
+
+def test_verify_while_the_trail_is_written(tmp_path: Path) -> None:
+    """A live trail: segments rotating, digests and records being appended."""
+    clock = SteppingClock(T0, 1_000)
+    writer = ChainWriter(tmp_path, 0, KEY, clock, rotate_bytes=4_096, digest_every_records=5)
+    writer.request(**sample_request(random.Random(0), 0))
+
+    def write() -> None:
+        rng = random.Random(1)
+        for index in range(1, 1_500):
+            writer.request(**sample_request(rng, index))
+            if index % 10 == 0:
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    checked = 0
+    try:
+        while thread.is_alive() or not checked:
+            report = verify(tmp_path)
+            assert report.ok, str(report.broken)
+            checked += 1
+    finally:
+        thread.join()
+        writer.close()
+    assert checked > 3
+    assert verify(tmp_path).ok
 
 
 def test_a_record_appended_after_a_final_digest_is_inserted(trail: Path) -> None:

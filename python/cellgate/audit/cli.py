@@ -165,13 +165,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for chain in report.chains:
-        if chain.incomplete_tail is not None:
-            path, nbytes = chain.incomplete_tail
-            print(
-                f"warning: {path}: the last {nbytes} bytes are an incomplete line (being written,"
-                " or a crash the writer has not recovered yet); not checked",
-                file=sys.stderr,
-            )
+        for incomplete in (chain.incomplete_digest, chain.incomplete_tail):
+            if incomplete is not None:
+                path, nbytes = incomplete
+                print(
+                    f"warning: {path}: the last {nbytes} bytes are an incomplete line (being "
+                    "written, or a crash the writer has not recovered yet); not checked",
+                    file=sys.stderr,
+                )
     if report.broken is not None:
         print(report.broken)
         return 1

@@ -121,6 +121,7 @@ class ChainReport:
     uncovered_from_seq: int | None = None
     gaps: list[Gap] = field(default_factory=list)
     incomplete_tail: tuple[Path, int] | None = None
+    incomplete_digest: tuple[Path, int] | None = None
     last_digest_time: str | None = None
 
     @property
@@ -324,6 +325,9 @@ class _ChainCheck:
         self.named_at: dict[str, int] = {}
         self.removed: dict[str, int] = {}
         self.known: dict[int, tuple[bytes, int]] = {}
+        # Listed before the digests are read: on a live trail, a segment listed here was closed
+        # by a final digest (written before the next segment is made) that the read will find.
+        self.listed = segment_names(chain.path)
 
     # -- digests.jsonl --------------------------------------------------------------------------
 
@@ -360,14 +364,10 @@ class _ChainCheck:
                 raise _Found(_explain(links, i, want_seq, want_prev, before, {}, "digest"))
             want_seq, want_prev = want_seq + 1, link.hash
         if torn:
-            raise _Found(
-                Break(
-                    "truncated",
-                    path,
-                    len(lines) + 1,
-                    f"the last entry is cut short ({len(torn)} bytes, no newline)",
-                )
-            )
+            # Being written, or torn by a crash the writer has not recovered from yet. Cutting
+            # entries off the end proves no more than this (the newest digests can always be
+            # removed whole); a segment it leaves without its final digest is a break below.
+            self.report.incomplete_digest = (path, len(torn))
         for number, entry in enumerate(entries, 1):
             self._take_entry(entry, number)
         self.report.digests = sum(len(points) for points in self.checkpoints.values())
@@ -471,12 +471,16 @@ class _ChainCheck:
         """Walks the segments in chain order, from seq 1 (or from the digest of a segment
         removed by retention)."""
         chain_dir = self.chain.path
-        on_disk = set(segment_names(chain_dir))
+        on_disk = set(self.listed)
         names = sorted(on_disk | set(self.checkpoints))
         seq, prev = 1, ZERO_HASH
         before: _Link | None = None
         for index, name in enumerate(names):
             points = self.checkpoints.get(name, [])
+            if name not in on_disk and name not in self.removed and (chain_dir / name).exists():
+                break  # made after the listing (a live trail): beyond what is checked
+            if name in on_disk and name in self.removed and not (chain_dir / name).exists():
+                on_disk.discard(name)  # removed by retention since the listing
             if name not in on_disk:
                 covered = [p for p in points if p.last_seq is not None]
                 if name in self.removed:
@@ -509,7 +513,12 @@ class _ChainCheck:
                     )
                 )
             newest = index == len(names) - 1
-            seq, prev, before = self._walk(chain_dir / name, points, seq, prev, before, newest)
+            try:
+                seq, prev, before = self._walk(chain_dir / name, points, seq, prev, before, newest)
+            except FileNotFoundError:
+                raise _Found(
+                    Break("segment_missing", chain_dir / name, None, "deleted while being read")
+                ) from None
             self.report.segments += 1
             if not newest and not any(p.final for p in points):
                 raise _Found(
