@@ -35,8 +35,10 @@ to make the same ones to write the same bytes:
   newest segment (``final``, ``gap``: ``after_seq`` the last whole record, ``torn_bytes`` the bytes
   after it). A torn tail of ``digests.jsonl`` (no newline: an entry cut short, never valid) is cut
   off first. A segment file holding no whole record (the crash came before its first line was
-  whole) is removed, because its name is the one the next segment takes; the recovery digest then
-  closes the segment before it, with ``torn_bytes`` 0.
+  whole) is removed, because its name is the one the next segment takes (within the same hour);
+  the recovery digest then closes the segment before it, with ``torn_bytes`` 0. (The Rust writer
+  keeps such a segment and closes it with a digest covering nothing, ``gap`` giving its torn
+  bytes; verify accepts both, and this writer resumes after either.)
 - A retention entry is written before its segments are deleted, so a crash in between leaves
   segments that are merely still there.
 """
