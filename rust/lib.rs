@@ -19,6 +19,7 @@ pub mod py;
 pub mod ratelimit;
 pub mod reason;
 pub mod rendezvous;
+pub mod replay;
 pub mod request_id;
 pub mod risk;
 pub mod router;

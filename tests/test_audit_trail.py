@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -217,3 +219,26 @@ def test_a_full_disk_refuses_and_recovers_losing_nothing_acknowledged(
         check_trail(trail)
     finally:
         subprocess.run(["umount", "-l", str(trail)])
+
+
+def test_retention_removes_old_segments_after_saying_so_and_verify_still_passes(
+    demo_config: Path, tmp_path: Path
+):
+    audit = 'durability = "buffered"\nrotate_bytes = 4096\nretention_bytes = 12000'
+    gateway = start_gateway(audited_config(demo_config, tmp_path / "gw", audit))
+    try:
+        for _ in range(60):
+            assert http_json(gateway.port, "GET", "/api/accounts", AUTH)[0] == 200
+    finally:
+        assert gateway.stop() == 0
+    chain = tmp_path / "gw" / "trail" / "chain-0"
+    entries = [json.loads(line) for line in (chain / "digests.jsonl").read_text().splitlines()]
+    removed = [name for e in entries if e["kind"] == "retention" for name in e["removed"]]
+    assert removed and not any((chain / name).exists() for name in removed)
+    assert sum(p.stat().st_size for p in chain.glob("*-*.jsonl")) <= 12000 + 4096
+    verified = subprocess.run(
+        [sys.executable, "-m", "cellgate.cli", "audit", "verify", str(tmp_path / "gw" / "trail")],
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

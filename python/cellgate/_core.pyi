@@ -149,6 +149,37 @@ class Router:
     ) -> Response | asyncio.Future[Response]:
         """``decide`` then, when routed, ``forward`` in one call, for a request without a body:
         a refusal's problem answer at once, or a future of the cell's answer."""
+    def refuse(
+        self,
+        bridge: Bridge,
+        decision: Decision,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> Response | asyncio.Future[Response] | None:
+        """Answers and records a decision that is not forwarded: its own refusal, or
+        ``body_too_large`` / ``client_body_timeout`` with ``detail``; ``client_disconnected``
+        records it as cancelled and answers None. In strict audit mode, a future of the
+        answer resolved once the record is durable."""
+    def replay(self, record_json: str) -> str:
+        """What this configuration decides today for the request an audit record describes,
+        beside what was decided then (JSON); ValueError for a line that is not a record."""
+    def start_audit(self) -> None:
+        """Takes this worker's audit chain and starts its writer; OSError when it cannot."""
+    def stop_audit(self) -> None:
+        """Writes, signs and closes everything the trail holds."""
+    @property
+    def audit(self) -> dict[str, Any] | None:
+        """The trail's state, written, lost, refused and queued counts; None without [audit]."""
+    def record_admin(
+        self,
+        admin: str,
+        action: str,
+        target_json: str,
+        status: int,
+        outcome: str,
+        reason: str | None = None,
+    ) -> bool:
+        """Records an admin action before it acts; False: refuse it 503 audit_unavailable."""
     def start_health_checks(self) -> None: ...
     def stop_health_checks(self) -> None: ...
     def set_cell_health(self, cell_id: str, healthy: bool) -> None:

@@ -130,13 +130,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Explains what the router would decide for one request, and why: the token, the profile,
     the rate limit, each risk factor, step-up, every cell and the first rule that excludes it,
     and the chosen cell. Nothing is counted. Exit 0 when the request would be routed, 1 when it
-    would be refused, 2 for a bad configuration."""
+    would be refused, 2 for a bad configuration. With --from-audit, replays a recorded decision
+    against the configuration instead."""
     from cellgate.explain import explain, render
 
     try:
         router = build_router(load_config(args.config))
     except ConfigError as err:
         print(err, file=sys.stderr)
+        return 2
+    if args.from_audit is not None:
+        return _replay(router, args.from_audit, args.json)
+    if args.token is None or args.path is None:
+        print(
+            "cellgate explain: --token and --path are required (or --from-audit)", file=sys.stderr
+        )
         return 2
     headers = []
     for header in args.header:
@@ -157,6 +165,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         print(render(explanation))
     return 0 if explanation["decision"]["ok"] else 1
+
+
+def _replay(router: object, given: str, as_json: bool) -> int:
+    """Replays one audit record against ``router``: exit 0 when today's configuration decides the
+    same, 1 when it differs, 3 when the record cannot be replayed, 2 for a bad record."""
+    import orjson
+
+    text = given
+    if given == "-":
+        text = sys.stdin.readline()
+    elif not given.lstrip().startswith("{"):
+        try:
+            text = Path(given).read_text(encoding="utf-8").strip().splitlines()[0]
+        except (OSError, IndexError, UnicodeDecodeError) as err:
+            print(f"--from-audit {given!r}: cannot read a record: {err}", file=sys.stderr)
+            return 2
+    try:
+        replayed = orjson.loads(router.replay(text))
+    except ValueError as err:
+        print(f"--from-audit: {err}", file=sys.stderr)
+        return 2
+    if as_json:
+        sys.stdout.write(orjson.dumps(replayed, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif not replayed["replayable"]:
+        print(f"not replayable: {replayed['why']}")
+    else:
+        today = replayed["today"]
+        verdict = "the same" if replayed["same"] else "differently"
+        print(f"request {replayed['request_id']}: today's configuration decides {verdict}")
+        print(f"  then:  {replayed['original']['outcome']} {replayed['original']['reason'] or ''}")
+        print(f"  today: {today['outcome']} {today.get('reason') or ''} (cell {today.get('cell')})")
+        for difference in replayed["differences"]:
+            print(f"  differs: {difference}")
+        for missing in replayed["incomplete"]:
+            print(f"  not compared: {missing}")
+    if not replayed["replayable"]:
+        return 3
+    return 0 if replayed["same"] else 1
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -261,11 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=cmd_explain.__doc__,
     )
     why.add_argument("--config", required=True, help="the cellgate TOML configuration")
-    why.add_argument("--token", required=True, help="the bearer token (with or without 'Bearer ')")
+    why.add_argument("--token", help="the bearer token (with or without 'Bearer ')")
     why.add_argument(
         "--path",
-        required=True,
         help="the request target as sent, e.g. /api/transfers or /api/./x/../transfers",
+    )
+    why.add_argument(
+        "--from-audit",
+        metavar="RECORD",
+        help="replay an audit record (its JSON line, a file holding it, or - for stdin) against"
+        " the configuration: exit 0 when it decides the same today, 1 when not (the differences"
+        " are listed), 3 when the record cannot be replayed (a token or path refusal)",
     )
     why.add_argument("--method", default="GET", help="the request method (default: %(default)s)")
     why.add_argument(

@@ -155,6 +155,13 @@ pub fn resume(dir: &Path) -> io::Result<ChainState> {
         state.prev = hash;
     }
     let torn = bytes.len() - intact;
+    if intact == 0 && covered.is_none() {
+        // A segment the worker before opened and died in before a whole record: at most a torn
+        // fragment of a record never acknowledged. Its name is the one the next segment takes.
+        fs::remove_file(dir.join(name))?;
+        eprintln!("cellgate audit: removed {name}, which held no whole record ({torn} bytes)");
+        return Ok(state);
+    }
     if closed && torn == 0 && intact as u64 == covered_bytes {
         return Ok(state);
     }
@@ -168,4 +175,60 @@ pub fn resume(dir: &Path) -> io::Result<ChainState> {
         gap: Some((seq, torn as u64)),
     });
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cellgate-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_segment_without_a_whole_record_is_removed_so_its_name_is_free() {
+        let dir = scratch("torn-only");
+        fs::write(
+            dir.join("000000000001-20261201T21.jsonl"),
+            b"{\"v\":1,\"cha",
+        )
+        .unwrap();
+        let state = resume(&dir).unwrap();
+        assert_eq!((state.seq, state.recovery.is_none()), (0, true));
+        assert!(segment::list(&dir).unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_is_a_gap_after_the_last_intact_record() {
+        let dir = scratch("torn-tail");
+        let first = format!(
+            "{{\"v\":1,\"chain\":0,\"seq\":1,\"time\":\"2026-12-01T21:00:00.000000Z\",\"prev\":\"{}\",\"event\":\"admin\"}}",
+            "0".repeat(64)
+        );
+        let text = format!("{first}\n{{\"v\":1,\"seq\":2,\"ti");
+        fs::write(dir.join("000000000001-20261201T21.jsonl"), text).unwrap();
+        let state = resume(&dir).unwrap();
+        assert_eq!(state.seq, 1);
+        assert_eq!(state.prev, sha256(first.as_bytes()));
+        let recovery = state.recovery.unwrap();
+        assert_eq!(recovery.gap, Some((1, 18)));
+        assert_eq!(recovery.segment_bytes, first.len() as u64 + 1);
+        assert!(recovery.last);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn two_workers_take_two_chains() {
+        let dir = scratch("claims");
+        let a = claim(&dir).unwrap();
+        let b = claim(&dir).unwrap();
+        assert_eq!((a.chain, b.chain), (0, 1));
+        drop(a);
+        assert_eq!(claim(&dir).unwrap().chain, 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -502,6 +502,15 @@ impl PyRouter {
         Ok(crate::explain::explain(&self.core, path, &ingress).to_string())
     }
 
+    /// What this configuration decides today for the request an audit record (its JSON line)
+    /// describes, beside what was decided then, as JSON: `replayable`, `same`, `differences`,
+    /// `original`, `today`. Raises ValueError for a line that is not a record.
+    fn replay(&self, record_json: &str) -> PyResult<String> {
+        let recorded: crate::replay::Recorded = serde_json::from_str(record_json)
+            .map_err(|err| PyValueError::new_err(format!("not an audit record: {err}")))?;
+        Ok(crate::replay::replay(&self.core, &recorded).to_string())
+    }
+
     /// Reports how a routed decision's request ended when it was not forwarded through the core:
     /// feeds its cell's breaker and gives the slot back. Says whether the decision held a slot.
     fn report(&self, decision: &PyDecision, success: bool) -> bool {
@@ -553,6 +562,7 @@ impl PyRouter {
     /// Records an admin action before it takes effect: `target_json` is a JSON object. Returns
     /// whether the trail took it (in strict mode: made it durable); False means the action must
     /// be refused 503 audit_unavailable. Without `[audit]`, True.
+    #[allow(clippy::too_many_arguments)] // the Python signature, argument for argument
     #[pyo3(signature = (admin, action, target_json, status, outcome, reason=None))]
     fn record_admin(
         &self,
