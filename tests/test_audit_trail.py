@@ -242,3 +242,40 @@ def test_retention_removes_old_segments_after_saying_so_and_verify_still_passes(
         text=True,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_fail_open_serves_through_a_full_disk_and_reports_what_it_lost(
+    demo_config: Path, tmp_path: Path
+):
+    trail = tmp_path / "gw" / "trail"
+    if not _mount_tmpfs(trail, "1m"):
+        pytest.skip("a tmpfs cannot be mounted here (needs root and mount)")
+    try:
+        audit = (
+            'durability = "buffered"\non_failure = "fail_open"\nqueue_records = 4\n'
+            "digest_every_s = 1\nflush_interval_ms = 50"
+        )
+        gateway = start_gateway(audited_config(demo_config, tmp_path / "gw", audit))
+        try:
+            assert http_json(gateway.port, "GET", "/api/accounts", AUTH)[0] == 200
+            time.sleep(0.3)
+            filler = trail / "filler"
+            with filler.open("wb", buffering=0) as out:
+                try:
+                    while True:
+                        out.write(b"\0" * 4096)
+                except OSError:
+                    pass
+            statuses = [http_json(gateway.port, "GET", "/api/accounts", AUTH)[0] for _ in range(30)]
+            assert statuses == [200] * 30
+            filler.unlink()
+            time.sleep(2.5)
+        finally:
+            assert gateway.stop() == 0
+        digests = (trail / "chain-0" / "digests.jsonl").read_text().splitlines()
+        lost = sum(json.loads(line).get("lost", 0) for line in digests)
+        written = [r for r in records(trail) if r["event"] == "request"]
+        assert lost > 0 and lost + len(written) == 31, (lost, len(written))
+        check_trail(trail)
+    finally:
+        subprocess.run(["umount", "-l", str(trail)])

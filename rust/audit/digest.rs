@@ -101,6 +101,11 @@ impl DigestLog {
         })
     }
 
+    /// The number of the last entry written.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
     fn head(&self, kind: &str, time: &str) -> String {
         format!(
             "{{\"v\":1,\"chain\":{},\"digest\":{},\"kind\":\"{kind}\",\"time\":\"{time}\",\"prev_digest\":\"{}\"",

@@ -130,11 +130,11 @@ impl Writer {
             let (batch, stop) = self.wait();
             self.busy = !batch.is_empty();
             let loaded = batch.len() > 1;
-            self.pending.extend(batch);
+            self.take(batch);
             if loaded && !stop && self.shared.settings.durability == Durability::Strict {
                 std::thread::sleep(GROUP_COMMIT_DELAY);
                 let (more, _) = self.take_queued();
-                self.pending.extend(more);
+                self.take(more);
             }
             self.write_pending();
             self.housekeeping(stop);
@@ -195,6 +195,23 @@ impl Writer {
             }
         }
         (std::mem::take(&mut queue.records), queue.stop)
+    }
+
+    /// Adds `batch` to the records to write. A record that holds no place in the queue (taken
+    /// fail-open while the trail could not write) is lost, and counted, once the records waiting
+    /// fill the queue's bound: memory stays bounded however long the disk stays full.
+    fn take(&mut self, batch: Vec<Submitted>) {
+        let bound = self.shared.settings.queue_records;
+        for submitted in batch {
+            if !submitted.reserved && self.pending.len() >= bound {
+                self.shared.lost.fetch_add(1, Ordering::Relaxed);
+                if let Some(durable) = submitted.durable {
+                    durable(true);
+                }
+                continue;
+            }
+            self.pending.push(submitted);
+        }
     }
 
     /// Whatever is queued now, without waiting.
@@ -432,6 +449,13 @@ impl Writer {
             .map_err(|e| io_error("writing a digest", e))?;
         self.uncovered = None;
         self.since_digest = 0;
+        if lost > 0 {
+            eprintln!(
+                "cellgate audit: {lost} records lost (fail-open) since the previous digest of chain {}; reported in digest {}",
+                self.claimed.chain,
+                self.digests.number()
+            );
+        }
         self.lost_reported += lost;
         self.last_digest = Instant::now();
         Ok(())
