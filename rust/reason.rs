@@ -27,6 +27,7 @@ pub enum Reason {
     BodyTooLarge,
     ClientBodyTimeout,
     AuditUnavailable,
+    Draining,
     Internal,
 }
 
@@ -69,6 +70,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::ClientBodyTimeout => "client_body_timeout",
             Reason::AuditUnavailable => "audit_unavailable",
+            Reason::Draining => "draining",
             Reason::Internal => "internal",
         }
     }
@@ -94,7 +96,10 @@ impl Reason {
             Reason::StepUpRequired => 403,
             Reason::CustomerNotFound => 404,
             Reason::RateLimited => 429,
-            Reason::NoEligibleCell | Reason::CellSaturated | Reason::AuditUnavailable => 503,
+            Reason::NoEligibleCell
+            | Reason::CellSaturated
+            | Reason::AuditUnavailable
+            | Reason::Draining => 503,
             Reason::CellUnreachable | Reason::ResponseTooLarge => 502,
             Reason::CellTimeout => 504,
             Reason::Internal => 500,
@@ -128,6 +133,7 @@ impl Reason {
             Reason::BodyTooLarge => "The request body is too large",
             Reason::ClientBodyTimeout => "The request body arrived too slowly",
             Reason::AuditUnavailable => "The audit trail cannot record this request now",
+            Reason::Draining => "The gateway is shutting down",
             Reason::Internal => "The gateway failed internally",
         }
     }

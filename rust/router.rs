@@ -19,7 +19,19 @@ use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
 use crate::target::PathSettings;
 use crate::trace::{TraceContext, TraceIds};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+
+/// The refusal of a request that arrives while the gateway shuts down: the client is told to
+/// close the connection, and to come back (to another node) at once.
+fn draining() -> Refusal {
+    Refusal::new(
+        Reason::Draining,
+        "the gateway is shutting down; send the request again on a new connection",
+    )
+    .with_field("connection", "close".to_owned())
+    .with_field("retry-after", "0".to_owned())
+}
 
 /// What the gateway knows of a request before reading its body, as every rule sees it.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +143,9 @@ pub struct Router {
     trace_ids: TraceIds,
     /// The worker's audit trail, when `[audit]` is configured.
     audit: Option<Trail>,
+    /// Set once the gateway is shutting down: what arrives meanwhile (on kept-alive
+    /// connections) is refused 503 draining and its connection closed.
+    draining: AtomicBool,
 }
 
 impl Router {
@@ -248,6 +263,7 @@ impl Router {
                 addressing,
                 trace_ids: TraceIds::new(),
                 audit,
+                draining: AtomicBool::new(false),
             }),
             _ => Err(errors),
         }
@@ -261,6 +277,9 @@ impl Router {
     /// `decide` on what `ingress` made of a request: 400 bad_path before any rule runs; the
     /// route carries the trace context and the trusted hops.
     pub fn decide_ingress(&self, ingress: &Ingress, notes: &mut Notes) -> Result<Route, Refusal> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(draining());
+        }
         let mut route = self.decide_noting(&ingress.facts()?, notes)?;
         route.trace = Some(ingress.trace);
         route.via = ingress.origin.via.clone();
@@ -413,6 +432,16 @@ impl Router {
                 .breaker
                 .report(permit, outcome, duration_us, now_us);
         }
+    }
+
+    /// Starts (or stops) refusing requests because the gateway is shutting down.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether the gateway is shutting down.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The worker's audit trail, when configured.

@@ -328,3 +328,15 @@ def test_a_resilience4j_breaker_opens_at_its_failure_rate(tmp_path: Path):
     assert decide(router, "plain").reason == "no_eligible_cell"
     clock.advance(1)
     assert cell_of(router, "plain") == "retail-us-1"
+
+
+def test_a_draining_router_refuses_503_draining_and_closes_the_connection(engine):
+    router, _ = engine
+    assert decide(router, "plain").ok
+    router.draining = True
+    refused = decide(router, "plain")
+    assert (refused.status, refused.reason) == (503, "draining")
+    status, headers, _ = refused.problem
+    assert ("connection", "close") in headers and status == 503
+    router.draining = False
+    assert decide(router, "plain").ok

@@ -3,6 +3,7 @@ lets the request in flight finish and exits 0; past shutdown_grace_s it stops an
 
 from __future__ import annotations
 
+import http.client
 import signal
 import threading
 import time
@@ -74,3 +75,30 @@ def test_past_the_grace_period_the_gateway_stops_anyway(
     assert time.monotonic() - started < 4
     thread.join(timeout=15)
     assert "status" not in result, "the cell was still answering when the grace ran out"
+
+
+def test_during_the_drain_an_idle_kept_alive_connection_is_closed_and_nothing_is_cut_off(
+    demo_config: Path, tmp_path: Path, slow_corp_cell
+):
+    gateway = gateway_with(demo_config, tmp_path / "kept-alive")
+    kept_alive = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        kept_alive.request("GET", "/api/positions", headers=AUTH)
+        first = kept_alive.getresponse()
+        first.read()
+        assert first.status == 200
+        slow_corp_cell(1500)
+        thread, result = in_flight_request(gateway)
+        time.sleep(0.3)
+        gateway.process.send_signal(signal.SIGTERM)
+        time.sleep(0.6)
+        # granian closes the idle connection unanswered: the request was never read, so a
+        # client may send it again elsewhere.
+        with pytest.raises(http.client.RemoteDisconnected):
+            kept_alive.request("GET", "/api/positions", headers=AUTH)
+            kept_alive.getresponse()
+        thread.join(timeout=15)
+        assert result == {"status": 200}, "the request in flight was cut off"
+        assert gateway.process.wait(timeout=15) == 0
+    finally:
+        kept_alive.close()

@@ -6,7 +6,7 @@ Everything but ``/_cellgate/health`` needs an admin bearer token: HS256, audienc
 answer 404. Cell state and revocations are this worker's own (each granian worker keeps its own
 until shared state lands; see the README).
 
-    GET    /_cellgate/health                      liveness, no token
+    GET    /_cellgate/health                      liveness, no token (503 while draining)
     GET    /_cellgate/cells                       live cell state
     GET    /_cellgate/revocations                 {"tokens": n, "customers": m}
     POST   /_cellgate/revocations                 {"jti": "...", "forget_after_s": 1767225600}
@@ -82,6 +82,9 @@ class AdminApi:
     ) -> Response:
         """The answer to an admin request."""
         if path == ADMIN_PREFIX + "health":
+            if self._router.draining:
+                # Load balancers take the node out while it finishes what is in flight.
+                return 503, [*_JSON, ("connection", "close")], b'{"status":"draining"}'
             return 200, _JSON, b'{"status":"ok"}'
         refusal, admin = self._authorize(authorization)
         changes = method in ("POST", "DELETE")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -62,7 +63,10 @@ def _serve(config_path: Path, config: Config, args: argparse.Namespace) -> int:
             print(f"cellgate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     os.environ["CELLGATE_CONFIG"] = str(config_path.resolve())
-    Granian(
+    drain_dir = tempfile.mkdtemp(prefix="cellgate-drain-")
+    drain_file = Path(drain_dir, "draining")
+    os.environ["CELLGATE_DRAIN_FILE"] = str(drain_file)
+    server = Granian(
         target="cellgate.gateway:create_app",
         factory=True,
         address=args.host,
@@ -81,7 +85,20 @@ def _serve(config_path: Path, config: Config, args: argparse.Namespace) -> int:
         # A worker that dies is replaced; it takes over its audit chain.
         respawn_failed_workers=True,
         respawn_interval=0.5,
-    ).serve()
+    )
+    interrupt = server.signal_handler_interrupt
+
+    def drain_then_interrupt(*args: object, **kwargs: object) -> None:
+        # Before granian stops the workers: they see the file and refuse what arrives on
+        # kept-alive connections (503 draining) while the requests in flight finish.
+        drain_file.touch()
+        interrupt(*args, **kwargs)
+
+    server.signal_handler_interrupt = drain_then_interrupt
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(drain_dir, ignore_errors=True)
     return 0
 
 

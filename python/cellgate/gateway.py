@@ -17,10 +17,14 @@ from cellgate.admin import ADMIN_PREFIX, AdminApi
 from cellgate.body import BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
 
-__all__ = ["CONFIG_ENV", "Gateway", "create_app"]
+__all__ = ["CONFIG_ENV", "DRAIN_ENV", "Gateway", "create_app"]
 
 #: The environment variable naming the configuration file a worker loads.
 CONFIG_ENV = "CELLGATE_CONFIG"
+
+#: The environment variable naming the file whose appearance says the gateway is shutting down
+#: (``cellgate serve`` writes it on SIGTERM, before granian stops the workers).
+DRAIN_ENV = "CELLGATE_DRAIN_FILE"
 
 #: How often the gateway looks for forwards that have run a while, to watch their clients: one
 #: found in two looks in a row gets a watch (a task) that cancels it if its client goes away.
@@ -38,8 +42,10 @@ class Gateway:
         max_request_bytes: int,
         admin: AdminApi,
         client_body_timeout_s: float = 10.0,
+        drain_file: str | None = None,
     ) -> None:
         self.router = router
+        self.drain_file = drain_file
         self.max_request_bytes = max_request_bytes
         self.client_body_timeout_s = client_body_timeout_s
         self.admin = admin
@@ -154,7 +160,13 @@ class Gateway:
             del self._in_flight[forwarded]
 
     def _sweep(self) -> None:
-        """Watches the clients of the forwards that were already under way at the last sweep."""
+        """Watches the clients of the forwards that were already under way at the last sweep,
+        and looks for the drain file: once it is there, what arrives on kept-alive connections
+        is refused 503 draining (and the connection closed) while the requests in flight
+        finish."""
+        drain_file = self.drain_file
+        if drain_file is not None and not self.router.draining and os.path.exists(drain_file):
+            self.router.draining = True
         seen = self._seen_last_sweep
         for forwarded, proto in self._in_flight.items():
             if forwarded in seen:
@@ -207,4 +219,5 @@ def create_app() -> Gateway:
         max_request_bytes=config.forward.max_request_bytes,
         client_body_timeout_s=config.forward.client_body_timeout_ms / 1000,
         admin=AdminApi(router, admin_secret(config)),
+        drain_file=os.environ.get(DRAIN_ENV),
     )

@@ -525,6 +525,17 @@ impl PyRouter {
         true
     }
 
+    /// Whether requests are refused 503 draining (set when the gateway starts shutting down).
+    #[getter]
+    fn draining(&self) -> bool {
+        self.core.draining()
+    }
+
+    #[setter]
+    fn set_draining(&self, draining: bool) {
+        self.core.set_draining(draining);
+    }
+
     /// Takes this worker's audit chain and starts its writer (idempotent); raises OSError when
     /// the trail's directory cannot be used. Without `[audit]`, does nothing.
     fn start_audit(&self) -> PyResult<()> {
