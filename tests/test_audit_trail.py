@@ -279,3 +279,35 @@ def test_fail_open_serves_through_a_full_disk_and_reports_what_it_lost(
         check_trail(trail)
     finally:
         subprocess.run(["umount", "-l", str(trail)])
+
+
+def test_two_workers_write_two_chains_and_query_finds_exactly_a_customers_records(
+    demo_config: Path, tmp_path: Path
+):
+    config = audited_config(demo_config, tmp_path / "gw", 'durability = "strict"')
+    gateway = start_gateway(config, "--workers", "2")
+    eu = {"Authorization": f"Bearer {demo_token('c-retail-eu')}"}
+    mine = set()
+    try:
+        for i in range(40):
+            headers = eu if i % 3 == 0 else AUTH
+            status, answered, _ = http_json(gateway.port, "GET", "/api/accounts", headers)
+            assert status == 200
+            if headers is eu:
+                mine.add(answered["x-request-id"])
+    finally:
+        assert gateway.stop() == 0
+    trail = tmp_path / "gw" / "trail"
+    chains = {r["chain"] for r in records(trail)}
+    assert chains == {0, 1}, "each worker keeps its own chain"
+    check_trail(trail)
+    query = ["audit", "query", str(trail), "--customer", "c-retail-eu"]
+    queried = subprocess.run(
+        [sys.executable, "-m", "cellgate.cli", *query],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = [json.loads(line) for line in queried.stdout.splitlines()]
+    assert {r["request_id"] for r in found} == mine
+    assert [r["time"] for r in found] == sorted(r["time"] for r in found)
