@@ -440,6 +440,10 @@ mod tests {
         let (tls, plain) = (&table.all()[0], &table.all()[1]);
         assert_eq!(tls.origin, "https://127.0.0.1:9443");
         assert!(tls.tls.is_some() && plain.tls.is_none());
+        // The scheme of the URI a forward carries is what picks TLS in the connector.
+        let uri = |cell: &Cell| crate::forward::request::cell_uri(cell, "/api/x".parse().unwrap());
+        assert_eq!(uri(tls).to_string(), "https://127.0.0.1:9443/api/x");
+        assert_eq!(uri(plain).to_string(), "http://127.0.0.1:9101/api/x");
         // The default port of https is 443, as the connector will assume.
         let table = build(&[cell("https://localhost", Some(mtls_settings()))]).unwrap();
         assert_eq!(table.all()[0].origin, "https://localhost");

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from harness import demo_variant
 
 ZERO_HASH = "0" * 64
 
@@ -29,13 +30,11 @@ def audited_config(demo_config: Path, directory: Path, audit: str) -> Path:
     signing key ``audit.pem`` is made beside it)."""
     directory.mkdir(parents=True, exist_ok=True)
     write_signing_key(directory / "audit.pem")
-    config = directory / "cellgate.toml"
-    config.write_text(
+    text = (
         demo_config.read_text()
         + f'\n[audit]\ndirectory = "trail"\nsigning_key_file = "audit.pem"\n{audit}\n'
     )
-    (directory / "customers.jsonl").write_text((demo_config.parent / "customers.jsonl").read_text())
-    return config
+    return demo_variant(demo_config, directory, text)
 
 
 def read_chain(chain_dir: Path) -> list[tuple[str, int, bytes]]:

@@ -11,18 +11,21 @@ from harness import Gateway, free_port, start_gateway
 
 
 @pytest.fixture(scope="module")
-def demo_cells_running() -> Iterator[DemoCells]:
-    """The seven demo cells as real processes on free loopback ports."""
-    cells = DemoCells({cell_id: free_port() for cell_id in demo_cells()})
+def demo_cells_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCells]:
+    """The seven demo cells as real processes on free loopback ports (hnw-us-east-1 over mTLS,
+    its certificates in the demo's directory)."""
+    cells = DemoCells(
+        {cell_id: free_port() for cell_id in demo_cells()}, tmp_path_factory.mktemp("demo")
+    )
     cells.start()
     yield cells
     cells.stop()
 
 
 @pytest.fixture(scope="module")
-def demo_config(demo_cells_running: DemoCells, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_config(demo_cells_running: DemoCells) -> Path:
     """The demo configuration pointed at the running cells, with fast health checks."""
-    path = render_demo_config(tmp_path_factory.mktemp("demo"), demo_cells_running.ports)
+    path = render_demo_config(demo_cells_running.directory, demo_cells_running.ports)
     text = (
         path.read_text()
         .replace("interval_ms = 1000", "interval_ms = 100")

@@ -7,13 +7,14 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cellgate.demo.launch import demo_admin_token
+from cellgate.demo.launch import MTLS_CELLS, DemoCells, demo_admin_token, demo_tls
 
 
 def free_port() -> int:
@@ -24,10 +25,20 @@ def free_port() -> int:
 
 
 def http_json(
-    port: int, method: str, path: str, headers: dict | None = None, body: bytes | None = None
+    port: int,
+    method: str,
+    path: str,
+    headers: dict | None = None,
+    body: bytes | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
 ):
-    """One request over a fresh connection: (status, headers, decoded JSON body or raw bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    """One request over a fresh connection (TLS with ``tls``): (status, headers, decoded JSON
+    body or raw bytes)."""
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=tls)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -39,6 +50,33 @@ def http_json(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
     finally:
         conn.close()
+
+
+def tls_client(ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None):
+    """A TLS client context trusting only ``ca_file``, presenting ``cert_file`` when given."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    if cert_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+def to_demo_cell(
+    cells: DemoCells,
+    cell_id: str,
+    method: str,
+    path: str,
+    headers: dict | None = None,
+    body: bytes | None = None,
+):
+    """One request straight to a running demo cell (over mTLS with the gateway's certificate
+    where the cell requires one), as :func:`http_json` answers it."""
+    tls = None
+    if cell_id in MTLS_CELLS:
+        certificates = demo_tls(cells.directory)
+        tls = tls_client(
+            certificates.ca_file, certificates.gateway_cert_file, certificates.gateway_key_file
+        )
+    return http_json(cells.ports[cell_id], method, path, headers, body, tls=tls)
 
 
 @dataclass
@@ -66,6 +104,19 @@ class Gateway:
                 self.process.wait()
                 raise
         return self.process.returncode
+
+
+def demo_variant(demo_config: Path, directory: Path, text: str) -> Path:
+    """A variant of the demo configuration (its ``text``) written into ``directory`` with the
+    demo's customers and TLS material beside it, so that its relative paths still resolve."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "customers.jsonl").write_text((demo_config.parent / "customers.jsonl").read_text())
+    tls = demo_config.parent / "tls"
+    if tls.is_dir() and not (directory / "tls").exists():
+        (directory / "tls").symlink_to(tls, target_is_directory=True)
+    path = directory / "cellgate.toml"
+    path.write_text(text)
+    return path
 
 
 def start_gateway(config_path: Path, *extra: str) -> Gateway:

@@ -117,7 +117,7 @@ def duplicate(path: str) -> Mutation:
 UNKNOWN_CELL = (
     "known: breaker, capacity, certifications, connect_timeout_ms, encryption, endpoint,"
     " first_byte_timeout_ms, forward_bearer_token, id, max_in_flight, pool_idle_timeout_ms,"
-    " region, request_timeout_ms, signed, signing, tier"
+    " region, request_timeout_ms, signed, signing, tier, tls"
 )
 UNKNOWN_TOP = (
     "known: admin, audit, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk,"
@@ -136,7 +136,7 @@ CASES: list[Any] = [
     (put("cells[0].encryption", "weak"), [f"cells[0].encryption: {ENCRYPTION}, got 'weak'"]),
     (
         put("cells[1].endpoint", "ftp://x"),
-        ["cells[1].endpoint: must be http://host:port, got 'ftp://x'"],
+        ["cells[1].endpoint: must be http://host:port or https://host[:port], got 'ftp://x'"],
     ),
     (
         put("cells[1].endpoint", "http://127.0.0.1:9102/api?x=1"),
@@ -386,7 +386,7 @@ def test_several_bad_fields_are_all_reported_at_once(tmp_path: Path) -> None:
         [
             "cells[2].capacity: must be > 0, got 0",
             f"cells[2].encryption: {ENCRYPTION}, got 'weak'",
-            "cells[1].endpoint: must be http://host:port, got 'ftp://x'",
+            "cells[1].endpoint: must be http://host:port or https://host[:port], got 'ftp://x'",
             "cells[5].id: duplicate cell id 'retail-us-east-2'",
             "jwt.leeway_s: must be >= 0, got -1",
             "jwt.keys[0].secret: HS256 needs at least 32 bytes, got 9",
@@ -433,7 +433,7 @@ def test_structural_and_cross_reference_errors_are_all_reported_in_one_pass(
             "health.rise: must be > 0, got 0",
             "tiers.retail.placement: must be one of 'least_loaded', 'sticky', got 'random'",
             "cells[2].tier: unknown tier 'gold' (tiers: corporate, hnw, retail)",
-            "cells[1].endpoint: must be http://host:port, got 'ftp://x'",
+            "cells[1].endpoint: must be http://host:port or https://host[:port], got 'ftp://x'",
             "cells[4].id: duplicate cell id 'retail-us-east-1'",
             "health.timeout_ms: must not exceed health.interval_ms",
             "compliance.EU_RESIDENT.region: no cell is in region 'mars'"

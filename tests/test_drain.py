@@ -11,16 +11,13 @@ from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import demo_token
-from harness import Gateway, http_json, start_gateway
+from harness import Gateway, demo_variant, http_json, start_gateway
 
 AUTH = {"Authorization": f"Bearer {demo_token('c-corp-us')}"}
 
 
 def gateway_with(demo_config: Path, directory: Path, extra: str = "") -> Gateway:
-    directory.mkdir()
-    (directory / "cellgate.toml").write_text(demo_config.read_text() + extra)
-    (directory / "customers.jsonl").write_text((demo_config.parent / "customers.jsonl").read_text())
-    return start_gateway(directory / "cellgate.toml")
+    return start_gateway(demo_variant(demo_config, directory, demo_config.read_text() + extra))
 
 
 @pytest.fixture

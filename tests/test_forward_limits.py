@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import demo_token
-from harness import Gateway, http_json, start_gateway
+from harness import Gateway, demo_variant, http_json, start_gateway, to_demo_cell
 
 US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
 
@@ -28,16 +28,14 @@ def limited(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         demo_config.read_text(),
     )
     text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
-    (directory / "cellgate.toml").write_text(text)
-    (directory / "customers.jsonl").write_text((demo_config.parent / "customers.jsonl").read_text())
-    gateway = start_gateway(directory / "cellgate.toml")
+    gateway = start_gateway(demo_variant(demo_config, directory, text))
     yield gateway
     gateway.stop()
 
 
 def test_max_in_flight_holds_under_a_burst(limited: Gateway, demo_cells_running):
     for cell in US_EAST:
-        status, _, _ = http_json(demo_cells_running.ports[cell], "POST", "/_cell/slow?ms=1500")
+        status, _, _ = to_demo_cell(demo_cells_running, cell, "POST", "/_cell/slow?ms=1500")
         assert status == 200
     try:
         headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
@@ -49,7 +47,7 @@ def test_max_in_flight_holds_under_a_burst(limited: Gateway, demo_cells_running)
             answers = list(pool.map(one, range(12)))
     finally:
         for cell in US_EAST:
-            http_json(demo_cells_running.ports[cell], "POST", "/_cell/reset")
+            to_demo_cell(demo_cells_running, cell, "POST", "/_cell/reset")
     served = Counter(body["cell"] for status, _, body in answers if status == 200)
     refused = [body for status, _, body in answers if status != 200]
     # Four cells of us-east take the retail customer (two by fallback), two at a time each.

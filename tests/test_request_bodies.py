@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cellgate.demo.launch import demo_token
-from harness import Gateway, start_gateway
+from harness import Gateway, demo_variant, start_gateway
 
 LIMIT = 64 * 1024
 
@@ -26,9 +26,7 @@ def strict(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     text = demo_config.read_text() + (
         f"\n[forward]\nmax_request_bytes = {LIMIT}\nclient_body_timeout_ms = 1000\n"
     )
-    (directory / "cellgate.toml").write_text(text)
-    (directory / "customers.jsonl").write_text((demo_config.parent / "customers.jsonl").read_text())
-    gateway = start_gateway(directory / "cellgate.toml")
+    gateway = start_gateway(demo_variant(demo_config, directory, text))
     yield gateway
     gateway.stop()
 

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from cellgate.demo.launch import demo_token
 from cellgate.reference.target import PathRefused, canonicalize
-from harness import Gateway, http_json, start_gateway
+from harness import Gateway, demo_variant, http_json, start_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,12 +44,8 @@ def _unlimited(config_text: str) -> str:
 @pytest.fixture(scope="module")
 def open_gateway(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway trusting no proxy, without quotas in the way."""
-    path = tmp_path_factory.mktemp("open") / "cellgate.toml"
-    path.write_text(_unlimited(demo_config.read_text()))
-    (path.parent / "customers.jsonl").write_text(
-        (demo_config.parent / "customers.jsonl").read_text()
-    )
-    gateway = start_gateway(path)
+    text = _unlimited(demo_config.read_text())
+    gateway = start_gateway(demo_variant(demo_config, tmp_path_factory.mktemp("open"), text))
     yield gateway
     gateway.stop()
 
@@ -57,13 +53,8 @@ def open_gateway(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def behind_proxy(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway that trusts loopback as its load balancer."""
-    path = tmp_path_factory.mktemp("proxied") / "cellgate.toml"
-    text = _unlimited(demo_config.read_text())
-    path.write_text(text + '\n[forward]\ntrusted_proxies = ["127.0.0.0/8"]\n')
-    (path.parent / "customers.jsonl").write_text(
-        (demo_config.parent / "customers.jsonl").read_text()
-    )
-    gateway = start_gateway(path)
+    text = _unlimited(demo_config.read_text()) + '\n[forward]\ntrusted_proxies = ["127.0.0.0/8"]\n'
+    gateway = start_gateway(demo_variant(demo_config, tmp_path_factory.mktemp("proxied"), text))
     yield gateway
     gateway.stop()
 

@@ -2,7 +2,11 @@
 `cellgate.verify_request` and refuses, each with its reason, what an attacker between the
 gateway and the cell could send: a tampered body, header, path or query, a stale or expired
 signature, a replayed nonce, an unknown key, a missing component. An independent
-implementation (pyauth's http-message-signatures) accepts what the gateway signs."""
+implementation (pyauth's http-message-signatures) accepts what the gateway signs.
+
+The hnw cell is also an mTLS cell: the attacker here is one who holds the gateway's client
+certificate (stolen, or inside the gateway's network identity), so the signature is all that
+stands between it and the cell."""
 
 from __future__ import annotations
 
@@ -13,10 +17,10 @@ from dataclasses import dataclass, field
 import http_message_signatures as hms
 import pytest
 from cellgate import sign_request
-from cellgate.demo.launch import _topology, demo_token, demo_verify_keys
+from cellgate.demo.launch import _topology, demo_tls, demo_token, demo_verify_keys
 from cellgate.signing_keys import SIGNED_COMPONENTS
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from harness import Gateway, http_json
+from harness import Gateway, http_json, tls_client
 from http_message_signatures import algorithms
 
 SIGNED_CELL = "hnw-us-east-1"
@@ -44,9 +48,12 @@ def through_gateway(gateway: Gateway, method: str = "POST", body: bytes | None =
 def to_cell(
     demo_cells_running, method: str, target: str, headers: dict, body: bytes | None
 ) -> tuple[int, dict]:
-    """Sends a request straight to the signed cell, as an attacker past the gateway would."""
+    """Sends a request straight to the signed cell, as an attacker past the gateway would (with
+    the gateway's client certificate, which the cell's mTLS requires)."""
     port = demo_cells_running.ports[SIGNED_CELL]
-    status, _, payload = http_json(port, method, target, headers, body)
+    tls = demo_tls(demo_cells_running.directory)
+    client = tls_client(tls.ca_file, tls.gateway_cert_file, tls.gateway_key_file)
+    status, _, payload = http_json(port, method, target, headers, body, tls=client)
     return status, payload
 
 
@@ -92,7 +99,7 @@ def test_an_independent_implementation_accepts_what_the_gateway_signs(
         signature_algorithm=algorithms.ED25519, key_resolver=resolver
     )
     port = demo_cells_running.ports[SIGNED_CELL]
-    url = f"http://127.0.0.1:{port}{echo['raw_path']}?{echo['query']}"
+    url = f"https://127.0.0.1:{port}{echo['raw_path']}?{echo['query']}"
     message = Message("POST", url, dict(echo["headers"]))
     (result,) = verifier.verify(
         message,

@@ -1,5 +1,7 @@
 """`cellgate up`, the README's first command: demo cells, demo customers and the gateway start,
-the printed curl lines work, and SIGTERM stops everything cleanly."""
+the printed curl lines work (the hnw customer's through the mTLS cell), SIGTERM stops everything
+cleanly, and the demo's throwaway certificates are made in its directory on the first start and
+reused on the next."""
 
 from __future__ import annotations
 
@@ -40,12 +42,18 @@ def free_port_run(length: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def test_cellgate_up_serves_the_demo_and_stops_on_sigterm(tmp_path):
+def run_up_once(demo_dir: Path) -> None:
+    """Runs `cellgate up` in ``demo_dir`` until its curl lines work (the retail customer's and
+    the hnw customer's, served over mTLS), then stops it with SIGTERM; the demo's audit trail
+    then verifies and holds the requests."""
     port, cell_base = free_port(), free_port_run(DEMO_CELLS)
     command = [sys.executable, "-m", "cellgate.cli", "up", "--port", str(port)]
-    demo = ["--demo-dir", str(tmp_path / "demo")]
     up = subprocess.Popen(
-        [*command, *demo, "--cell-port-base", str(cell_base), "--log-level", "warning"],
+        [
+            *command,
+            *("--cell-port-base", str(cell_base), "--log-level", "warning"),
+            *("--demo-dir", str(demo_dir)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -58,18 +66,21 @@ def test_cellgate_up_serves_the_demo_and_stops_on_sigterm(tmp_path):
             printed.append(line)
         curls = [line for line in printed if line.startswith(f"curl -s http://127.0.0.1:{port}")]
         assert len(curls) == 7, "one curl line per demo customer"
-        token = re.search(r"Bearer ([\w.-]+)", curls[0])[1]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, _, echo = http_json(
-                    port, "GET", "/api/accounts", {"Authorization": f"Bearer {token}"}
-                )
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the gateway never answered"
-                time.sleep(0.2)
-        assert status == 200 and echo["cell"].startswith("retail-us-east-")
+        customers = [line for line in printed if line.startswith("# c-")]
+        hnw = next(i for i, line in enumerate(customers) if line.startswith("# c-hnw-us:"))
+        for index, cell in ((0, "retail-us-east-"), (hnw, "hnw-us-east-1")):
+            token = re.search(r"Bearer ([\w.-]+)", curls[index])[1]
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    status, _, echo = http_json(
+                        port, "GET", "/api/accounts", {"Authorization": f"Bearer {token}"}
+                    )
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the gateway never answered"
+                    time.sleep(0.2)
+            assert status == 200 and echo["cell"].startswith(cell), echo
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=20) == 0
         for cell_port in range(cell_base, cell_base + DEMO_CELLS):
@@ -78,15 +89,34 @@ def test_cellgate_up_serves_the_demo_and_stops_on_sigterm(tmp_path):
         # The demo's trail, in buffered mode beside its configuration, holds the request.
         (verify,) = [line.split() for line in printed if line.startswith("cellgate audit verify")]
         trail = Path(verify[-1])
-        assert trail == tmp_path / "demo" / "audit"
+        assert trail == demo_dir / "audit"
         assert check_trail(trail)["records"] >= 1
         verified = subprocess.run(
             [sys.executable, "-m", "cellgate.cli", *verify[1:]], capture_output=True, text=True
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert any(r.get("customer") == "c-retail-us" for r in records(trail))
+        customers_seen = {r.get("customer") for r in records(trail)}
+        assert {"c-retail-us", "c-hnw-us"} <= customers_seen
     finally:
         if up.poll() is None:
             up.kill()
             up.wait()
         up.stdout.close()
+
+
+def test_cellgate_up_serves_the_demo_and_keeps_its_certificates(tmp_path: Path):
+    demo_dir = tmp_path / "demo"
+    run_up_once(demo_dir)
+    tls = demo_dir / "tls"
+    made = {path.name: path.read_bytes() for path in tls.iterdir()}
+    assert sorted(made) == ["ca.pem", "cell.key", "cell.pem", "gateway.key", "gateway.pem"]
+    assert sorted(p.name for p in demo_dir.iterdir()) == [
+        "audit",
+        "audit-signing.pem",
+        "cellgate.toml",
+        "customers.jsonl",
+        "tls",
+    ]
+    assert 'endpoint = "https://127.0.0.1:' in (demo_dir / "cellgate.toml").read_text()
+    run_up_once(demo_dir)
+    assert {path.name: path.read_bytes() for path in tls.iterdir()} == made, "made once, reused"

@@ -17,6 +17,19 @@ def check_profiles(
     """Every error of a JSON Lines profile source (``line N: message``) against these tiers, the
     regions that have a cell and the compliance flags; time zones are not checked."""
 
+def check_cell_tls(
+    ca_pem: str,
+    host: str,
+    *,
+    cert_pem: str | None = None,
+    key_pem: str | None = None,
+    server_name: str | None = None,
+    min_version: str = "1.2",
+) -> list[str]:
+    """Every problem of one cell's TLS material (the PEM text of its files) for a cell whose
+    endpoint's host is ``host``, as ``field: message`` naming ``ca_file``, ``cert_file``,
+    ``key_file``, ``server_name`` or ``min_version``; empty when a client configuration builds."""
+
 class Clock:
     """A router's time source: ``Clock()`` is the system clock, ``Clock.manual(t)`` a test clock."""
 

@@ -222,9 +222,18 @@ def _replay(router: object, given: str, as_json: bool) -> int:
     return 0 if replayed["same"] else 1
 
 
+def default_demo_dir() -> Path:
+    """Where ``cellgate up`` keeps its demo by default: ``$XDG_STATE_HOME/cellgate/demo``
+    (``~/.local/state/cellgate/demo`` without it)."""
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "cellgate" / "demo"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Runs the embedded demo: the demo cells as processes on loopback, the demo customers and
-    the gateway, and prints a ready-made token and curl line for each customer."""
+    """Runs the embedded demo: the demo cells as processes on loopback (hnw-us-east-1 over mTLS),
+    the demo customers and the gateway, and prints a ready-made token and curl line for each
+    customer. The demo's configuration and its throwaway CA and certificates (made on the first
+    start, reused on later ones) live in the demo directory, and nowhere else."""
     from cellgate.demo.launch import (
         DemoCells,
         add_demo_audit,
@@ -235,44 +244,43 @@ def cmd_up(args: argparse.Namespace) -> int:
         render_demo_config,
     )
 
+    directory = Path(args.demo_dir)
     ports = {cell_id: args.cell_port_base + i for i, cell_id in enumerate(demo_cells())}
-    cells = DemoCells(ports)
+    cells = DemoCells(ports, directory)
     print(
         f"cellgate up: starting {len(ports)} demo cells on ports "
-        f"{min(ports.values())}-{max(ports.values())}"
+        f"{min(ports.values())}-{max(ports.values())}, demo directory {directory}"
     )
     cells.start()
     try:
-        with tempfile.TemporaryDirectory(prefix="cellgate-demo-") as directory:
-            demo_dir = Path(args.demo_dir) if args.demo_dir else Path(directory)
-            config_path = render_demo_config(demo_dir, ports)
-            trail = add_demo_audit(config_path)
-            url = f"http://{args.host}:{args.port}"
-            print(f"cellgate up: gateway on {url}, configuration {config_path}")
-            print(f"cellgate up: audit trail (buffered) in {trail}; check and follow it with")
-            print(f"cellgate audit verify {trail}")
-            print(f"cellgate audit tail -f {trail}\n")
-            for customer in demo_customers():
-                token = demo_token(customer["customer_id"])
-                flags = ",".join(customer["flags"]) or "-"
-                print(
-                    f"# {customer['customer_id']}: {customer['tier']} / {customer['region']}"
-                    f" / flags {flags}"
-                )
-                print(f"curl -s {url}/api/accounts -H 'Authorization: Bearer {token}'\n")
-            risky = demo_token("c-risky")
-            print("# a HIGH-risk transfer needs step-up (403 step_up_required); see why:")
+        config_path = render_demo_config(directory, ports)
+        trail = add_demo_audit(config_path)
+        url = f"http://{args.host}:{args.port}"
+        print(f"cellgate up: gateway on {url}, configuration {config_path}")
+        print(f"cellgate up: audit trail (buffered) in {trail}; check and follow it with")
+        print(f"cellgate audit verify {trail}")
+        print(f"cellgate audit tail -f {trail}\n")
+        for customer in demo_customers():
+            token = demo_token(customer["customer_id"])
+            flags = ",".join(customer["flags"]) or "-"
             print(
-                f"curl -s -X POST {url}/api/transfers -H 'Authorization: Bearer {risky}'\n"
-                f"cellgate explain --config {config_path} --method POST --path /api/transfers"
-                f" --token {risky}\n"
+                f"# {customer['customer_id']}: {customer['tier']} / {customer['region']}"
+                f" / flags {flags}"
             )
-            print("# live cell state (admin token)")
-            print(
-                f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n",
-                flush=True,
-            )
-            return _serve(config_path, load_config(config_path), args)
+            print(f"curl -s {url}/api/accounts -H 'Authorization: Bearer {token}'\n")
+        risky = demo_token("c-risky")
+        print("# a HIGH-risk transfer needs step-up (403 step_up_required); see why:")
+        print(
+            f"curl -s -X POST {url}/api/transfers -H 'Authorization: Bearer {risky}'\n"
+            f"cellgate explain --config {config_path} --method POST --path /api/transfers"
+            f" --token {risky}\n"
+        )
+        print("# live cell state (admin token)")
+        print(
+            f"curl -s {url}/_cellgate/cells -H 'Authorization: Bearer {demo_admin_token()}'\n",
+            flush=True,
+        )
+        return _serve(config_path, load_config(config_path), args)
     finally:
         cells.stop()
 
@@ -298,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--demo-dir",
-        help="where the demo's configuration and audit trail live, kept after exit"
-        " (default: a temporary directory removed on exit)",
+        default=str(default_demo_dir()),
+        help="the demo's own directory: its configuration, customers and throwaway TLS"
+        " certificates and its audit trail (default: %(default)s)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -20,6 +20,7 @@ import msgspec
 
 from cellgate import _core
 from cellgate._validate import field_value, validate
+from cellgate.cell_tls import tls_settings
 from cellgate.keys import Algorithm, jwks_keys, key_settings, secret
 from cellgate.signing_keys import pem_private_key, signer_settings
 from cellgate.timezones import compile_zones
@@ -44,6 +45,7 @@ __all__ = [
     "SigningConfig",
     "StepUpConfig",
     "TierConfig",
+    "TlsConfig",
     "build_router",
     "compile_settings",
     "config_from_table",
@@ -253,6 +255,24 @@ class SigningConfig(_Section):
     label: Name = "cellgate"
 
 
+class TlsConfig(_Section):
+    """TLS to an ``https://`` cell: the CA bundle its certificate must chain to (the only trust:
+    the system's roots are never used for cells), the gateway's client certificate and key for
+    mTLS, the name verified, and the lowest version. Paths are relative to the configuration."""
+
+    #: PEM, one or more CERTIFICATEs.
+    ca_file: Name
+    #: PEM, the client certificate first, then any intermediates (with ``key_file``).
+    cert_file: Name | None = None
+    #: PEM, unencrypted: PKCS#8 ``PRIVATE KEY``, SEC1 ``EC PRIVATE KEY`` or PKCS#1
+    #: ``RSA PRIVATE KEY``.
+    key_file: Name | None = None
+    #: The name the cell's certificate must carry (and the SNI); default: the endpoint's host.
+    server_name: Name | None = None
+    #: TLS 1.3 is always offered first; ``"1.3"`` refuses a cell that only speaks 1.2.
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
 class CellConfig(_Section):
     """One cell: tier and region, where it listens, what it can take, what it is certified for."""
 
@@ -276,6 +296,8 @@ class CellConfig(_Section):
     first_byte_timeout_ms: Positive | None = None
     request_timeout_ms: Positive | None = None
     pool_idle_timeout_ms: Positive | None = None
+    #: TLS to the cell: required for an ``https://`` endpoint, refused for ``http://``.
+    tls: TlsConfig | None = None
 
 
 class HealthConfig(_Section):
@@ -423,12 +445,15 @@ class Config(_Section):
     compiled_signers: list[dict[str, Any] | None] = []
     #: The core's audit settings (keys read), compiled once; None without ``[audit]``.
     compiled_audit: dict[str, Any] | None = None
+    #: Each cell's compiled TLS settings, its files' text (None for a plain cell), read once.
+    compiled_tls: list[dict[str, Any] | None] = []
 
     _internal_fields: ClassVar[tuple[str, ...]] = (
         "base_dir",
         "compiled_keys",
         "compiled_signers",
         "compiled_audit",
+        "compiled_tls",
     )
 
 
@@ -490,10 +515,11 @@ def _audit_settings(raw: Any, base_dir: str, errors: list[str]) -> dict[str, Any
 
 def _endpoint_problem(endpoint: str) -> str | None:
     url = urlsplit(endpoint)
-    if url.scheme != "http" or not url.hostname:
-        return f"must be http://host:port, got {endpoint!r}"
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return f"must be http://host:port or https://host[:port], got {endpoint!r}"
     try:
-        port = url.port
+        # https:// may leave its port to the default, 443.
+        port = url.port or (443 if url.scheme == "https" else 0)
     except ValueError:
         port = 0
     if port == 0:
@@ -511,11 +537,13 @@ def _table(raw: Any, key: str, default: Any = None) -> Any:
 
 def _check_semantics(
     raw: dict[str, Any], base_dir: str, errors: list[str]
-) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any] | None], dict | None]:
+) -> tuple[
+    list[tuple[dict[str, Any], str]], list[dict[str, Any] | None], list[dict | None], dict | None
+]:
     """The checks past types and bounds, run on every part that is structurally valid on its own
     (its structural errors are already reported), so that all problems show at once. Returns
-    the compiled keys with their paths, each cell's signer settings and the audit settings
-    (complete when no error was added)."""
+    the compiled keys with their paths, each cell's signer settings, each cell's TLS settings
+    and the audit settings (complete when no error was added)."""
     jwt = _table(raw, "jwt")
     keys = _table(jwt, "keys")
     compiled: list[tuple[dict[str, Any], str]] = []
@@ -536,7 +564,7 @@ def _check_semantics(
         if kid in seen_kids:
             errors.append(f"{path}.kid: duplicate kid {kid!r} (also {seen_kids[kid]})")
         seen_kids.setdefault(kid, path)
-    signers = _check_cells(raw, base_dir, errors)
+    signers, tls = _check_cells(raw, base_dir, errors)
     audit = None
     if _table(raw, "audit") is not None:
         audit = _audit_settings(raw["audit"], base_dir, errors)
@@ -562,7 +590,7 @@ def _check_semantics(
         source = Path(base_dir, profiles.source)
         if not source.is_file():
             errors.append(f"profiles.source: no such file {str(source)!r}")
-    return compiled, signers, audit
+    return compiled, signers, tls, audit
 
 
 def _cells(raw: dict[str, Any]) -> list[Any]:
@@ -570,12 +598,16 @@ def _cells(raw: dict[str, Any]) -> list[Any]:
     return cells if isinstance(cells, list) else []
 
 
-def _check_cells(raw: dict[str, Any], base_dir: str, errors: list[str]) -> list[dict | None]:
+def _check_cells(
+    raw: dict[str, Any], base_dir: str, errors: list[str]
+) -> tuple[list[dict | None], list[dict | None]]:
     """Each cell's cross-references and what its fields mean, field by field: a cell with a bad
-    capacity still has its tier and endpoint checked. Returns each cell's signer settings."""
+    capacity still has its tier and endpoint checked. Returns each cell's signer settings and
+    TLS settings."""
     tiers = _table(raw, "tiers", {})
     seen_cells: set[str] = set()
     signers: list[dict | None] = []
+    tls: list[dict | None] = []
     for i, item in enumerate(_cells(raw)):
         cell_id = field_value(item, CellConfig, "id")
         if cell_id is not None and cell_id in seen_cells:
@@ -590,6 +622,12 @@ def _check_cells(raw: dict[str, Any], base_dir: str, errors: list[str]) -> list[
         problem = None if endpoint is None else _endpoint_problem(endpoint)
         if problem is not None:
             errors.append(f"cells[{i}].endpoint: {problem}")
+        tls_table = field_value(item, CellConfig, "tls")
+        if tls_table is not None or not (isinstance(item, dict) and "tls" in item):
+            usable = endpoint if problem is None else None
+            tls.append(tls_settings(tls_table, usable, f"cells[{i}].tls", base_dir, errors))
+        else:
+            tls.append(None)
         signed = field_value(item, CellConfig, "signed")
         signing = field_value(item, CellConfig, "signing")
         signer = None
@@ -603,7 +641,7 @@ def _check_cells(raw: dict[str, Any], base_dir: str, errors: list[str]) -> list[
         breaker = field_value(item, CellConfig, "breaker")
         if breaker is not None:
             errors.extend(breaker.problems(f"cells[{i}].breaker"))
-    return signers
+    return signers, tls
 
 
 def _check_compliance(raw: dict[str, Any], errors: list[str]) -> None:
@@ -672,7 +710,7 @@ def config_from_table(
     :class:`ConfigError` listing every problem."""
     errors: list[str] = []
     config = validate(raw, Config, errors)
-    keys, signers, audit = _check_semantics(raw, str(base_dir), errors)
+    keys, signers, tls, audit = _check_semantics(raw, str(base_dir), errors)
     if errors or config is None:
         raise ConfigError(errors + _profile_errors(raw, str(base_dir)), source)
     return msgspec.structs.replace(
@@ -681,6 +719,7 @@ def config_from_table(
         compiled_keys=keys,
         compiled_signers=signers,
         compiled_audit=audit,
+        compiled_tls=tls,
     )
 
 
@@ -763,10 +802,12 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
                 "request_timeout_ms": c.request_timeout_ms,
                 "pool_idle_timeout_ms": c.pool_idle_timeout_ms,
                 "signing": signer,
+                "tls": tls,
             }
-            for c, signer in zip(
+            for c, signer, tls in zip(
                 config.cells,
                 config.compiled_signers or [None] * len(config.cells),
+                config.compiled_tls or [None] * len(config.cells),
                 strict=True,
             )
         ],

@@ -166,10 +166,13 @@ pub fn build_request(
 }
 
 /// The absolute URI of `target` at `cell`, as the pooled client needs it (it writes the
-/// origin-form target on the wire); made of parts parsed once.
+/// origin-form target on the wire; the scheme picks TLS); made of parts parsed once.
 pub fn cell_uri(cell: &Cell, target: PathAndQuery) -> Uri {
     let mut parts = Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(match cell.tls {
+        Some(_) => Scheme::HTTPS,
+        None => Scheme::HTTP,
+    });
     parts.authority = Some(cell.uri_authority.clone());
     parts.path_and_query = Some(target);
     // Every part is present and already valid.

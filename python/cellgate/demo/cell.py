@@ -1,11 +1,20 @@
-"""A demo cell: a small HTTP/1.1 server standing in for one cell, one process per cell.
+"""A demo cell: an HTTP/1.1 server standing in for one cell, one process per cell, served by
+granian (embedded in the process's own asyncio loop, ASGI), over TLS with a required client
+certificate when told.
 
-It echoes every ``/api/...`` request back as JSON (so tests can see where a request landed and
-which headers the gateway sent), keeps a transfer ledger keyed by ``Idempotency-Key`` (so tests can
-prove a transfer was never applied twice), and takes orders under ``/_cell/`` to fail, slow down,
-hang, turn unhealthy or die. Pure asyncio, no HTTP library::
+It echoes every ``/api/...`` request back as JSON (so tests can see where a request landed, which
+headers the gateway sent and the path exactly as it arrived on the wire), keeps a transfer ledger
+keyed by ``Idempotency-Key`` (so tests can prove a transfer was never applied twice), verifies
+the gateway's RFC 9421 signatures when given keys, and takes orders under ``/_cell/`` to fail,
+slow down, hang, turn unhealthy or die::
 
     python -m cellgate.demo.cell --id retail-us-east-1 --host 127.0.0.1 --port 9101
+    python -m cellgate.demo.cell --id hnw-us-east-1 --port 9104 \\
+        --tls-cert cell.pem --tls-key cell.key --tls-client-ca ca.pem
+
+granian parses HTTP/1.1 (keep-alive, pipelining, chunked bodies, ``Expect: 100-continue``) and
+answers malformed requests itself; the ASGI scope's ``raw_path`` gives the path as sent, which
+signatures cover and tests compare with what the gateway's rules saw.
 """
 
 from __future__ import annotations
@@ -13,14 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import http
 import os
 import posixpath
 import re
 import signal
+import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
@@ -33,13 +43,13 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",
     "Cell",
+    "CellApp",
     "CellServer",
-    "HttpError",
+    "CellTls",
     "Ledger",
     "Mode",
     "Reply",
     "Request",
-    "RequestReader",
     "main",
     "serve",
     "served_path",
@@ -47,37 +57,18 @@ __all__ = [
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
-"""The largest request line plus headers the cell reads; a larger head is answered 431."""
+"""The most header bytes (names and values) the cell takes; more is answered 431."""
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest request body the cell reads; a larger body is answered 413."""
 
-_MAX_CHUNK_LINE_BYTES = 4096
-_MAX_BUFFERED_BYTES = MAX_HEAD_BYTES + MAX_BODY_BYTES + _MAX_CHUNK_LINE_BYTES
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(rb"[\x21-\x7e]+")
-_FIELD_VALUE_FORBIDDEN = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HTTP_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
-_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_DECIMAL_DIGITS = re.compile(r"[0-9]{1,19}")
-_ABSOLUTE_FORM = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
-_LINGER_S = 2.0
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
-
-
-class HttpError(Exception):
-    """A request refused at the protocol level; the connection is closed after the answer."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+_EXIT_AFTER_S = 0.1
+"""How long a dying cell gives granian to write its last answer before the process ends."""
 
 
 @dataclass(slots=True)
 class Request:
-    """One parsed request: header names lower-cased, repeated headers joined with ``", "``.
+    """One request: header names lower-cased, repeated headers joined with ``", "``.
 
     ``path`` is the path as the cell serves it, interpreted as common origin servers do
     (percent-decoded once, slashes merged, dot segments resolved); ``raw_path`` is the path as it
@@ -89,199 +80,9 @@ class Request:
     query: str
     headers: dict[str, str]
     body: bytes
-    keep_alive: bool
     raw_path: str = ""
     #: What a verified signature said (signed cells only).
     signature: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class _Head:
-    method: str
-    raw_path: str
-    query: str
-    headers: dict[str, str]
-    keep_alive: bool
-    body_bytes: int | None  # None: chunked
-    expects_continue: bool
-
-
-class RequestReader:
-    """Parses requests one at a time off the front of a connection's receive buffer.
-
-    ``next_request`` consumes exactly one request's bytes once they have all arrived, so pipelined
-    requests are read in order; it raises :class:`HttpError` for anything malformed or oversized.
-    """
-
-    def __init__(self, max_head_bytes: int = MAX_HEAD_BYTES, max_body_bytes: int = MAX_BODY_BYTES):
-        self.max_head_bytes = max_head_bytes
-        self.max_body_bytes = max_body_bytes
-        self.continue_expected = False
-        """True while a client waits for ``100 Continue`` before sending the body it announced."""
-        self._head: _Head | None = None
-        self._chunked_body = bytearray()
-        self._chunk_bytes_left: int | None = None  # None: a chunk-size line comes next
-        self._in_trailers = False
-        self._trailer_bytes = 0
-
-    def next_request(self, buffer: bytearray) -> Request | None:
-        """The next complete request, taken off the front of ``buffer``; None until it arrives."""
-        if self._head is None:
-            self._head = self._read_head(buffer)
-            if self._head is None:
-                return None
-        head = self._head
-        if head.body_bytes is None:
-            if not self._read_chunks(buffer):
-                return None
-            body = bytes(self._chunked_body)
-            self._chunked_body.clear()
-        elif len(buffer) < head.body_bytes:
-            return None
-        else:
-            body = bytes(buffer[: head.body_bytes])
-            del buffer[: head.body_bytes]
-        self._head = None
-        self.continue_expected = False
-        return Request(
-            head.method,
-            served_path(head.raw_path),
-            head.query,
-            head.headers,
-            body,
-            head.keep_alive,
-            head.raw_path,
-        )
-
-    def _read_head(self, buffer: bytearray) -> _Head | None:
-        # RFC 9112 section 2.2: ignore empty lines before the request line.
-        while buffer[:2] == b"\r\n":
-            del buffer[:2]
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > self.max_head_bytes:
-                raise HttpError(431, "request head too large")
-            return None
-        if end + 4 > self.max_head_bytes:
-            raise HttpError(431, "request head too large")
-        lines = bytes(buffer[:end]).split(b"\r\n")
-        del buffer[: end + 4]
-        head = self._parse_head(lines)
-        self.continue_expected = head.expects_continue
-        if head.body_bytes is None:
-            self._chunk_bytes_left = None
-            self._in_trailers = False
-            self._trailer_bytes = 0
-        return head
-
-    def _parse_head(self, lines: list[bytes]) -> _Head:
-        parts = lines[0].split(b" ")
-        if len(parts) != 3:
-            raise HttpError(400, "malformed request line")
-        method, target, version = parts
-        if not _TOKEN.fullmatch(method):
-            raise HttpError(400, "malformed method")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-            if _HTTP_VERSION.fullmatch(version):
-                raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-            raise HttpError(400, "malformed HTTP version")
-        if not _TARGET.fullmatch(target):
-            raise HttpError(400, "malformed request target")
-        headers = self._parse_fields(lines[1:])
-        path, query = _split_target(target.decode("ascii"))
-        is_http11 = version == b"HTTP/1.1"
-        connection = {token.strip().lower() for token in headers.get("connection", "").split(",")}
-        keep_alive = "close" not in connection if is_http11 else "keep-alive" in connection
-        body_bytes = self._body_framing(headers, is_http11)
-        expects_continue = (
-            is_http11 and body_bytes != 0 and headers.get("expect", "").lower() == "100-continue"
-        )
-        return _Head(
-            method.decode("ascii"), path, query, headers, keep_alive, body_bytes, expects_continue
-        )
-
-    @staticmethod
-    def _parse_fields(lines: list[bytes]) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
-                # Also catches obsolete line folding (a line starting with whitespace).
-                raise HttpError(400, "malformed header line")
-            value = value.strip(b" \t")
-            if _FIELD_VALUE_FORBIDDEN.search(value):
-                raise HttpError(400, "control character in header value")
-            key = name.decode("ascii").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        return headers
-
-    def _body_framing(self, headers: dict[str, str], is_http11: bool) -> int | None:
-        """The body's length in bytes, or None for a chunked body."""
-        transfer_encoding = headers.get("transfer-encoding")
-        content_length = headers.get("content-length")
-        if transfer_encoding is not None:
-            if content_length is not None:
-                raise HttpError(400, "both Transfer-Encoding and Content-Length")
-            if not is_http11:
-                raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
-            codings = [coding.strip().lower() for coding in transfer_encoding.split(",")]
-            if codings != ["chunked"]:
-                raise HttpError(501, "only Transfer-Encoding: chunked is supported")
-            return None
-        if content_length is None:
-            return 0
-        values = {value.strip() for value in content_length.split(",")}
-        if len(values) != 1 or not _DECIMAL_DIGITS.fullmatch(length := values.pop()):
-            raise HttpError(400, "malformed Content-Length")
-        if int(length) > self.max_body_bytes:
-            raise HttpError(413, "request body too large")
-        return int(length)
-
-    def _read_chunks(self, buffer: bytearray) -> bool:
-        """Moves chunk data from ``buffer`` into the body; True once the last chunk has arrived."""
-        while True:
-            if self._in_trailers:
-                line = self._take_line(buffer)
-                if line is None:
-                    return False
-                self._trailer_bytes += len(line) + 2
-                if self._trailer_bytes > self.max_head_bytes:
-                    raise HttpError(431, "chunked trailers too large")
-                if not line:
-                    return True
-            elif self._chunk_bytes_left is None:
-                line = self._take_line(buffer)
-                if line is None:
-                    return False
-                size_text = line.split(b";", 1)[0].rstrip(b" \t")
-                if not _HEX_DIGITS.fullmatch(size_text):
-                    raise HttpError(400, "malformed chunk size")
-                size = int(size_text, 16)
-                if len(self._chunked_body) + size > self.max_body_bytes:
-                    raise HttpError(413, "request body too large")
-                self._chunk_bytes_left = size
-                self._in_trailers = size == 0
-            else:
-                chunk_end = self._chunk_bytes_left
-                if len(buffer) < chunk_end + 2:
-                    return False
-                if buffer[chunk_end : chunk_end + 2] != b"\r\n":
-                    raise HttpError(400, "chunk data not followed by CRLF")
-                self._chunked_body += buffer[:chunk_end]
-                del buffer[: chunk_end + 2]
-                self._chunk_bytes_left = None
-
-    @staticmethod
-    def _take_line(buffer: bytearray) -> bytes | None:
-        end = buffer.find(b"\r\n", 0, _MAX_CHUNK_LINE_BYTES + 2)
-        if end < 0:
-            if len(buffer) > _MAX_CHUNK_LINE_BYTES:
-                raise HttpError(400, "chunk line too long")
-            return None
-        line = bytes(buffer[:end])
-        del buffer[: end + 2]
-        return line
 
 
 def served_path(raw_path: str) -> str:
@@ -292,19 +93,6 @@ def served_path(raw_path: str) -> str:
     resolved = posixpath.normpath(merged) if merged != "/" else "/"
     trailing = merged.endswith(("/", "/.", "/..")) and resolved != "/"
     return resolved + "/" if trailing else resolved
-
-
-def _split_target(target: str) -> tuple[str, str]:
-    """(path, query) of an origin-form or absolute-form request target."""
-    if not target.startswith("/"):
-        absolute = _ABSOLUTE_FORM.match(target)
-        if absolute is None:
-            raise HttpError(400, "request target must be origin-form or absolute-form")
-        target = target[absolute.end() :] or "/"
-        if not target.startswith(("/", "?")):
-            raise HttpError(400, "malformed request target")
-    path, _, query = target.partition("?")
-    return path or "/", query
 
 
 @dataclass(slots=True)
@@ -410,11 +198,11 @@ class Ledger:
 
 
 class Reply(NamedTuple):
-    """A response: status, JSON payload, extra header lines, and whether the process dies after."""
+    """A response: status, JSON payload, extra headers, and whether the process dies after."""
 
     status: int
     payload: dict[str, Any]
-    extra_headers: bytes = b""
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
     exit_after: bool = False
 
 
@@ -431,7 +219,8 @@ class Cell:
     """The cell's behaviour, independent of sockets: routes, failure modes, ledger and counters.
 
     With ``verifier`` the cell is a signed cell: every ``/api/`` request must carry the gateway's
-    RFC 9421 signature (checked with :func:`cellgate.verify_request`), else 401.
+    RFC 9421 signature (checked with :func:`cellgate.verify_request`), else 401. ``scheme`` is
+    what the cell is reached by (``https`` for a TLS cell), for the signature's view of it.
     """
 
     def __init__(
@@ -439,9 +228,11 @@ class Cell:
         cell_id: str,
         verifier: RequestVerifier | None = None,
         ledger: Ledger | None = None,
+        scheme: str = "http",
     ) -> None:
         self.cell_id = cell_id
         self.verifier = verifier
+        self.scheme = scheme
         self.mode = Mode()
         self.ledger = ledger or Ledger()
         self.api_requests = 0
@@ -473,7 +264,7 @@ class Cell:
         method, handler = route
         if request.method != method and not (method == "GET" and request.method == "HEAD"):
             payload = {"cell": self.cell_id, "error": "method_not_allowed", "allow": method}
-            return Reply(405, payload, b"allow: " + method.encode() + b"\r\n")
+            return Reply(405, payload, ((b"allow", method.encode()),))
         return handler(request)
 
     def _refused_signature(self, request: Request) -> Reply | None:
@@ -490,7 +281,7 @@ class Cell:
                 request.query,
                 list(request.headers.items()),
                 request.body,
-                scheme="http",
+                scheme=self.scheme,
             )
         except SignatureError as refused:
             payload = {
@@ -505,7 +296,7 @@ class Cell:
     def _health(self, request: Request) -> Reply:
         if request.method not in ("GET", "HEAD"):
             payload = {"cell": self.cell_id, "error": "method_not_allowed", "allow": "GET"}
-            return Reply(405, payload, b"allow: GET\r\n")
+            return Reply(405, payload, ((b"allow", b"GET"),))
         if self.mode.unhealthy:
             return Reply(503, {"cell": self.cell_id, "status": "failing"})
         return Reply(200, {"cell": self.cell_id, "status": "ok"})
@@ -644,159 +435,204 @@ def _bad_control(cell_id: str, detail: str) -> Reply:
     return Reply(400, {"cell": cell_id, "error": "bad_request", "detail": detail})
 
 
-class _CellConnection(asyncio.Protocol):
-    """One client connection: reads requests in order and answers each in turn (keep-alive)."""
+class _ClientGone(Exception):
+    """The client closed its connection before the cell answered."""
 
-    def __init__(self, cell: Cell, served_by_line: bytes, connections: set[_CellConnection]):
-        self._cell = cell
-        self._served_by_line = served_by_line
-        self._connections = connections
-        self._reader = RequestReader()
-        self._buffer = bytearray()
-        self._transport: asyncio.Transport | None = None
-        self._taking_requests = True
-        self._pending: asyncio.Task[Reply] | None = None
-        self._reading_paused = False
-        self._writing_paused = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._connections.add(self)
+class _TooLarge(Exception):
+    """The request body is over :data:`MAX_BODY_BYTES`."""
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
-        self._taking_requests = False
-        self._connections.discard(self)
-        if self._pending is not None:
-            self._pending.cancel()
 
-    def data_received(self, data: bytes) -> None:
-        if not self._taking_requests:
+async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
+    """The whole request body, at most :data:`MAX_BODY_BYTES` of it."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _until_gone(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Returns once the client has closed its connection (the body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _declared_length(headers: dict[str, str]) -> int:
+    """The Content-Length a request announces (granian refuses a malformed one before the
+    application runs; 0 for anything else it let through)."""
+    try:
+        return int(headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+class CellApp:
+    """The cell as an ASGI application: each request read whole, answered by :class:`Cell`; an
+    answer that comes later (slow, hanging) is dropped when its client goes away first."""
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+        self._served_by = cell.cell_id.encode("latin-1")
+        #: Answers still being waited for, cancelled when the cell stops.
+        self._pending: set[asyncio.Future[Reply]] = set()
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] != "http":
             return
-        self._buffer += data
-        if len(self._buffer) > _MAX_BUFFERED_BYTES and self._transport is not None:
-            self._transport.pause_reading()
-            self._reading_paused = True
-        self._answer_buffered()
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._answer_buffered()
-
-    def close(self) -> None:
-        """Closes the connection, dropping any request still being answered."""
-        if self._transport is not None:
-            self._transport.close()
-
-    def _answer_buffered(self) -> None:
-        """Answers every complete buffered request, stopping at one that is answered later."""
-        while self._taking_requests and self._pending is None and not self._writing_paused:
-            try:
-                request = self._reader.next_request(self._buffer)
-            except HttpError as error:
-                payload = {
-                    "cell": self._cell.cell_id,
-                    "error": "bad_request",
-                    "detail": error.detail,
-                }
-                self._send(Reply(error.status, payload), keep_alive=False, head_only=False)
-                return
-            if request is None:
-                if self._reader.continue_expected and self._transport is not None:
-                    self._reader.continue_expected = False
-                    self._transport.write(_CONTINUE)
-                break
-            answer = self._cell.answer(request)
-            if isinstance(answer, Reply):
-                self._send(answer, request.keep_alive, request.method == "HEAD")
-            else:
-                self._pending = asyncio.ensure_future(answer)
-                self._pending.add_done_callback(lambda task, r=request: self._on_answered(r, task))
-        if self._reading_paused and len(self._buffer) <= _MAX_BUFFERED_BYTES:
-            self._reading_paused = False
-            if self._transport is not None:
-                self._transport.resume_reading()
-
-    def _on_answered(self, request: Request, task: asyncio.Task[Reply]) -> None:
-        self._pending = None
-        if task.cancelled():
+        refused = self._refused_head(scope)
+        if refused is not None:
+            await self._send(send, refused, head_only=False)
             return
-        self._send(task.result(), request.keep_alive, request.method == "HEAD")
-        self._answer_buffered()
-
-    def _send(self, reply: Reply, keep_alive: bool, head_only: bool) -> None:
-        transport = self._transport
-        if transport is None or not self._taking_requests:
+        headers = _headers(scope)
+        try:
+            if _declared_length(headers) > MAX_BODY_BYTES:
+                raise _TooLarge
+            body = await _read_body(receive)
+        except _TooLarge:
+            refused = self._refusal(413, "request body too large")
+            await self._send(send, refused, head_only=False)
             return
-        body = orjson.dumps(reply.payload)
-        transport.write(
-            b"HTTP/1.1 %d %s\r\n"
-            b"content-type: application/json\r\ncontent-length: %d\r\n%s%s%s\r\n%s"
-            % (
-                reply.status,
-                _REASONS.get(reply.status, b"Unknown"),
-                len(body),
-                self._served_by_line,
-                reply.extra_headers,
-                b"" if keep_alive else b"connection: close\r\n",
-                b"" if head_only else body,
-            )
+        except _ClientGone:
+            # granian also ends a malformed chunked body this way; a client that left hears nothing.
+            refused = self._refusal(400, "the request body was cut short or malformed")
+            await self._send(send, refused, head_only=False)
+            return
+        raw_path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        request = Request(
+            scope["method"],
+            served_path(raw_path),
+            scope["query_string"].decode("latin-1"),
+            headers,
+            body,
+            raw_path,
         )
-        if reply.exit_after:
-            self._taking_requests = False
-            _exit_when_flushed(transport)
-        elif not keep_alive:
-            self._close_after_reply(transport)
+        answer = self.cell.answer(request)
+        if not isinstance(answer, Reply):
+            answer = await self._later(answer, receive)
+            if answer is None:
+                return
+        await self._send(send, answer, head_only=request.method == "HEAD")
+        if answer.exit_after:
+            asyncio.get_running_loop().call_later(_EXIT_AFTER_S, _exit_hard)
 
-    def _close_after_reply(self, transport: asyncio.Transport) -> None:
-        """Half-closes once the reply is sent, then closes when the client does (or after a while).
+    async def _later(self, answer: Coroutine[Any, Any, Reply], receive) -> Reply | None:
+        """The answer once it comes; None when the client went away first (the answer is then
+        cancelled, as a closed connection would have it)."""
+        reply = asyncio.ensure_future(answer)
+        gone = asyncio.ensure_future(_until_gone(receive))
+        self._pending.add(reply)
+        try:
+            await asyncio.wait((reply, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._pending.discard(reply)
+            gone.cancel()
+        if not reply.done():
+            reply.cancel()
+            return None
+        return reply.result()
 
-        Closing at once with request bytes still unread would reset the connection, and a reset can
-        destroy the reply before the client reads it (a 413 in answer to a body still arriving).
-        """
-        self._taking_requests = False
-        self._buffer.clear()
-        if transport.can_write_eof():
-            transport.write_eof()
-            asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
-        else:
-            transport.close()
+    def drop_pending(self) -> None:
+        """Cancels every answer still being waited for (granian then answers those requests
+        500 as the cell stops)."""
+        for reply in list(self._pending):
+            reply.cancel()
+
+    def _refused_head(self, scope: dict[str, Any]) -> Reply | None:
+        """431 for a request whose headers are over :data:`MAX_HEAD_BYTES`."""
+        head_bytes = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if head_bytes <= MAX_HEAD_BYTES:
+            return None
+        return self._refusal(431, "request head too large")
+
+    def _refusal(self, status: int, detail: str) -> Reply:
+        """A refusal of the request itself; the connection is closed after it."""
+        payload = {"cell": self.cell.cell_id, "error": "bad_request", "detail": detail}
+        return Reply(status, payload, ((b"connection", b"close"),))
+
+    async def _send(self, send, reply: Reply, head_only: bool) -> None:
+        body = orjson.dumps(reply.payload)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-served-by", self._served_by),
+            *reply.extra_headers,
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head_only else body})
 
 
-def _exit_when_flushed(transport: asyncio.Transport, tries_left: int = 50) -> None:
-    """Ends the process the hard way (a crash, not a shutdown) once ``transport`` is flushed."""
-    if transport.get_write_buffer_size() and tries_left:
-        asyncio.get_running_loop().call_later(0.01, _exit_when_flushed, transport, tries_left - 1)
-        return
+def _exit_hard() -> None:
+    """Ends the process the hard way: a crash, not a shutdown."""
     sys.stdout.flush()
     os._exit(1)
 
 
+@dataclass(frozen=True)
+class CellTls:
+    """The cell's TLS: its certificate chain and key (PKCS#8 PEM), and with ``client_ca_file``
+    a client certificate it requires, which must chain to that CA."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+def _claim_port(host: str, port: int) -> int:
+    """``port`` (0: a free one) once it is known to be free on ``host``; OSError when another
+    process listens there. granian binds with SO_REUSEPORT, which would otherwise let a second
+    cell share a port silently."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return probe.getsockname()[1]
+
+
 @dataclass
 class CellServer:
-    """A listening cell: its behaviour, the bound address and its open connections."""
+    """A listening cell: its behaviour, its address, and the granian server serving it."""
 
     cell: Cell
     host: str
     port: int
-    server: asyncio.Server
-    connections: set[_CellConnection]
+    tls: CellTls | None
+    app: CellApp
+    server: Any
+    task: asyncio.Task[None]
+    _closed: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
         """The base URL the cell answers on."""
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     async def close(self) -> None:
-        """Stops listening and closes every connection, dropping requests still being answered."""
-        self.server.close()
-        for connection in list(self.connections):
-            connection.close()
-        await self.server.wait_closed()
+        """Stops listening and closes every connection; requests still waiting for an answer
+        are cancelled (granian answers them 500)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.app.drop_pending()
+        self.server.stop()
+        await self.task
 
 
 async def start_cell(
@@ -805,20 +641,51 @@ async def start_cell(
     port: int = 0,
     verify_keys: list[dict[str, Any]] | None = None,
     ledger_path: str | None = None,
+    tls: CellTls | None = None,
 ) -> CellServer:
-    """Starts a cell listening on ``host:port`` (0: any free port) and returns it; with
-    ``verify_keys`` it is a signed cell accepting signatures made with any of them; with
-    ``ledger_path`` its transfers are kept in that file across restarts."""
+    """Starts a cell listening on ``host:port`` (0: a port found free just before) and returns
+    it once it listens; with ``verify_keys`` it is a signed cell accepting signatures made with
+    any of them; with ``ledger_path`` its transfers are kept in that file across restarts; with
+    ``tls`` it speaks only TLS. OSError when it cannot listen."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.common import SSLProtocols
+    from granian.server.embed import Server
+
     verifier = RequestVerifier(verify_keys, required=SIGNED_COMPONENTS) if verify_keys else None
     ledger = Ledger.load(ledger_path) if ledger_path else None
-    cell = Cell(cell_id, verifier, ledger)
-    connections: set[_CellConnection] = set()
-    served_by_line = b"x-served-by: " + cell_id.encode("latin-1") + b"\r\n"
-    server = await asyncio.get_running_loop().create_server(
-        lambda: _CellConnection(cell, served_by_line, connections), host, port, reuse_address=True
+    cell = Cell(cell_id, verifier, ledger, scheme="https" if tls is not None else "http")
+    app = CellApp(cell)
+    port = _claim_port(host, port)
+    options: dict[str, Any] = {}
+    if tls is not None:
+        options = {
+            "ssl_cert": tls.cert_file,
+            "ssl_key": tls.key_file,
+            "ssl_protocol_min": SSLProtocols.tls12,
+            "ssl_ca": tls.client_ca_file,
+            "ssl_client_verify": tls.client_ca_file is not None,
+        }
+    server = Server(
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGINL,
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=1024,
+        log_enabled=False,
+        **options,
     )
-    bound_port = server.sockets[0].getsockname()[1]
-    return CellServer(cell, host, bound_port, server, connections)
+    listening = asyncio.Event()
+    server.on_startup(listening.set)
+    task = asyncio.create_task(server.serve())
+    ready = asyncio.create_task(listening.wait())
+    await asyncio.wait((task, ready), return_when=asyncio.FIRST_COMPLETED)
+    if not listening.is_set():
+        ready.cancel()
+        error = task.exception() if not task.cancelled() else None
+        raise OSError(f"granian did not start: {error}")
+    return CellServer(cell, host, port, tls, app, server, task)
 
 
 async def serve(
@@ -829,12 +696,13 @@ async def serve(
     stop: asyncio.Event | None = None,
     verify_keys: list[dict[str, Any]] | None = None,
     ledger_path: str | None = None,
+    tls: CellTls | None = None,
 ) -> None:
     """Runs a cell until ``stop`` is set (or the task is cancelled).
 
-    Once listening it prints ``cell <id> listening on http://host:port`` and sets ``ready``.
+    Once listening it prints ``cell <id> listening on http(s)://host:port`` and sets ``ready``.
     """
-    cell_server = await start_cell(cell_id, host, port, verify_keys, ledger_path)
+    cell_server = await start_cell(cell_id, host, port, verify_keys, ledger_path, tls)
     try:
         print(f"cell {cell_id} listening on {cell_server.url}", flush=True)
         if ready is not None:
@@ -849,6 +717,9 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    tls = None
+    if args.tls_cert is not None:
+        tls = CellTls(args.tls_cert, args.tls_key, args.tls_client_ca)
     await serve(
         args.cell_id,
         args.host,
@@ -856,14 +727,15 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
         stop=stop,
         verify_keys=args.verify_key,
         ledger_path=args.ledger,
+        tls=tls,
     )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cellgate.demo.cell",
-        description="Run one demo cell: an HTTP/1.1 echo server with a transfer ledger and "
-        "failure injection under /_cell/.",
+        description="Run one demo cell: an HTTP/1.1 echo server (granian) with a transfer ledger"
+        " and failure injection under /_cell/.",
     )
     parser.add_argument(
         "--id", required=True, dest="cell_id", help="the cell's id, e.g. retail-us-east-1"
@@ -893,6 +765,18 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the transfer ledger in FILE (JSON lines), so that a restarted cell still"
         " knows every transfer it applied and every Idempotency-Key it answered",
     )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="speak TLS with this certificate (PEM)"
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the certificate's key (PKCS#8 PEM)"
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="require a client certificate issued by this CA (PEM): mTLS",
+    )
     return parser
 
 
@@ -907,8 +791,14 @@ def _key_argument(text: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one cell until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot listen."""
-    args = _parser().parse_args(argv)
+    """Runs one cell until SIGTERM or SIGINT; 0 on a clean stop, 1 if it cannot listen, 2 for
+    bad arguments."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     try:
         asyncio.run(_serve_until_signalled(args))
     except OSError as error:

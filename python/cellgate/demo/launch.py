@@ -1,4 +1,5 @@
-"""Starting the embedded default: demo cells as real processes, their configuration, demo tokens."""
+"""Starting the embedded default: demo cells as real processes, their configuration, demo tokens,
+and the throwaway certificates of the cells served over mTLS, all in the demo's own directory."""
 
 from __future__ import annotations
 
@@ -18,18 +19,27 @@ from pathlib import Path
 import jwt
 import orjson
 
+from cellgate.demo.certs import DemoCertificates, demo_certificates
 from cellgate.keys import b64url
 
 __all__ = [
+    "MTLS_CELLS",
     "DemoCells",
     "add_demo_audit",
+    "demo_tls",
     "demo_token",
     "demo_verify_keys",
     "render_demo_config",
     "topology_text",
 ]
 
-_ENDPOINT_LINE = re.compile(r'^(endpoint = "http://127\.0\.0\.1:)(\d+)(")$', re.MULTILINE)
+#: The demo cells served over mTLS: TLS, and a client certificate they require of the gateway.
+MTLS_CELLS = frozenset({"hnw-us-east-1"})
+
+#: Where, in the demo's directory, the throwaway CA and certificates are kept.
+TLS_DIR = "tls"
+
+_ENDPOINT_LINE = re.compile(r'^endpoint = "http://127\.0\.0\.1:(\d+)"$', re.MULTILINE)
 
 
 @functools.cache
@@ -82,11 +92,33 @@ def add_demo_audit(config: Path) -> Path:
     return config.parent / "audit"
 
 
+def demo_tls(directory: Path) -> DemoCertificates:
+    """The demo's throwaway certificates in ``directory`` (under ``tls/``): made on the first
+    start, the same files on later ones."""
+    return demo_certificates(Path(directory) / TLS_DIR)
+
+
+def _endpoint_lines(cell_id: str, port: int) -> str:
+    """A demo cell's endpoint at ``port``; an mTLS cell's is https:// with its ``tls`` table."""
+    if cell_id not in MTLS_CELLS:
+        return f'endpoint = "http://127.0.0.1:{port}"'
+    return (
+        f'endpoint = "https://127.0.0.1:{port}"\n'
+        f'tls = {{ ca_file = "{TLS_DIR}/ca.pem", cert_file = "{TLS_DIR}/gateway.pem",'
+        f' key_file = "{TLS_DIR}/gateway.key" }}'
+    )
+
+
 def render_demo_config(directory: Path, ports: dict[str, int]) -> Path:
-    """Writes the demo configuration and customers into ``directory``, cells at ``ports``."""
+    """Writes the demo configuration and customers into ``directory``, cells at ``ports``, the
+    mTLS cells over https:// with the demo's certificates (made there on first use)."""
     ids = iter(demo_cells())
-    text = _ENDPOINT_LINE.sub(lambda m: f"{m[1]}{ports[next(ids)]}{m[3]}", topology_text())
+    text = _ENDPOINT_LINE.sub(
+        lambda m: _endpoint_lines((i := next(ids)), ports[i]), topology_text()
+    )
     directory.mkdir(parents=True, exist_ok=True)
+    if MTLS_CELLS & ports.keys():
+        demo_tls(directory)
     config = directory / "cellgate.toml"
     config.write_text(text, encoding="utf-8")
     customers = resources.files("cellgate.demo").joinpath("customers.jsonl")
@@ -133,11 +165,22 @@ def demo_admin_token(ttl_s: int = 12 * 3600) -> str:
 
 @dataclass
 class DemoCells:
-    """Demo cell processes on loopback, one per cell id, started and stopped together."""
+    """Demo cell processes on loopback, one per cell id, started and stopped together; the mTLS
+    cells take their certificates from the demo's ``directory``."""
 
     ports: dict[str, int]
+    directory: Path
     host: str = "127.0.0.1"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _tls_arguments(self, cell_id: str) -> list[str]:
+        if cell_id not in MTLS_CELLS:
+            return []
+        tls = demo_tls(self.directory)
+        return [
+            *("--tls-cert", str(tls.cell_cert_file), "--tls-key", str(tls.cell_key_file)),
+            *("--tls-client-ca", str(tls.ca_file)),
+        ]
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Starts every cell and waits until each says it is listening."""
@@ -157,6 +200,7 @@ class DemoCells:
                     "--port",
                     str(port),
                     *signed,
+                    *self._tls_arguments(cell_id),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
