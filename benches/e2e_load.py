@@ -18,6 +18,9 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
             with 503 (only with --only): retries should cost the client no error
   cellgate-audit-buffered, cellgate-audit-strict  the rules on and every request recorded in
             the audit trail (only with --only): to price the trail in each durability mode
+  cellgate-mtls  the rules on, both cells replaced by nginx cells that speak only TLS and
+            require a client certificate (a throwaway CA made for the run); the gateway's
+            connections to them pooled as plain ones are (only with --only): the price of mTLS
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
@@ -52,6 +55,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -76,6 +80,7 @@ PEERS = (
     "cellgate-failing",
     "cellgate-audit-buffered",
     "cellgate-audit-strict",
+    "cellgate-mtls",
 )
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
@@ -91,6 +96,7 @@ PEER_LABELS = {
     "cellgate-failing": "cellgate, one cell failing 5% (503)",
     "cellgate-audit-buffered": "cellgate, audit trail buffered",
     "cellgate-audit-strict": "cellgate, audit trail strict",
+    "cellgate-mtls": "cellgate, cells over mTLS",
 }
 #: The audit durability of each audited peer.
 AUDIT = {"cellgate-audit-buffered": "buffered", "cellgate-audit-strict": "strict"}
@@ -235,17 +241,53 @@ successes_to_close = 3
 """
 
 
+@dataclass(frozen=True)
+class BenchTls:
+    """The run's throwaway CA, the cells' server certificate and the gateway's client
+    certificate (made with cellgate's demo issuer)."""
+
+    ca_file: Path
+    cell_cert_file: Path
+    cell_key_file: Path
+    gateway_cert_file: Path
+    gateway_key_file: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> BenchTls:
+        from cellgate.demo.certs import demo_certificates
+
+        made = demo_certificates(directory)
+        return cls(*made.files())
+
+    def client(self) -> ssl.SSLContext:
+        """A client context that trusts the CA and presents the gateway's certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.gateway_cert_file), str(self.gateway_key_file))
+        return context
+
+    def cell_table(self) -> str:
+        """A cell's `tls` line in the gateway's configuration."""
+        return (
+            f"tls = {{ ca_file = {json.dumps(str(self.ca_file))},"
+            f" cert_file = {json.dumps(str(self.gateway_cert_file))},"
+            f" key_file = {json.dumps(str(self.gateway_key_file))} }}\n"
+        )
+
+
 def cellgate_config(
     secret: str,
     cell_ports: list[int],
     profiles_path: Path,
     rules: bool = True,
     signing: str | None = None,
+    tls: BenchTls | None = None,
 ) -> str:
     """The cellgate TOML configuration: both cells in tier retail / us-east, the bench key,
-    (unless ``rules`` is off) every decision rule, and with ``signing`` (a cell's signing
-    table) every request signed."""
+    (unless ``rules`` is off) every decision rule, with ``signing`` (a cell's signing table)
+    every request signed, and with ``tls`` the cells reached over mTLS."""
     signed = f"signed = true\n{signing}\n" if signing else ""
+    scheme = "https" if tls else "http"
+    tls_line = tls.cell_table() if tls else ""
 
     cells = "".join(
         f"""
@@ -253,8 +295,8 @@ def cellgate_config(
 id = "bench-{i}"
 tier = "retail"
 region = "us-east"
-endpoint = "http://127.0.0.1:{port}"
-capacity = 1000
+endpoint = "{scheme}://127.0.0.1:{port}"
+{tls_line}capacity = 1000
 certifications = ["SOC2"]
 encryption = "standard"
 {signed}"""
@@ -406,10 +448,18 @@ def free_port() -> int:
 
 
 def http_status(
-    port: int, path: str, token: str | None = None, timeout_s: float = 2.0
+    port: int,
+    path: str,
+    token: str | None = None,
+    timeout_s: float = 2.0,
+    tls: ssl.SSLContext | None = None,
 ) -> int | None:
-    """The status of GET path on 127.0.0.1:port, or None when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    """The status of GET path on 127.0.0.1:port (over TLS with `tls`), or None when nothing
+    answers."""
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout_s, context=tls)
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         conn.request("GET", path, headers=headers)
@@ -423,7 +473,13 @@ def http_status(
 
 
 def wait_ready(
-    name: str, proc: subprocess.Popen, log_path: Path, port: int, path: str, token: str | None
+    name: str,
+    proc: subprocess.Popen,
+    log_path: Path,
+    port: int,
+    path: str,
+    token: str | None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Waits until GET path answers 200; raises with the log's tail on exit or timeout."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -431,7 +487,7 @@ def wait_ready(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"{name} exited with status {proc.returncode}:\n{tail(log_path)}")
-        status = http_status(port, path, token)
+        status = http_status(port, path, token, tls=tls)
         if status == 200:
             return
         time.sleep(0.2)
@@ -496,6 +552,34 @@ def start_cells(procs: Processes, workdir: Path, cell_ports: list[int], workers:
             workers=workers,
         )
         wait_ready(f"nginx cell {cell_id}", proc, log, port, "/health", None)
+
+
+def start_mtls_cells(
+    procs: Processes, workdir: Path, workers: int = 1
+) -> tuple[BenchTls, list[int], list[subprocess.Popen]]:
+    """Starts two nginx cells that speak only TLS and require a client certificate of a CA made
+    for the run (in `workdir/tls`); waits until each answers GET /health over mTLS. Returns the
+    certificates, the ports and the processes."""
+    tls = BenchTls.make(workdir / "tls")
+    ports, cells = [], []
+    for i in (1, 2):
+        port = free_port()
+        cell, log = start_nginx(
+            procs,
+            workdir,
+            f"cell-mtls-{i}",
+            "mtls-cell.nginx.conf",
+            port=port,
+            cell_id=f"bench-{i}",
+            workers=workers,
+            cert_file=tls.cell_cert_file,
+            key_file=tls.cell_key_file,
+            ca_file=tls.ca_file,
+        )
+        cells.append(cell)
+        wait_ready(f"nginx mTLS cell bench-{i}", cell, log, port, "/health", None, tls.client())
+        ports.append(port)
+    return tls, ports, cells
 
 
 def raise_fd_limit() -> int:
@@ -573,14 +657,16 @@ def start_cellgate(
     cell_ports: list[int],
     fixtures: Fixtures,
     args: argparse.Namespace,
+    tls: BenchTls | None = None,
 ) -> tuple:
-    """Writes the cellgate configuration and runs `cellgate serve` with --workers workers."""
+    """Writes the cellgate configuration and runs `cellgate serve` with --workers workers (the
+    cells over mTLS with `tls`)."""
     home = workdir / peer
     home.mkdir(exist_ok=True)
     config_path = home / "cellgate.toml"
     rules = peer != "cellgate-plain"
     config = cellgate_config(
-        fixtures.secret, cell_ports, fixtures.profiles_path, rules, SIGNING.get(peer)
+        fixtures.secret, cell_ports, fixtures.profiles_path, rules, SIGNING.get(peer), tls
     )
     if peer in AUDIT:
         der = ED25519_PKCS8_PREFIX + secrets.token_bytes(32)
@@ -734,6 +820,11 @@ def run_peer(
         wait_ready("nginx cell bench-failing", failing, failing_log, failing_port, "/health", None)
         ports = [cell_ports[0], failing_port]
         proc, log = start_cellgate(peer, procs, workdir, port, ports, fixtures, args)
+    elif peer == "cellgate-mtls":
+        # Two mTLS cells of its own, stopped with the peer; the plain cells stay idle meanwhile.
+        tls, ports, cells = start_mtls_cells(procs, workdir, args.cell_workers)
+        extra.extend(cells)
+        proc, log = start_cellgate(peer, procs, workdir, port, ports, fixtures, args, tls)
     else:
         proc, log = start_cellgate(peer, procs, workdir, port, cell_ports, fixtures, args)
     try:

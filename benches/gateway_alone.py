@@ -10,12 +10,15 @@ work included.
     python benches/gateway_alone.py                     # 100,000 requests, 64 in flight
     python benches/gateway_alone.py --requests 8192 --warmup 64
 
+`--mtls` puts the cells behind mTLS (`e2e_load.py`'s `cellgate-mtls` cells), to price TLS alone.
+
 `--instructions` runs it twice under `valgrind --tool=callgrind`, for 2,048 and 8,192 requests,
 and prints the user-space instructions per request (the difference of the totals over the
 difference of the counts, so start-up cancels out): a figure that, unlike time, barely moves with
 the machine's other load (about 1% between runs), for comparing two builds of cellgate:
 
     python benches/gateway_alone.py --instructions
+    python benches/gateway_alone.py --instructions --mtls
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class Scope:
     """What granian's RSGI scope gives the handler for `GET /api/accounts`."""
 
     proto = "http"
+    http_version = "1.1"
+    scheme = "http"
+    #: Origin-form: granian gives an authority only for an absolute-form target.
+    authority = None
     method = "GET"
     path = "/api/accounts"
     query_string = ""
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="count user-space instructions per request under callgrind instead of timing",
     )
+    parser.add_argument(
+        "--mtls", action="store_true", help="reach the cells over mTLS (pooled, as plain ones)"
+    )
     args = parser.parse_args(argv)
     if min(args.requests, args.concurrency) < 1 or args.warmup < 0:
         parser.error("--requests and --concurrency must be >= 1, --warmup >= 0")
@@ -111,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cellgate-alone-"))
     try:
         fixtures = e2e.make_fixtures(workdir)
-        cell_ports = [e2e.free_port(), e2e.free_port()]
-        e2e.start_cells(procs, workdir, cell_ports)
+        tls = None
+        if args.mtls:
+            tls, cell_ports, _ = e2e.start_mtls_cells(procs, workdir)
+        else:
+            cell_ports = [e2e.free_port(), e2e.free_port()]
+            e2e.start_cells(procs, workdir, cell_ports)
         config_path = workdir / "cellgate.toml"
         config_path.write_text(
-            e2e.cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path),
+            e2e.cellgate_config(fixtures.secret, cell_ports, fixtures.profiles_path, tls=tls),
             encoding="utf-8",
         )
         config = load_config(config_path)
@@ -138,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         gateway.__rsgi_del__(loop)
         count = per_client * args.concurrency
         print(
-            f"{count} requests ({args.concurrency} in flight, {args.loop}): "
+            f"{count} requests ({args.concurrency} in flight, {args.loop}"
+            f"{', cells over mTLS' if args.mtls else ''}): "
             f"{count / wall:.0f} req/s, {cpu * 1e6 / count:.2f} us CPU per request, "
             f"{failures} not 200"
         )
@@ -173,6 +188,7 @@ def count_instructions(args: argparse.Namespace) -> int:
                     __file__,
                     *("--requests", str(count), "--warmup", str(args.concurrency)),
                     *("--concurrency", str(args.concurrency), "--loop", args.loop),
+                    *(["--mtls"] if args.mtls else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -183,7 +199,8 @@ def count_instructions(args: argparse.Namespace) -> int:
             return 2
         totals.append(int(collected.group(1)))
     per_request = (totals[1] - totals[0]) / (CALLGRIND_COUNTS[1] - CALLGRIND_COUNTS[0])
-    print(f"{per_request:,.0f} user-space instructions per request ({args.loop})")
+    cells = ", cells over mTLS" if args.mtls else ""
+    print(f"{per_request:,.0f} user-space instructions per request ({args.loop}{cells})")
     return 0
 
 

@@ -84,11 +84,12 @@ def test_the_mtls_cell_refuses_a_client_without_the_certificate(demo_cells_runni
 @pytest.fixture(scope="module")
 def wrong_ca_gateway(demo_config: Path, tmp_path_factory: pytest.TempPathFactory):
     """The demo gateway, except that it trusts another CA for hnw-us-east-1, retries nothing
-    (so its refusal reaches the client) and checks health every 2 s."""
+    (so its refusal reaches the client) and checks health every 4 s (so that the cell is still
+    eligible, its probes failing, while the first requests are sent)."""
     directory = tmp_path_factory.mktemp("wrong-ca")
     write_pem(directory / "other-ca.pem", issue_ca("another CA").certificate)
     text = demo_config.read_text().replace('ca_file = "tls/ca.pem"', 'ca_file = "other-ca.pem"')
-    text = text.replace("interval_ms = 100", "interval_ms = 2000").replace(
+    text = text.replace("interval_ms = 100", "interval_ms = 4000").replace(
         "timeout_ms = 100", "timeout_ms = 500"
     )
     text += "\n[forward]\nretry = { retries = 0 }\n"
@@ -107,7 +108,7 @@ def test_a_gateway_trusting_another_ca_refuses_the_cell_and_counts_it(wrong_ca_g
     # Five failures in a row open the demo's breakers; the probes fail the same way.
     (hnw,) = [cell for cell in wrong_ca_gateway.cells() if cell["id"] == MTLS_CELL]
     assert hnw["breaker"] == "open", hnw
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while hnw["healthy"] and time.monotonic() < deadline:
         time.sleep(0.2)
         (hnw,) = [cell for cell in wrong_ca_gateway.cells() if cell["id"] == MTLS_CELL]
