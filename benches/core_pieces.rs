@@ -1,6 +1,7 @@
 //! The per-request cost of the core's pieces around the decision, without Python: the canonical
 //! path, the ingress (path, client address, trace context from a header list), and request
-//! signing with each algorithm.
+//! signing with each algorithm; and the state every request reads (quota and revocation check),
+//! in-process and in the node's shared-memory zone.
 //!
 //! Run: `cargo bench --bench core_pieces` (release; prints the median of 15 rounds per piece).
 
@@ -70,6 +71,88 @@ fn forwarded_headers() -> HeaderMap {
         );
     }
     headers
+}
+
+/// The quota and revocation checks of one request, in-process and in the zone.
+fn state_pieces() {
+    use _core::auth::{Revocations, StepUpProof, Verified};
+    use _core::ratelimit::{Quota, QuotaSettings, RateLimiter};
+    use _core::state::{QuotaStore, RevocationStore, Zone, ZoneQuotas, ZoneRevocations};
+    use std::sync::Arc;
+
+    let settings = QuotaSettings {
+        requests: 1_000_000,
+        period_s: 1,
+        burst: 1_000_000,
+    };
+    let quota = Quota::new("bench", &settings, "bench").expect("quota");
+    let customers: Vec<String> = (0..1000).map(|i| format!("c-bench-{i}")).collect();
+    let path = format!(
+        "{}/cellgate-bench-{}.zone",
+        std::env::temp_dir().display(),
+        std::process::id()
+    );
+    let zone = Arc::new(Zone::create(&path, 65_536, 262_144).expect("zone"));
+    let local: Box<dyn QuotaStore> = Box::new(RateLimiter::new());
+    let shared: Box<dyn QuotaStore> = Box::new(ZoneQuotas::new(zone.clone()));
+    let mut quota_ns = Vec::new();
+    for store in [&local, &shared] {
+        let mut i = 0usize;
+        let mut now_us = 1_700_000_000_000_000u64;
+        quota_ns.push(median_ns(1_000_000, || {
+            i = (i + 1) % customers.len();
+            now_us += 1;
+            black_box(store.check(&customers[i], &quota, now_us));
+        }));
+    }
+    let verified = Verified {
+        customer: "c-bench-1".into(),
+        cache_until_s: u64::MAX,
+        jti: Some("jti-bench-1".into()),
+        issued_at_s: Some(1.0e9),
+        step_up: StepUpProof::default(),
+    };
+    let mut revocation_ns = Vec::new();
+    let stores: [Box<dyn RevocationStore>; 2] = [
+        Box::new(Revocations::default()),
+        Box::new(ZoneRevocations::new(zone.clone(), None)),
+    ];
+    for store in &stores {
+        let empty = median_ns(2_000_000, || {
+            black_box(store.check(black_box(&verified)).is_ok());
+        });
+        store.revoke_token("another-jti", u64::MAX, 0);
+        store.revoke_customer("another-customer", 1.0, 0);
+        let some = median_ns(1_000_000, || {
+            black_box(store.check(black_box(&verified)).is_ok());
+        });
+        revocation_ns.push((empty, some));
+    }
+    std::fs::remove_file(&path).expect("removes the zone");
+    println!(
+        "quota check (GCRA), 1000 customers, in-process     {:>10.1}",
+        quota_ns[0]
+    );
+    println!(
+        "quota check (GCRA), 1000 customers, zone           {:>10.1}",
+        quota_ns[1]
+    );
+    println!(
+        "revocation check, nothing revoked, in-process      {:>10.1}",
+        revocation_ns[0].0
+    );
+    println!(
+        "revocation check, nothing revoked, zone            {:>10.1}",
+        revocation_ns[1].0
+    );
+    println!(
+        "revocation check, others revoked, in-process       {:>10.1}",
+        revocation_ns[0].1
+    );
+    println!(
+        "revocation check, others revoked, zone             {:>10.1}",
+        revocation_ns[1].1
+    );
 }
 
 fn main() {
@@ -161,4 +244,5 @@ fn main() {
     println!("sign hmac-sha256, 512-byte body (+Content-Digest)  {hmac_body:>10.1}");
     println!("sign ed25519, no body                              {ed_bodyless:>10.1}");
     println!("sign ed25519, 512-byte body (+Content-Digest)      {ed_body:>10.1}");
+    state_pieces();
 }

@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod selection;
 pub mod settings;
 pub mod signing;
+pub mod state;
 pub mod target;
 #[cfg(test)]
 mod testing;
@@ -40,6 +41,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::decision::PyDecision>()?;
     m.add_class::<py::clock::PyClock>()?;
     m.add_class::<py::bridge::PyBridge>()?;
+    m.add_class::<py::zone::PyZone>()?;
     m.add_function(wrap_pyfunction!(py::profiles::check_profiles, m)?)?;
     m.add_function(wrap_pyfunction!(py::tls::check_cell_tls, m)?)?;
     m.add(

@@ -24,7 +24,7 @@ use std::fmt::{self, Write as _};
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 
-const NS_PER_US: u64 = 1_000;
+pub(crate) const NS_PER_US: u64 = 1_000;
 const NS_PER_S: u64 = 1_000_000_000;
 const SHARDS: usize = 16;
 /// Customers a shard holds before its first sweep of expired entries.
@@ -290,6 +290,15 @@ impl RateLimiter {
     }
 }
 
+impl crate::state::QuotaStore for RateLimiter {
+    fn check(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
+        RateLimiter::check(self, customer, quota, now_us)
+    }
+    fn peek(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
+        RateLimiter::peek(self, customer, quota, now_us)
+    }
+}
+
 /// Locks a shard; a panic elsewhere cannot leave a map of plain integers inconsistent.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard
@@ -298,7 +307,7 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 /// The GCRA decision for one request: the verdict, and the new TAT if the request conforms.
-fn decide(tat_ns: u64, quota: &Quota, now_ns: u64) -> (Verdict, Option<u64>) {
+pub(crate) fn decide(tat_ns: u64, quota: &Quota, now_ns: u64) -> (Verdict, Option<u64>) {
     let conforms_at_ns = tat_ns.saturating_sub(quota.tolerance_ns);
     if now_ns < conforms_at_ns {
         let verdict = Verdict::Limited {

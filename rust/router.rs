@@ -10,12 +10,13 @@ use crate::clock::Clock;
 use crate::compliance::Compliance;
 use crate::ingress::{Arrival, Ingress};
 use crate::profiles::{Profile, ProfileTable};
-use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
+use crate::ratelimit::{self, Quota, Verdict};
 use crate::reason::{Reason, Refusal};
 use crate::request_id::RequestIds;
 use crate::risk::{Assessment, Level, RiskFacts, RiskModel, ZoneId};
 use crate::selection::{Chosen, Request, Selector};
 use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
+use crate::state::{QuotaStore, Scope, Zone};
 use crate::target::PathSettings;
 use crate::trace::{TraceContext, TraceIds};
 use std::net::IpAddr;
@@ -132,7 +133,9 @@ pub struct Router {
     request_ids: RequestIds,
     /// Each tier's quota, by tier id; None: not limited.
     quotas: Vec<Option<Quota>>,
-    limiter: RateLimiter,
+    limiter: Box<dyn QuotaStore>,
+    /// The node's shared-memory zone, when `[state]` maps one.
+    zone: Option<Arc<Zone>>,
     risk: Option<RiskModel>,
     compliance: Compliance,
     selector: Selector,
@@ -169,6 +172,9 @@ impl Router {
         if let Err(breaker_errors) = Breaker::new(&settings.breaker) {
             errors.extend(breaker_errors.iter().map(ToString::to_string));
         }
+        let stores = crate::state::build(&settings.state)
+            .map_err(|error| errors.push(format!("state.zone: {error}")))
+            .ok();
         let verifier = Verifier::build(&settings.jwt)
             .map_err(|key_errors| {
                 for e in key_errors {
@@ -237,23 +243,30 @@ impl Router {
                 errors.extend(profile_errors.into_iter().map(|e| format!("profiles: {e}")))
             })
             .ok();
-        match (verifier, cells, compliance, selector, profiles, addressing) {
+        match (
+            verifier, cells, compliance, selector, profiles, addressing, stores,
+        ) {
             (
-                Some(verifier),
+                Some(mut verifier),
                 Some(cells),
                 Some(compliance),
                 Some(selector),
                 Some(profiles),
                 Some(addressing),
+                Some(stores),
             ) if errors.is_empty() => Ok(Router {
                 catalog,
-                verifier,
+                verifier: {
+                    verifier.use_revocations(stores.revocations);
+                    verifier
+                },
                 profiles: RwLock::new(profiles),
                 cells,
                 clock,
                 request_ids: RequestIds::new(),
                 quotas,
-                limiter: RateLimiter::new(),
+                limiter: stores.quotas,
+                zone: stores.zone,
                 risk,
                 compliance,
                 selector,
@@ -600,9 +613,19 @@ impl Router {
         self.quotas.get(tier as usize)?.as_ref()
     }
 
-    /// The per-customer rate limiter.
-    pub fn limiter(&self) -> &RateLimiter {
-        &self.limiter
+    /// The per-customer GCRA state: this worker's or the node's.
+    pub fn limiter(&self) -> &dyn QuotaStore {
+        &*self.limiter
+    }
+
+    /// The node's shared-memory zone, when this router maps one.
+    pub fn state_zone(&self) -> Option<&Arc<Zone>> {
+        self.zone.as_ref()
+    }
+
+    /// Who a change of revocations reaches: this worker alone, or the node.
+    pub fn state_scope(&self) -> Scope {
+        self.verifier.revocations().scope()
     }
 
     /// The risk model, when risk scoring is configured.

@@ -30,6 +30,9 @@ pub struct CoreSettings {
     /// The audit trail; none: nothing is recorded.
     #[serde(default)]
     pub audit: Option<crate::audit::AuditSettings>,
+    /// Where shared state lives: this worker, or the node's zone.
+    #[serde(default)]
+    pub state: crate::state::StateSettings,
 }
 
 /// What a cell must offer to serve a customer whose profile carries the flag: a certification it

@@ -121,7 +121,7 @@ UNKNOWN_CELL = (
 )
 UNKNOWN_TOP = (
     "known: admin, audit, breaker, cells, compliance, forward, health, jwt, paths, profiles, risk,"
-    " server, tiers"
+    " server, state, tiers"
 )
 ENCRYPTION = "must be one of 'standard', 'enhanced', 'maximum'"
 ALG = "must be one of " + ", ".join(repr(a) for a in ALGORITHMS)

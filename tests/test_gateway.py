@@ -197,6 +197,8 @@ def test_revoked_tokens_are_refused_until_the_revocation_is_lifted(gateway: Gate
     assert http_json(gateway.port, "DELETE", path, admin)[2] == {
         "customer_id": "c-corp-eu",
         "lifted": True,
+        "scope": "worker",
+        "lasting": True,
     }
     assert http_json(gateway.port, "GET", "/api/accounts", old)[0] == 200
 

@@ -213,6 +213,29 @@ class Router:
     @property
     def revocations(self) -> dict[str, int]:
         """``{"tokens": n, "customers": m}``."""
+    @property
+    def state_scope(self) -> str:
+        """``"node"`` when revocations and quotas live in the node's zone, else ``"worker"``."""
+    @property
+    def state(self) -> dict[str, int | str] | None:
+        """The node's zone and its counters (as ``Zone.counters``); None without a zone."""
+
+class Zone:
+    """The node's shared-memory zone: revocations and quotas every worker maps."""
+
+    def __init__(self, path: str, max_token_lifetime_s: int | None = None) -> None: ...
+    @staticmethod
+    def create(
+        path: str, revocation_slots: int, quota_slots: int, max_token_lifetime_s: int | None = None
+    ) -> Zone: ...
+    def revoke_token(self, jti: str, forget_after_s: int) -> None: ...
+    def revoke_customer(self, customer_id: str, issued_before_s: float) -> None: ...
+    def lift_customer(self, customer_id: str) -> bool: ...
+    @property
+    def counters(self) -> dict[str, int | str]:
+        """Revoked tokens and customers, evictions per table, lock takeovers and sizes."""
+    def hammer(self, seconds: float) -> int:
+        """Tests only: a tight loop of zone updates for ``seconds``."""
 
 HeaderList = list[tuple[str, str]] | Mapping[str, str]
 

@@ -3,8 +3,10 @@ revocation for operators.
 
 Everything but ``/_cellgate/health`` needs an admin bearer token: HS256, audience
 ``cellgate-admin``, signed with ``[admin] secret``. Without an ``[admin]`` section those routes
-answer 404. Cell state and revocations are this worker's own (each granian worker keeps its own
-until shared state lands; see the README).
+answer 404. Revocations reach every worker of the node when the node runs a shared-memory zone
+(answers say ``"scope": "node"``), else only the worker that served the call (``"worker"``); each
+is appended to the revocation log first, so it outlasts a restart (``"lasting"``). Cell state is
+still each worker's own (see the README).
 
     GET    /_cellgate/health                      liveness, no token (503 while draining)
     GET    /_cellgate/cells                       live cell state
@@ -29,6 +31,7 @@ import orjson
 
 from cellgate import _core
 from cellgate.problems import Response, problem
+from cellgate.state import RevocationLog
 
 __all__ = ["ADMIN_AUDIENCE", "ADMIN_PREFIX", "AdminApi"]
 
@@ -40,9 +43,22 @@ _JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
 class AdminApi:
     """Answers admin requests for one router."""
 
-    def __init__(self, router: _core.Router, secret: bytes | None) -> None:
+    def __init__(
+        self, router: _core.Router, secret: bytes | None, log: RevocationLog | None = None
+    ) -> None:
         self._router = router
         self._secret = secret
+        self._log = log
+
+    def _lasting(self, entry: dict) -> bool:
+        """Appends ``entry`` to the revocation log; whether it will outlast a restart."""
+        return self._log is not None and self._log.append(entry)
+
+    def _revocations(self, lasting: bool | None = None) -> bytes:
+        answer = dict(self._router.revocations, scope=self._router.state_scope)
+        if lasting is not None:
+            answer["lasting"] = lasting
+        return orjson.dumps(answer)
 
     def _authorize(self, authorization: str | None) -> tuple[Response | None, str]:
         """A refusal, or None; and the admin's identity (the token's ``sub``)."""
@@ -99,7 +115,7 @@ class AdminApi:
             return 200, _JSON, orjson.dumps({"cells": self._router.cells()})
         if path == ADMIN_PREFIX + "revocations":
             if method == "GET":
-                return 200, _JSON, orjson.dumps(self._router.revocations)
+                return 200, _JSON, self._revocations()
             if method == "POST":
                 return self._revoke(admin, body)
         customer = path.removeprefix(ADMIN_PREFIX + "revocations/customers/")
@@ -109,8 +125,15 @@ class AdminApi:
             refused = self._recorded(admin, "lift_customer_revocation", target, ok)
             if refused is not None:
                 return refused
+            lasting = self._lasting({"op": "lift_customer", "customer_id": customer})
             lifted = self._router.lift_customer_revocation(customer)
-            return 200, _JSON, orjson.dumps({"customer_id": customer, "lifted": lifted})
+            answer = {
+                "customer_id": customer,
+                "lifted": lifted,
+                "scope": self._router.state_scope,
+                "lasting": lasting,
+            }
+            return 200, _JSON, orjson.dumps(answer)
         return problem(404, "not_found", "Not found", f"no admin route {method} {path}")
 
     def _revoke(self, admin: str, body: bytes) -> Response:
@@ -126,10 +149,16 @@ class AdminApi:
         if refused is not None:
             return refused
         if request.jti is not None:
+            entry = {"op": "revoke_token", "jti": request.jti}
+            entry["forget_after_s"] = request.forget_after_s
+            lasting = self._lasting(entry)
             self._router.revoke_token(request.jti, request.forget_after_s)
         else:
+            entry = {"op": "revoke_customer", "customer_id": request.customer_id}
+            entry["issued_before_s"] = request.issued_before_s
+            lasting = self._lasting(entry)
             self._router.revoke_customer(request.customer_id or "", request.issued_before_s)
-        return 200, _JSON, orjson.dumps(self._router.revocations)
+        return 200, _JSON, self._revocations(lasting)
 
 
 def _revocation(body: bytes) -> tuple[Revocation | None, Response]:

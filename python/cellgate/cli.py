@@ -53,16 +53,34 @@ def _add_server_options(parser: argparse.ArgumentParser, default_port: int) -> N
 
 
 def _serve(config_path: Path, config: Config, args: argparse.Namespace) -> int:
-    """Runs granian on ``config`` (read from ``config_path``, which each worker loads again)."""
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.log import LogLevels
-
+    """Runs granian on ``config`` (read from ``config_path``, which each worker loads again),
+    with the node's state prepared first (the revocation log, and the zone when it is on)."""
     for name in ("workers", "runtime_threads", "backlog"):
         if getattr(args, name) < 1:
             print(f"cellgate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    from cellgate.state import node_state
+
     os.environ["CELLGATE_CONFIG"] = str(config_path.resolve())
+    try:
+        state = node_state(config, args.workers)
+        state.__enter__()
+    except (OSError, ValueError) as err:
+        print(f"cellgate: state: {err}", file=sys.stderr)
+        return 2
+    try:
+        _run_granian(args, config)
+    finally:
+        state.__exit__(None, None, None)
+    return 0
+
+
+def _run_granian(args: argparse.Namespace, config: Config) -> None:
+    """Runs granian until it is stopped (each worker maps the zone named in the environment)."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+
     drain_dir = tempfile.mkdtemp(prefix="cellgate-drain-")
     drain_file = Path(drain_dir, "draining")
     os.environ["CELLGATE_DRAIN_FILE"] = str(drain_file)
@@ -99,7 +117,6 @@ def _serve(config_path: Path, config: Config, args: argparse.Namespace) -> int:
         server.serve()
     finally:
         shutil.rmtree(drain_dir, ignore_errors=True)
-    return 0
 
 
 def _check(config_path: Path) -> tuple[int, str, list[str], Config | None]:

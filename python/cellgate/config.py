@@ -420,6 +420,25 @@ class AuditConfig(_Section):
     signing_key_env: Name | None = None
 
 
+class StateConfig(_Section):
+    """Where the state that must be one truth lives: revocations and quotas."""
+
+    #: The node's shared-memory zone, which every worker maps: ``auto`` (on with more than one
+    #: worker), ``on`` or ``off`` (each worker keeps its own).
+    zone: Literal["auto", "on", "off"] = "auto"
+    #: Where ``cellgate serve`` creates the zone file (removed when it exits).
+    zone_directory: str = "/dev/shm"
+    #: Slots for revoked tokens, and as many for customer cut-offs (32 bytes each).
+    revocation_slots: Annotated[int, msgspec.Meta(ge=8, le=1 << 26)] = 65_536
+    #: Slots for customers' quota state (32 bytes each).
+    quota_slots: Annotated[int, msgspec.Meta(ge=8, le=1 << 26)] = 262_144
+    #: Where lasting state is kept (the revocation log), relative to the configuration file.
+    directory: str = "state"
+    #: The longest any accepted token is valid (``exp - iat`` plus leeway): a customer cut-off
+    #: this old refuses nothing more and is forgotten. None: kept until lifted.
+    max_token_lifetime_s: Positive | None = None
+
+
 class Config(_Section):
     """A whole cellgate configuration."""
 
@@ -436,6 +455,7 @@ class Config(_Section):
     compliance: dict[str, RequirementConfig] = {}
     breaker: BreakerConfig = BreakerConfig()
     audit: AuditConfig | None = None
+    state: StateConfig = StateConfig()
     #: The directory relative paths are resolved against (not read from the file).
     base_dir: str = "."
     #: The core's settings of every key (inline, then the JWKS file's), each with the place that
@@ -760,9 +780,12 @@ def admin_secret(config: Config) -> bytes | None:
     return secret(config.admin, "admin", [])
 
 
-def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
+def compile_settings(
+    config: Config, zone_names: Iterable[str] = (), state_zone: str | None = None
+) -> bytes:
     """The core's settings for ``config``, as the JSON the core decodes; ``zone_names`` are the
-    time zones the profiles use, compiled into offset tables for the risk model."""
+    time zones the profiles use, compiled into offset tables for the risk model; ``state_zone``
+    the node's shared-memory zone file the router maps (none: state of its own)."""
     jwt = config.jwt
     settings = {
         "jwt": {
@@ -824,6 +847,10 @@ def compile_settings(config: Config, zone_names: Iterable[str] = ()) -> bytes:
         },
         "paths": msgspec.structs.asdict(config.paths),
         "audit": config.compiled_audit,
+        "state": {
+            "zone": state_zone,
+            "max_token_lifetime_s": config.state.max_token_lifetime_s,
+        },
     }
     return msgspec.json.encode(settings)
 
@@ -842,8 +869,11 @@ def profile_zones(profiles_jsonl: bytes) -> set[str]:
     return {match.decode() for match in _TIMEZONE.findall(profiles_jsonl)}
 
 
-def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Router:
-    """Compiles ``config`` and its profiles into a router; :class:`ConfigError` on refusal."""
+def build_router(
+    config: Config, clock: _core.Clock | None = None, state_zone: str | None = None
+) -> _core.Router:
+    """Compiles ``config`` and its profiles into a router, mapping ``state_zone`` when given;
+    :class:`ConfigError` on refusal."""
     profiles_path = Path(config.base_dir, config.profiles.source)
     try:
         profiles = profiles_path.read_bytes()
@@ -852,7 +882,8 @@ def build_router(config: Config, clock: _core.Clock | None = None) -> _core.Rout
             [f"profiles.source: cannot read {str(profiles_path)!r}: {err.strerror}"]
         ) from None
     try:
-        settings = compile_settings(config, profile_zones(profiles) if config.risk else ())
+        zones = profile_zones(profiles) if config.risk else ()
+        settings = compile_settings(config, zones, state_zone)
     except ValueError as err:  # an unknown time zone, named by compile_zones
         raise ConfigError([f"profiles ({config.profiles.source}): timezone: {err}"]) from None
     try:

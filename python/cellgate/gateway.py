@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from cellgate import _core
 from cellgate.admin import ADMIN_PREFIX, AdminApi
 from cellgate.body import BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
+from cellgate.state import ZONE_ENV, apply, revocation_log
 
 __all__ = ["CONFIG_ENV", "DRAIN_ENV", "Gateway", "create_app"]
 
@@ -211,13 +213,19 @@ class Gateway:
 
 
 def create_app() -> Gateway:
-    """The granian factory: loads the configuration named by ``CELLGATE_CONFIG``."""
+    """The granian factory: loads the configuration named by ``CELLGATE_CONFIG`` and maps the
+    node's zone named by ``CELLGATE_ZONE``; without a zone the worker loads the revocation log
+    into its own state."""
     config = load_config(os.environ[CONFIG_ENV])
-    router = build_router(config)
+    zone = os.environ.get(ZONE_ENV) or None
+    router = build_router(config, state_zone=zone)
+    log = revocation_log(config)
+    if zone is None:
+        apply(log.entries(time.time(), config.state.max_token_lifetime_s), router)
     return Gateway(
         router,
         max_request_bytes=config.forward.max_request_bytes,
         client_body_timeout_s=config.forward.client_body_timeout_ms / 1000,
-        admin=AdminApi(router, admin_secret(config)),
+        admin=AdminApi(router, admin_secret(config), log),
         drain_file=os.environ.get(DRAIN_ENV),
     )

@@ -4,7 +4,7 @@ mod cache;
 mod claims;
 mod keys;
 mod members;
-mod revocations;
+pub(crate) mod revocations;
 mod spki;
 mod verifier;
 

@@ -6,6 +6,7 @@ use super::keys::{KeyError, KeySet};
 use super::revocations::Revocations;
 use crate::reason::{Reason, Refusal};
 use crate::settings::{JwtSettings, StepUpSettings};
+use crate::state::RevocationStore;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::de::DeserializeSeed;
@@ -49,7 +50,7 @@ pub struct Verifier {
     cache_ttl_s: u64,
     step_up: StepUpSettings,
     cache: TokenCache,
-    revocations: Revocations,
+    revocations: Arc<dyn RevocationStore>,
 }
 
 fn refuse(reason: Reason, detail: impl Into<String>) -> Refusal {
@@ -70,13 +71,18 @@ impl Verifier {
             cache_ttl_s: settings.cache_ttl_s,
             step_up: settings.step_up.clone(),
             cache: TokenCache::new(settings.cache_size),
-            revocations: Revocations::default(),
+            revocations: Arc::new(Revocations::default()),
         })
     }
 
     /// The revocation list, changed at run time.
-    pub fn revocations(&self) -> &Revocations {
-        &self.revocations
+    pub fn revocations(&self) -> &dyn RevocationStore {
+        &*self.revocations
+    }
+
+    /// Consults `revocations` from now on (the configured store: this worker's or the node's).
+    pub fn use_revocations(&mut self, revocations: Arc<dyn RevocationStore>) {
+        self.revocations = revocations;
     }
 
     /// Whether `verified` proves step-up authentication at `now_s` (what `step_up` judges,

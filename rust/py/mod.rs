@@ -8,3 +8,4 @@ pub mod profiles;
 pub mod router;
 pub mod signing;
 pub mod tls;
+pub mod zone;

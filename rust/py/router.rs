@@ -753,6 +753,27 @@ impl PyRouter {
             .lift_customer(customer_id, now_s)
     }
 
+    /// Who a revocation through this router reaches: `"worker"` (its own state) or `"node"`
+    /// (every worker mapping the node's zone).
+    #[getter]
+    fn state_scope(&self) -> &'static str {
+        self.core.state_scope().name()
+    }
+
+    /// The node's zone and its counters (see `Zone.counters`); None without a zone.
+    #[getter]
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        match self.core.state_zone() {
+            Some(zone) => Some(super::zone::zone_counters(
+                py,
+                zone,
+                self.core.verifier().revocations(),
+            ))
+            .transpose(),
+            None => Ok(None),
+        }
+    }
+
     /// How many tokens and customers are revoked: `{"tokens": n, "customers": m}`.
     #[getter]
     fn revocations<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

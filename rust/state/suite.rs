@@ -1,0 +1,217 @@
+//! One suite of behaviour tests that every implementation of the state traits must pass: the
+//! in-process stores and the zone's (two mappings of one zone file, as two workers have).
+
+use super::*;
+use crate::auth::StepUpProof;
+use crate::ratelimit::QuotaSettings;
+use crate::reason::Reason;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const S: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000 * S;
+
+fn quota(requests: u32, period_s: u32, burst: u32) -> Quota {
+    let settings = QuotaSettings {
+        requests,
+        period_s,
+        burst,
+    };
+    Quota::new("retail", &settings, "tiers.retail.rate_limit").unwrap()
+}
+
+fn token(customer: &str, jti: Option<&str>, iat: Option<f64>) -> Verified {
+    Verified {
+        customer: customer.into(),
+        cache_until_s: u64::MAX,
+        jti: jti.map(Into::into),
+        issued_at_s: iat,
+        step_up: StepUpProof::default(),
+    }
+}
+
+fn refused(store: &dyn RevocationStore, verified: &Verified) -> bool {
+    match store.check(verified) {
+        Ok(()) => false,
+        Err(refusal) => {
+            assert_eq!(refusal.reason, Reason::TokenRevoked);
+            true
+        }
+    }
+}
+
+/// Revocations as every store must keep them; `other` is another handle on the same state (the
+/// same store in-process, another mapping of the zone), which must see every change at once.
+fn revocation_behaviour(store: &dyn RevocationStore, other: &dyn RevocationStore) {
+    let now_s = 1_000;
+    let alice = token("alice", Some("t-1"), Some(500.0));
+    assert!(!refused(other, &alice));
+    store.revoke_token("t-1", 2_000, now_s);
+    assert!(refused(store, &alice) && refused(other, &alice));
+    assert!(!refused(other, &token("alice", Some("t-2"), Some(500.0))));
+    assert_eq!(other.counts().tokens, 1);
+    // Revoking again changes nothing.
+    other.revoke_token("t-1", 2_000, now_s);
+    assert_eq!(store.counts().tokens, 1);
+
+    other.revoke_customer("bob", 600.0, now_s);
+    assert!(refused(store, &token("bob", None, Some(599.0))));
+    assert!(refused(store, &token("bob", None, None)), "no iat");
+    assert!(!refused(store, &token("bob", None, Some(600.0))));
+    assert!(!refused(store, &token("carol", None, Some(1.0))));
+    assert_eq!(store.counts().customers, 1);
+    // A later cut-off replaces the earlier one.
+    store.revoke_customer("bob", 700.0, now_s);
+    assert!(refused(other, &token("bob", None, Some(650.0))));
+    assert_eq!(other.counts().customers, 1);
+    assert!(store.lift_customer("bob", now_s));
+    assert!(!other.lift_customer("bob", now_s));
+    assert!(!refused(other, &token("bob", None, Some(1.0))));
+    assert_eq!(other.counts().customers, 0);
+    // Many revocations, all held.
+    for i in 0..200 {
+        store.revoke_token(&format!("many-{i}"), 5_000, now_s);
+    }
+    for i in 0..200 {
+        assert!(refused(
+            other,
+            &token("x", Some(&format!("many-{i}")), None)
+        ));
+    }
+}
+
+/// GCRA as every store must keep it, `other` being another handle on the same state.
+fn quota_behaviour(store: &dyn QuotaStore, other: &dyn QuotaStore) {
+    let q = quota(60, 60, 5);
+    for _ in 0..3 {
+        assert!(store.check("alice", &q, T0).is_allowed());
+    }
+    assert_eq!(other.peek("alice", &q, T0), store.peek("alice", &q, T0));
+    for _ in 0..2 {
+        assert!(other.check("alice", &q, T0).is_allowed());
+    }
+    assert!(!store.check("alice", &q, T0).is_allowed());
+    assert!(!other.check("alice", &q, T0).is_allowed());
+    // One interval later, exactly one more.
+    assert!(other.check("alice", &q, T0 + S).is_allowed());
+    assert!(!store.check("alice", &q, T0 + S).is_allowed());
+    // Another customer has its own bucket; a full bucket is a new customer.
+    assert!(store.check("bob", &q, T0).is_allowed());
+    assert_eq!(
+        store.check("alice", &q, T0 + 600 * S),
+        other.check("carol", &q, T0 + 600 * S)
+    );
+    // Threads on both handles share one bucket exactly.
+    let q = quota(1, 3600, 50);
+    let admitted = AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let (admitted, q) = (&admitted, &q);
+            let handle = if i % 2 == 0 { store } else { other };
+            scope.spawn(move || {
+                for _ in 0..100 {
+                    if handle.check("dave", q, T0).is_allowed() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.load(Ordering::Relaxed), 50);
+}
+
+#[test]
+fn the_in_process_stores_pass_the_suite() {
+    let revocations = Revocations::default();
+    revocation_behaviour(&revocations, &revocations);
+    let limiter = RateLimiter::new();
+    quota_behaviour(&limiter, &limiter);
+}
+
+fn zone_path(name: &str) -> String {
+    let dir = std::env::temp_dir();
+    format!(
+        "{}/cellgate-suite-{}-{name}.zone",
+        dir.display(),
+        std::process::id()
+    )
+}
+
+#[test]
+fn the_zone_stores_pass_the_suite() {
+    let path = zone_path("suite");
+    Zone::create(&path, 1024, 1024).unwrap();
+    let (one, two) = (
+        Arc::new(Zone::open(&path).unwrap()),
+        Arc::new(Zone::open(&path).unwrap()),
+    );
+    revocation_behaviour(
+        &ZoneRevocations::new(one.clone(), None),
+        &ZoneRevocations::new(two.clone(), None),
+    );
+    quota_behaviour(&ZoneQuotas::new(one), &ZoneQuotas::new(two));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn cutoffs_are_forgotten_once_no_token_before_them_can_be_valid() {
+    let path = zone_path("cutoffs");
+    // Eight slots: one window, so the zone's table is full after eight customers.
+    Zone::create(&path, 8, 8).unwrap();
+    let zone = Arc::new(Zone::open(&path).unwrap());
+    let stores: [&dyn RevocationStore; 2] = [
+        &Revocations::with_max_token_lifetime(Some(100)),
+        &ZoneRevocations::new(zone.clone(), Some(100)),
+    ];
+    for store in stores {
+        store.revoke_customer("bob", 1_000.0, 1_000);
+        store.revoke_customer("eve", 1_000.0, 1_050);
+        assert!(refused(store, &token("bob", None, Some(999.0))));
+        // At 1_100 no token issued before 1_000 is valid: a change drops (or reuses) the slot.
+        for i in 0..8 {
+            store.revoke_customer(&format!("c{i}"), 1_200.0, 1_101);
+        }
+        assert_eq!(store.counts().customers, 8, "bob and eve gave way");
+        assert!(!refused(store, &token("bob", None, Some(999.0))));
+        assert!(refused(store, &token("c7", None, Some(1_199.0))));
+    }
+    assert_eq!(
+        zone.counters().evicted_cutoffs,
+        0,
+        "expired entries are not evictions"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_full_zone_evicts_the_soonest_expiring_and_counts_it() {
+    let path = zone_path("full");
+    Zone::create(&path, 8, 8).unwrap();
+    let zone = Arc::new(Zone::open(&path).unwrap());
+    let store = ZoneRevocations::new(zone.clone(), None);
+    for i in 0..8 {
+        store.revoke_token(&format!("t{i}"), 10_000 + i, 1_000);
+    }
+    assert_eq!(zone.counters().evicted_tokens, 0);
+    store.revoke_token("t8", 20_000, 1_000);
+    assert_eq!(zone.counters().evicted_tokens, 1);
+    assert!(
+        !refused(&store, &token("x", Some("t0"), None)),
+        "the soonest expiring went"
+    );
+    for i in 1..9 {
+        assert!(refused(&store, &token("x", Some(&format!("t{i}")), None)));
+    }
+    // An expired entry gives way without counting an eviction.
+    store.revoke_token("t9", 20_000, 10_005);
+    assert_eq!(zone.counters().evicted_tokens, 1);
+    let quotas = ZoneQuotas::new(zone.clone());
+    let q = quota(1, 60, 1);
+    for i in 0..9 {
+        assert!(quotas.check(&format!("c{i}"), &q, T0).is_allowed());
+    }
+    assert_eq!(zone.counters().evicted_quotas, 1);
+    // Once the buckets are full again, slots are reused without evicting.
+    assert!(quotas.check("late", &q, T0 + 61 * S).is_allowed());
+    assert_eq!(zone.counters().evicted_quotas, 1);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -1,0 +1,495 @@
+//! The node's shared-memory zone: one file every worker maps, holding fixed-size tables of
+//! atomics (no pointers, no Rust collections), as nginx's zones and HAProxy's stick tables.
+//!
+//! Layout (every word a little-endian `u64`, every slot four words):
+//!
+//! ```text
+//! header   64 words: magic, version, revocation_slots, quota_slots, writer lock, counters
+//! tokens   revocation_slots slots: key_hi, key_lo, forget_after_s, 0
+//! cutoffs  revocation_slots slots: key_hi, key_lo, issued_before_s (f64 bits), forget_after_s
+//! quotas   quota_slots slots:      key_hi, key_lo, tat_ns, 0
+//! ```
+//!
+//! A key is the first 128 bits of the SHA-256 of the jti or customer id, with the top word's
+//! lowest bit set so that 0 means an empty slot: keys are compared by 127 bits, never by a short
+//! hash. A key lives in one of the `WINDOW` slots from its home slot; there are no tombstones.
+//!
+//! Readers never lock and never wait: a slot is read as `key_hi`, the rest, `key_hi` again, and
+//! trusted only if both match. Writers that add or remove a slot take the zone's one writer
+//! lock, which holds the pid of its holder: a waiter takes it over from a holder that no longer
+//! exists, so a worker killed holding it wedges nothing. A writer empties a slot's `key_hi`
+//! first and writes it last, so a writer killed mid-write leaves an empty slot. A customer's
+//! GCRA state changes without the lock, by compare-and-swap on its `tat_ns`.
+
+use memmap2::MmapRaw;
+use std::fs::{File, OpenOptions};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"CGZONE\0\0");
+const VERSION: u64 = 1;
+const HEADER_WORDS: usize = 64;
+pub(super) const SLOT_WORDS: usize = 4;
+/// How many slots from its home slot a key may live in.
+pub(super) const WINDOW: usize = 8;
+/// The most slots a table may have (each 32 bytes).
+const MAX_SLOTS: u64 = 1 << 26;
+
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = 1;
+const H_REVOCATION_SLOTS: usize = 2;
+const H_QUOTA_SLOTS: usize = 3;
+const H_WRITER: usize = 4;
+/// Nonzero once anything was ever revoked: until then a check reads one word.
+pub(super) const H_REVOKED_EVER: usize = 5;
+pub(super) const H_EVICTED_TOKENS: usize = 6;
+pub(super) const H_EVICTED_CUTOFFS: usize = 7;
+pub(super) const H_EVICTED_QUOTAS: usize = 8;
+const H_LOCK_TAKEOVERS: usize = 9;
+
+/// One of the zone's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Tokens,
+    Cutoffs,
+    Quotas,
+}
+
+/// A key: 128 bits of SHA-256, top word never 0.
+pub(super) type Key = (u64, u64);
+
+/// The key of a jti or customer id.
+pub(super) fn key_of(text: &str) -> Key {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let bytes = digest.as_ref();
+    let hi = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")) | 1;
+    let lo = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    (hi, lo)
+}
+
+/// What the zone's counters say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZoneCounters {
+    /// Revoked tokens dropped, before their expiry, to make room.
+    pub evicted_tokens: u64,
+    /// Customer cut-offs dropped, before no token could be refused by them, to make room.
+    pub evicted_cutoffs: u64,
+    /// Customers whose GCRA state was dropped, bucket not yet full, to make room.
+    pub evicted_quotas: u64,
+    /// Times the writer lock was taken over from a process that had died holding it.
+    pub lock_takeovers: u64,
+}
+
+/// A mapped zone.
+pub struct Zone {
+    map: MmapRaw,
+    revocation_slots: usize,
+    quota_slots: usize,
+    path: String,
+}
+
+/// The zone's writer lock, released on drop.
+pub(super) struct WriterGuard<'a>(&'a Zone);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.word(H_WRITER).store(0, SeqCst);
+    }
+}
+
+fn words_for(revocation_slots: u64, quota_slots: u64) -> u64 {
+    HEADER_WORDS as u64 + (2 * revocation_slots + quota_slots) * SLOT_WORDS as u64
+}
+
+fn process_exists(pid: u64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only asks whether the process exists.
+    let answer = unsafe { libc::kill(pid, 0) };
+    answer == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Zone {
+    /// Creates (or replaces) the zone file at `path` with these table sizes, all slots empty.
+    pub fn create(path: &str, revocation_slots: u64, quota_slots: u64) -> Result<Zone, String> {
+        for (name, slots) in [
+            ("revocation_slots", revocation_slots),
+            ("quota_slots", quota_slots),
+        ] {
+            if !(WINDOW as u64..=MAX_SLOTS).contains(&slots) {
+                return Err(format!("{name}: must be {WINDOW} to {MAX_SLOTS}"));
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|err| format!("cannot create {path:?}: {err}"))?;
+        file.set_len(words_for(revocation_slots, quota_slots) * 8)
+            .map_err(|err| format!("cannot size {path:?}: {err}"))?;
+        let zone = Self::map(file, path, revocation_slots as usize, quota_slots as usize)?;
+        zone.word(H_VERSION).store(VERSION, SeqCst);
+        zone.word(H_REVOCATION_SLOTS)
+            .store(revocation_slots, SeqCst);
+        zone.word(H_QUOTA_SLOTS).store(quota_slots, SeqCst);
+        zone.word(H_MAGIC).store(MAGIC, SeqCst);
+        Ok(zone)
+    }
+
+    /// Maps the zone at `path`; refused unless its header says this layout and its size agrees.
+    pub fn open(path: &str) -> Result<Zone, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|err| format!("cannot open {path:?}: {err}"))?;
+        let len = file
+            .metadata()
+            .map_err(|err| format!("cannot read {path:?}: {err}"))?
+            .len();
+        if len < HEADER_WORDS as u64 * 8 {
+            return Err(format!("{path:?} is not a cellgate zone (too short)"));
+        }
+        let header = Self::map(file, path, 0, 0)?;
+        let magic = header.word(H_MAGIC).load(SeqCst);
+        let version = header.word(H_VERSION).load(SeqCst);
+        if magic != MAGIC {
+            return Err(format!("{path:?} is not a cellgate zone (bad magic)"));
+        }
+        if version != VERSION {
+            return Err(format!(
+                "{path:?} is a zone of layout version {version}, this build maps {VERSION}"
+            ));
+        }
+        let revocation_slots = header.word(H_REVOCATION_SLOTS).load(SeqCst);
+        let quota_slots = header.word(H_QUOTA_SLOTS).load(SeqCst);
+        let sizes_ok = [revocation_slots, quota_slots]
+            .iter()
+            .all(|slots| (WINDOW as u64..=MAX_SLOTS).contains(slots));
+        if !sizes_ok || len != words_for(revocation_slots, quota_slots) * 8 {
+            return Err(format!(
+                "{path:?}: its size ({len} bytes) is not that of its tables \
+                 ({revocation_slots} revocation, {quota_slots} quota slots)"
+            ));
+        }
+        Ok(Zone {
+            revocation_slots: revocation_slots as usize,
+            quota_slots: quota_slots as usize,
+            ..header
+        })
+    }
+
+    fn map(
+        file: File,
+        path: &str,
+        revocation_slots: usize,
+        quota_slots: usize,
+    ) -> Result<Zone, String> {
+        let map = MmapRaw::map_raw(&file).map_err(|err| format!("cannot map {path:?}: {err}"))?;
+        Ok(Zone {
+            map,
+            revocation_slots,
+            quota_slots,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file this zone maps.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// How many slots the revocation tables and the quota table have.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.revocation_slots, self.quota_slots)
+    }
+
+    /// The zone's counters.
+    pub fn counters(&self) -> ZoneCounters {
+        ZoneCounters {
+            evicted_tokens: self.word(H_EVICTED_TOKENS).load(SeqCst),
+            evicted_cutoffs: self.word(H_EVICTED_CUTOFFS).load(SeqCst),
+            evicted_quotas: self.word(H_EVICTED_QUOTAS).load(SeqCst),
+            lock_takeovers: self.word(H_LOCK_TAKEOVERS).load(SeqCst),
+        }
+    }
+
+    /// The word at `index` of the mapping.
+    pub(super) fn word(&self, index: usize) -> &AtomicU64 {
+        assert!(
+            (index + 1) * 8 <= self.map.len(),
+            "zone word {index} out of range"
+        );
+        // SAFETY: the mapping is page-aligned, at least this long (checked above, and the file
+        // is never truncated while mapped), and only ever accessed through atomics.
+        unsafe { &*(self.map.as_mut_ptr().add(index * 8) as *const AtomicU64) }
+    }
+
+    fn slots(&self, table: Table) -> usize {
+        match table {
+            Table::Tokens | Table::Cutoffs => self.revocation_slots,
+            Table::Quotas => self.quota_slots,
+        }
+    }
+
+    fn table_start(&self, table: Table) -> usize {
+        let revocations = self.revocation_slots * SLOT_WORDS;
+        HEADER_WORDS
+            + match table {
+                Table::Tokens => 0,
+                Table::Cutoffs => revocations,
+                Table::Quotas => 2 * revocations,
+            }
+    }
+
+    /// Word `field` (0..4) of slot `slot` of `table`.
+    pub(super) fn field(&self, table: Table, slot: usize, field: usize) -> &AtomicU64 {
+        self.word(self.table_start(table) + slot * SLOT_WORDS + field)
+    }
+
+    /// The slots `key` may live in, from its home slot on.
+    pub(super) fn window(&self, table: Table, key: Key) -> impl Iterator<Item = usize> {
+        let slots = self.slots(table);
+        let home = (key.1 % slots as u64) as usize;
+        (0..WINDOW).map(move |i| (home + i) % slots)
+    }
+
+    /// The slot holding `key` and its two values, read without locking; None if absent (or
+    /// being written).
+    pub(super) fn find(&self, table: Table, key: Key) -> Option<(usize, u64, u64)> {
+        self.window(table, key)
+            .find_map(|slot| Some((slot, self.read(table, slot, key)?)))
+            .map(|(slot, (a, b))| (slot, a, b))
+    }
+
+    /// Slot `slot`'s two values if it holds `key`, checked before and after they are read.
+    pub(super) fn read(&self, table: Table, slot: usize, key: Key) -> Option<(u64, u64)> {
+        if self.field(table, slot, 0).load(SeqCst) != key.0 {
+            return None;
+        }
+        let lo = self.field(table, slot, 1).load(SeqCst);
+        let a = self.field(table, slot, 2).load(SeqCst);
+        let b = self.field(table, slot, 3).load(SeqCst);
+        let hi = self.field(table, slot, 0).load(SeqCst);
+        (hi == key.0 && lo == key.1).then_some((a, b))
+    }
+
+    /// Writes `key` and its values into `slot` (under the writer lock): emptied first, the key
+    /// written last.
+    pub(super) fn write(
+        &self,
+        _guard: &WriterGuard<'_>,
+        table: Table,
+        slot: usize,
+        key: Key,
+        a: u64,
+        b: u64,
+    ) {
+        self.field(table, slot, 0).store(0, SeqCst);
+        self.field(table, slot, 1).store(key.1, SeqCst);
+        self.field(table, slot, 2).store(a, SeqCst);
+        self.field(table, slot, 3).store(b, SeqCst);
+        self.field(table, slot, 0).store(key.0, SeqCst);
+    }
+
+    /// Empties `slot` (under the writer lock).
+    pub(super) fn clear(&self, _guard: &WriterGuard<'_>, table: Table, slot: usize) {
+        self.field(table, slot, 0).store(0, SeqCst);
+    }
+
+    /// Where `key` goes in `table` (under the writer lock): its own slot, else an empty one, else
+    /// the first for which `free` says its values hold nothing, else the one `rank` puts first
+    /// (smallest), which is counted as an eviction. The slot and whether `key` was already there.
+    pub(super) fn place(
+        &self,
+        _guard: &WriterGuard<'_>,
+        table: Table,
+        key: Key,
+        free: impl Fn(u64, u64) -> bool,
+        rank: impl Fn(u64, u64) -> u64,
+    ) -> (usize, bool) {
+        if let Some((slot, _, _)) = self.find(table, key) {
+            return (slot, true);
+        }
+        let mut victim: Option<(u64, usize)> = None;
+        for slot in self.window(table, key) {
+            let hi = self.field(table, slot, 0).load(SeqCst);
+            let a = self.field(table, slot, 2).load(SeqCst);
+            let b = self.field(table, slot, 3).load(SeqCst);
+            if hi == 0 || free(a, b) {
+                return (slot, false);
+            }
+            let order = rank(a, b);
+            if victim.is_none_or(|(best, _)| order < best) {
+                victim = Some((order, slot));
+            }
+        }
+        let counter = match table {
+            Table::Tokens => H_EVICTED_TOKENS,
+            Table::Cutoffs => H_EVICTED_CUTOFFS,
+            Table::Quotas => H_EVICTED_QUOTAS,
+        };
+        self.word(counter).fetch_add(1, SeqCst);
+        (victim.expect("a window has slots").1, false)
+    }
+
+    /// Every occupied slot's two values in `table` (for counts).
+    pub(super) fn occupied(&self, table: Table) -> impl Iterator<Item = (u64, u64)> + '_ {
+        (0..self.slots(table)).filter_map(move |slot| {
+            let hi = self.field(table, slot, 0).load(SeqCst);
+            (hi != 0).then(|| {
+                (
+                    self.field(table, slot, 2).load(SeqCst),
+                    self.field(table, slot, 3).load(SeqCst),
+                )
+            })
+        })
+    }
+
+    /// Takes the writer lock, taking it over from a holder that has died.
+    pub(super) fn lock(&self) -> WriterGuard<'_> {
+        let me = u64::from(std::process::id());
+        let writer = self.word(H_WRITER);
+        let mut spins: u32 = 0;
+        loop {
+            match writer.compare_exchange(0, me, SeqCst, SeqCst) {
+                Ok(_) => return WriterGuard(self),
+                Err(holder) => {
+                    spins = spins.wrapping_add(1);
+                    if holder != me && spins.is_multiple_of(64) && !process_exists(holder) {
+                        if writer.compare_exchange(holder, me, SeqCst, SeqCst).is_ok() {
+                            self.word(H_LOCK_TAKEOVERS).fetch_add(1, SeqCst);
+                            return WriterGuard(self);
+                        }
+                    } else if spins > 16 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets the writer lock to `pid`, as a process killed holding it would leave it (tests).
+    pub fn leave_locked_by(&self, pid: u64) {
+        self.word(H_WRITER).store(pid, SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn temp_path(name: &str) -> String {
+        let dir = std::env::temp_dir();
+        format!(
+            "{}/cellgate-test-{}-{name}.zone",
+            dir.display(),
+            std::process::id()
+        )
+    }
+
+    #[test]
+    fn a_zone_of_another_layout_is_refused() {
+        let path = temp_path("layout");
+        Zone::create(&path, 64, 64).unwrap();
+        assert!(Zone::open(&path).is_ok());
+        let zone = Zone::open(&path).unwrap();
+        zone.word(H_VERSION).store(2, SeqCst);
+        let error = Zone::open(&path).err().unwrap();
+        assert!(error.contains("layout version 2"), "{error}");
+        zone.word(H_VERSION).store(VERSION, SeqCst);
+        zone.word(H_QUOTA_SLOTS).store(128, SeqCst);
+        let error = Zone::open(&path).err().unwrap();
+        assert!(error.contains("is not that of its tables"), "{error}");
+        zone.word(H_MAGIC).store(7, SeqCst);
+        assert!(Zone::open(&path).err().unwrap().contains("bad magic"));
+        std::fs::write(&path, b"short").unwrap();
+        assert!(Zone::open(&path).err().unwrap().contains("too short"));
+        assert!(Zone::create(&path, 4, 64)
+            .err()
+            .unwrap()
+            .contains("revocation_slots"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn keys_are_compared_in_full() {
+        let path = temp_path("keys");
+        let zone = Zone::create(&path, 64, 64).unwrap();
+        let a = key_of("alice");
+        // Same home slot and same top word, other bottom word: a different key.
+        let b = (a.0, a.1.wrapping_add(64));
+        let guard = zone.lock();
+        let (slot, _) = zone.place(&guard, Table::Quotas, a, |_, _| false, |a, _| a);
+        zone.write(&guard, Table::Quotas, slot, a, 5, 0);
+        drop(guard);
+        assert_eq!(zone.find(Table::Quotas, a), Some((slot, 5, 0)));
+        assert_eq!(zone.find(Table::Quotas, b), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_full_window_evicts_the_smallest_rank_and_counts_it() {
+        let path = temp_path("evict");
+        let zone = Zone::create(&path, 64, 64).unwrap();
+        // WINDOW + 1 keys sharing one home slot (same low word modulo 64).
+        let keys: Vec<Key> = (0..=WINDOW as u64)
+            .map(|i| ((i << 1) | 1, 64 * i))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let guard = zone.lock();
+            let (slot, there) = zone.place(&guard, Table::Quotas, *key, |_, _| false, |a, _| a);
+            assert!(!there);
+            zone.write(&guard, Table::Quotas, slot, *key, 100 + i as u64, 0);
+        }
+        assert_eq!(zone.counters().evicted_quotas, 1);
+        assert_eq!(zone.find(Table::Quotas, keys[0]), None, "the smallest went");
+        for key in &keys[1..] {
+            assert!(zone.find(Table::Quotas, *key).is_some());
+        }
+        // A slot whose values say it holds nothing is taken before anything is evicted.
+        let guard = zone.lock();
+        let (slot, _) = zone.place(&guard, Table::Quotas, keys[0], |a, _| a <= 101, |a, _| a);
+        assert_eq!(zone.read(Table::Quotas, slot, keys[1]), Some((101, 0)));
+        drop(guard);
+        assert_eq!(zone.counters().evicted_quotas, 1);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_lock_left_by_a_dead_process_is_taken_over() {
+        let path = temp_path("lock");
+        let zone = Zone::create(&path, 64, 64).unwrap();
+        // A pid far above pid_max: no such process.
+        zone.leave_locked_by(u64::from(i32::MAX as u32 - 1));
+        drop(zone.lock());
+        assert_eq!(zone.counters().lock_takeovers, 1);
+        drop(zone.lock());
+        assert_eq!(zone.counters().lock_takeovers, 1);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_write_cut_short_leaves_an_empty_slot() {
+        let path = temp_path("torn");
+        let zone = Zone::create(&path, 64, 64).unwrap();
+        let key = key_of("bob");
+        let guard = zone.lock();
+        let (slot, _) = zone.place(&guard, Table::Tokens, key, |_, _| false, |a, _| a);
+        zone.write(&guard, Table::Tokens, slot, key, 9, 0);
+        // A writer killed after its first store: key_hi is 0, the rest half-written.
+        zone.field(Table::Tokens, slot, 0).store(0, SeqCst);
+        zone.field(Table::Tokens, slot, 2).store(77, SeqCst);
+        assert_eq!(zone.find(Table::Tokens, key), None);
+        assert_eq!(
+            zone.place(&guard, Table::Tokens, key, |_, _| false, |a, _| a),
+            (slot, false)
+        );
+        drop(guard);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
