@@ -491,6 +491,8 @@ class CellApp:
         self._served_by = cell.cell_id.encode("latin-1")
         #: Answers still being waited for, cancelled when the cell stops.
         self._pending: set[asyncio.Future[Reply]] = set()
+        #: Set when the cell stops: what is still waited for is answered 503 at once.
+        self._stopping = asyncio.Event()
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] != "http":
@@ -536,22 +538,31 @@ class CellApp:
         cancelled, as a closed connection would have it)."""
         reply = asyncio.ensure_future(answer)
         gone = asyncio.ensure_future(_until_gone(receive))
+        stopping = asyncio.ensure_future(self._stopping.wait())
         self._pending.add(reply)
         try:
-            await asyncio.wait((reply, gone), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((reply, gone, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._pending.discard(reply)
             gone.cancel()
-        if not reply.done():
-            reply.cancel()
-            return None
-        return reply.result()
+            stopping.cancel()
+        if reply.done():
+            return reply.result()
+        reply.cancel()
+        if self._stopping.is_set():
+            payload = {"cell": self.cell.cell_id, "error": "stopping"}
+            return Reply(503, payload, ((b"connection", b"close"),))
+        return None
 
-    def drop_pending(self) -> None:
-        """Cancels every answer still being waited for (granian then answers those requests
-        500 as the cell stops)."""
-        for reply in list(self._pending):
-            reply.cancel()
+    async def drop_pending(self, within_s: float = 2.0) -> None:
+        """Answers every request still waiting 503 (the cell is stopping), and waits until
+        those answers are sent, for at most ``within_s``."""
+        self._stopping.set()
+        deadline = asyncio.get_running_loop().time() + within_s
+        while self._pending and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        # Let the answers leave before the server closes their connections.
+        await asyncio.sleep(0.05)
 
     def _refused_head(self, scope: dict[str, Any]) -> Reply | None:
         """431 for a request whose headers are over :data:`MAX_HEAD_BYTES`."""
@@ -626,11 +637,11 @@ class CellServer:
 
     async def close(self) -> None:
         """Stops listening and closes every connection; requests still waiting for an answer
-        are cancelled (granian answers them 500)."""
+        are answered 503 first."""
         if self._closed:
             return
         self._closed = True
-        self.app.drop_pending()
+        await self.app.drop_pending()
         self.server.stop()
         await self.task
 
