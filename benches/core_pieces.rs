@@ -77,7 +77,7 @@ fn forwarded_headers() -> HeaderMap {
 fn state_pieces() {
     use _core::auth::{Revocations, StepUpProof, Verified};
     use _core::ratelimit::{Quota, QuotaSettings, RateLimiter};
-    use _core::state::{QuotaStore, RevocationStore, Zone, ZoneQuotas, ZoneRevocations};
+    use _core::state::{QuotaStore, RevocationStore, Zone, ZoneQuotas, ZoneRevocations, ZoneSizes};
     use std::sync::Arc;
 
     let settings = QuotaSettings {
@@ -92,7 +92,18 @@ fn state_pieces() {
         std::env::temp_dir().display(),
         std::process::id()
     );
-    let zone = Arc::new(Zone::create(&path, 65_536, 262_144).expect("zone"));
+    let zone = Arc::new(
+        Zone::create(
+            &path,
+            ZoneSizes {
+                revocation_slots: 65_536,
+                quota_slots: 262_144,
+                cell_slots: 16,
+                worker_slots: 16,
+            },
+        )
+        .expect("zone"),
+    );
     let local: Box<dyn QuotaStore> = Box::new(RateLimiter::new());
     let shared: Box<dyn QuotaStore> = Box::new(ZoneQuotas::new(zone.clone()));
     let mut quota_ns = Vec::new();

@@ -639,6 +639,12 @@ impl Breaker {
         until != 0 && now_us < until
     }
 
+    /// The microsecond the breaker's OPEN wait ends; 0 when it is not OPEN.
+    #[inline]
+    pub fn open_until_us(&self) -> u64 {
+        self.shared.open_until_us.load(Ordering::Acquire)
+    }
+
     /// The state the next call would find at `now_us`; moves nothing.
     pub fn state(&self, now_us: u64) -> BreakerState {
         self.shared.lock().effective_state(now_us)

@@ -5,10 +5,11 @@ use crate::catalog::Catalog;
 use crate::forward::tls::CellTls;
 use crate::settings::{CellSettings, ForwardSettings};
 use crate::signing::Signer;
+use crate::state::{InProcessLoad, LoadStore};
 use hyper::header::HeaderValue;
 use hyper::http::uri::Authority;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,13 +42,12 @@ impl Encryption {
     }
 }
 
-/// A cell's live state: requests in flight and whether health checks pass.
-///
-/// This is the narrow interface shared state goes through; today it lives in this process only.
-#[derive(Debug)]
+/// A cell's live state: requests in flight and whether health checks pass, kept in the
+/// configured [`LoadStore`] (this worker's own, or the node's zone) at the cell's position.
+#[derive(Debug, Clone)]
 pub struct CellLoad {
-    in_flight: AtomicU32,
-    healthy: AtomicBool,
+    store: Arc<dyn LoadStore>,
+    index: usize,
 }
 
 impl Default for CellLoad {
@@ -57,29 +57,49 @@ impl Default for CellLoad {
 }
 
 impl CellLoad {
-    /// An idle, healthy cell's load.
+    /// An idle, healthy cell's load, kept in a store of its own.
     pub fn new() -> Self {
-        CellLoad {
-            in_flight: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
-        }
+        Self::of(Arc::new(InProcessLoad::new(1)), 0)
     }
 
-    /// Requests currently held by decisions on this cell.
+    /// Cell `index`'s load in `store`.
+    pub fn of(store: Arc<dyn LoadStore>, index: usize) -> Self {
+        CellLoad { store, index }
+    }
+
+    /// Requests currently held by decisions on this cell (every worker's, with the zone).
     #[inline]
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.store.in_flight(self.index)
     }
 
     /// Whether the cell passes its health checks.
     #[inline]
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.store.healthy(self.index)
     }
 
     /// Marks the cell up or down; returns the previous state.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::Relaxed)
+        self.store.set_healthy(self.index, healthy)
+    }
+
+    /// Whether some worker's breaker for this cell opened and still waits at `now_us` (this
+    /// worker's own breaker is asked separately); how long until it ends.
+    #[inline]
+    pub fn opened_elsewhere(&self, now_us: u64) -> Option<u64> {
+        let until = self.store.open_until_us(self.index);
+        (until > now_us).then(|| until - now_us)
+    }
+
+    /// Says that this worker's breaker for the cell opened until `until_us`.
+    pub fn opened_until(&self, until_us: u64) {
+        self.store.opened_until(self.index, until_us);
+    }
+
+    /// Who a change reaches.
+    pub fn scope(&self) -> crate::state::Scope {
+        self.store.scope()
     }
 }
 
@@ -161,7 +181,7 @@ pub struct InFlight {
 impl InFlight {
     /// Takes a slot on `cell`.
     pub fn acquire(cell: Arc<Cell>) -> Self {
-        cell.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        cell.load.store.acquire(cell.load.index);
         InFlight { cell }
     }
 
@@ -173,7 +193,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.cell.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.cell.load.store.release(self.cell.load.index);
     }
 }
 
@@ -255,12 +275,14 @@ fn cell_tls(
 }
 
 impl CellTable {
-    /// Builds the table; errors are `cells[i].field: message`.
+    /// Builds the table, each cell's load kept in `load` at its position in `settings`; errors
+    /// are `cells[i].field: message`.
     pub fn build(
         settings: &[CellSettings],
         default_breaker: &BreakerSettings,
         forward: &ForwardSettings,
         catalog: &Catalog,
+        load: &Arc<dyn LoadStore>,
     ) -> Result<Self, Vec<String>> {
         let mut cells = Vec::new();
         let mut errors = Vec::new();
@@ -348,7 +370,7 @@ impl CellTable {
                 uri_authority: endpoint.authority,
                 host_header: endpoint.host_header,
                 id_header,
-                load: CellLoad::new(),
+                load: CellLoad::of(load.clone(), index),
                 breaker,
             }));
         }
@@ -429,7 +451,14 @@ mod tests {
 
     fn build(cells: &[CellSettings]) -> Result<CellTable, Vec<String>> {
         let catalog = Catalog::from_names(vec!["hnw".into()], vec!["us-east".into()]);
-        CellTable::build(cells, &BreakerSettings::default(), &forward(), &catalog)
+        let load: Arc<dyn LoadStore> = Arc::new(InProcessLoad::new(cells.len()));
+        CellTable::build(
+            cells,
+            &BreakerSettings::default(),
+            &forward(),
+            &catalog,
+            &load,
+        )
     }
 
     #[test]

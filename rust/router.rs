@@ -172,7 +172,7 @@ impl Router {
         if let Err(breaker_errors) = Breaker::new(&settings.breaker) {
             errors.extend(breaker_errors.iter().map(ToString::to_string));
         }
-        let stores = crate::state::build(&settings.state)
+        let stores = crate::state::build(&settings.state, settings.cells.len())
             .map_err(|error| errors.push(format!("state.zone: {error}")))
             .ok();
         let verifier = Verifier::build(&settings.jwt)
@@ -188,11 +188,16 @@ impl Router {
                 .ok(),
             None => None,
         };
+        let load: Arc<dyn crate::state::LoadStore> = match &stores {
+            Some(stores) => stores.load.clone(),
+            None => Arc::new(crate::state::InProcessLoad::new(settings.cells.len())),
+        };
         let cells = CellTable::build(
             &settings.cells,
             &settings.breaker,
             &settings.forward,
             &catalog,
+            &load,
         )
         .map_err(|cell_errors| errors.extend(cell_errors))
         .ok();
@@ -384,7 +389,12 @@ impl Router {
     pub fn reroute_to(&self, route: &Route) -> Result<Route, Refusal> {
         let now_us = self.clock.now_us();
         let cell = route.cell().clone();
-        let permit = cell.breaker.try_acquire(now_us).map_err(|_| {
+        let shared_open = cell
+            .load
+            .opened_elsewhere(now_us)
+            .map_or(Ok(()), |_| Err(()));
+        let permit = shared_open.and_then(|()| cell.breaker.try_acquire(now_us).map_err(|_| ()));
+        let permit = permit.map_err(|()| {
             Refusal::new(
                 Reason::NoEligibleCell,
                 format!("{}: its breaker admits no retry now", cell.id),
@@ -440,10 +450,12 @@ impl Router {
                 Outcome::Failure => breaker::Outcome::Failure,
             };
             let duration_us = now_us.saturating_sub(route.started_us);
-            route
-                .cell()
-                .breaker
-                .report(permit, outcome, duration_us, now_us);
+            let cell = route.cell();
+            let moved = cell.breaker.report(permit, outcome, duration_us, now_us);
+            if moved == Some(breaker::BreakerState::Open) {
+                // Every worker sharing the cell's load treats it as open until the same time.
+                cell.load.opened_until(cell.breaker.open_until_us());
+            }
         }
     }
 

@@ -192,12 +192,13 @@ impl Selector {
         if !cell.load.healthy() {
             return Some(Exclusion::Unhealthy);
         }
-        if cell.breaker.is_open(request.now_us) {
-            let half_open_in_us = cell
-                .breaker
-                .snapshot(request.now_us)
-                .half_open_in_us
-                .unwrap_or(0);
+        let elsewhere_us = cell.load.opened_elsewhere(request.now_us);
+        if elsewhere_us.is_some() || cell.breaker.is_open(request.now_us) {
+            let own_us = match cell.breaker.is_open(request.now_us) {
+                true => cell.breaker.snapshot(request.now_us).half_open_in_us,
+                false => None,
+            };
+            let half_open_in_us = own_us.unwrap_or(0).max(elsewhere_us.unwrap_or(0));
             return Some(Exclusion::BreakerOpen {
                 half_open_in_ms: half_open_in_us.div_ceil(1000),
             });
@@ -234,7 +235,9 @@ impl Selector {
         excluded: &[usize],
     ) -> Result<Chosen, Refusal> {
         self.pick(request, cells, compliance, |cell| {
-            if excluded.contains(&cell.index) {
+            if excluded.contains(&cell.index)
+                || cell.load.opened_elsewhere(request.now_us).is_some()
+            {
                 return None;
             }
             cell.breaker.try_acquire(request.now_us).ok()

@@ -226,7 +226,12 @@ class Zone:
     def __init__(self, path: str, max_token_lifetime_s: int | None = None) -> None: ...
     @staticmethod
     def create(
-        path: str, revocation_slots: int, quota_slots: int, max_token_lifetime_s: int | None = None
+        path: str,
+        revocation_slots: int,
+        quota_slots: int,
+        max_token_lifetime_s: int | None = None,
+        cell_slots: int = 64,
+        worker_slots: int = 64,
     ) -> Zone: ...
     def revoke_token(self, jti: str, forget_after_s: int) -> None: ...
     def revoke_customer(self, customer_id: str, issued_before_s: float) -> None: ...
@@ -236,6 +241,10 @@ class Zone:
         """Revoked tokens and customers, evictions per table, lock takeovers and sizes."""
     def hammer(self, seconds: float) -> int:
         """Tests only: a tight loop of zone updates for ``seconds``."""
+    def in_flight(self) -> list[int]:
+        """Every cell's in-flight count over the whole node, by cell position."""
+    def hold(self, cell: int, slots: int, seconds: float) -> None:
+        """Tests only: holds ``slots`` in-flight slots on cell ``cell`` for ``seconds``."""
 
 HeaderList = list[tuple[str, str]] | Mapping[str, str]
 

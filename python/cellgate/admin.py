@@ -5,8 +5,8 @@ Everything but ``/_cellgate/health`` needs an admin bearer token: HS256, audienc
 ``cellgate-admin``, signed with ``[admin] secret``. Without an ``[admin]`` section those routes
 answer 404. Revocations reach every worker of the node when the node runs a shared-memory zone
 (answers say ``"scope": "node"``), else only the worker that served the call (``"worker"``); each
-is appended to the revocation log first, so it outlasts a restart (``"lasting"``). Cell state is
-still each worker's own (see the README).
+is appended to the revocation log first, so it outlasts a restart (``"lasting"``). With the
+zone, cell state (in-flight counts, health, breaker openings) is the node's (see the README).
 
     GET    /_cellgate/health                      liveness, no token (503 while draining)
     GET    /_cellgate/cells                       live cell state

@@ -4,7 +4,8 @@ Every revocation and lift is appended to ``<[state] directory>/revocations.jsonl
 object a line, fsynced) before it takes effect, so a restart forgets none. ``cellgate serve``
 compacts the log (dropping what can refuse nothing any more) and, when the zone is on, creates
 the zone file before granian starts the workers and loads the log into it; each worker maps the
-zone (named by ``CELLGATE_ZONE``). Without a zone each worker loads the log into its own state.
+zone (named by ``CELLGATE_ZONE``), which also holds each cell's in-flight count and health.
+Without a zone each worker loads the log into its own state.
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def apply(entries: list[dict[str, Any]], target: _core.Router | _core.Zone) -> N
             target.revoke_customer(entry["customer_id"], entry["issued_before_s"])
 
 
+def worker_slots(workers: int) -> int:
+    """Worker records in the zone for ``workers`` workers: room for each, and as many again for
+    workers respawned before their dead predecessors' records are swept."""
+    return 2 * max(workers, 1) + 2
+
+
 @contextmanager
 def node_state(config: Config, workers: int) -> Iterator[str | None]:
     """Prepares the node's state for ``cellgate serve``: compacts the revocation log and, when
@@ -136,7 +143,12 @@ def node_state(config: Config, workers: int) -> Iterator[str | None]:
         return
     path = Path(state.zone_directory, f"cellgate-{os.getpid()}.zone")
     zone = _core.Zone.create(
-        str(path), state.revocation_slots, state.quota_slots, state.max_token_lifetime_s
+        str(path),
+        state.revocation_slots,
+        state.quota_slots,
+        state.max_token_lifetime_s,
+        cell_slots=len(config.cells),
+        worker_slots=worker_slots(workers),
     )
     apply(kept, zone)
     os.environ[ZONE_ENV] = str(path)

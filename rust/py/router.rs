@@ -674,7 +674,11 @@ impl PyRouter {
                 d.set_item("healthy", cell.load.healthy())?;
                 d.set_item("max_in_flight", cell.max_in_flight)?;
                 let now_us = self.core.clock().now_us();
-                d.set_item("breaker", cell.breaker.snapshot(now_us).state.as_str())?;
+                let state = match cell.load.opened_elsewhere(now_us) {
+                    Some(_) => "open",
+                    None => cell.breaker.snapshot(now_us).state.as_str(),
+                };
+                d.set_item("breaker", state)?;
                 Ok(d)
             })
             .collect()

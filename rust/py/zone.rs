@@ -2,7 +2,9 @@
 //! workers start and loads the lasting revocations into it; tests drive it directly.
 
 use crate::ratelimit::{Quota, QuotaSettings};
-use crate::state::{QuotaStore, RevocationStore, Zone, ZoneQuotas, ZoneRevocations};
+use crate::state::{
+    LoadStore, QuotaStore, RevocationStore, Zone, ZoneLoad, ZoneQuotas, ZoneRevocations, ZoneSizes,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -26,15 +28,25 @@ fn now_s() -> u64 {
 impl PyZone {
     /// Creates (or replaces) the zone file at `path`, every slot empty. Raises ValueError.
     #[staticmethod]
-    #[pyo3(signature = (path, revocation_slots, quota_slots, max_token_lifetime_s=None))]
+    #[pyo3(signature = (
+        path, revocation_slots, quota_slots, max_token_lifetime_s=None, cell_slots=64,
+        worker_slots=64,
+    ))]
     fn create(
         path: &str,
         revocation_slots: u64,
         quota_slots: u64,
         max_token_lifetime_s: Option<u64>,
+        cell_slots: u64,
+        worker_slots: u64,
     ) -> PyResult<Self> {
-        let zone =
-            Zone::create(path, revocation_slots, quota_slots).map_err(PyValueError::new_err)?;
+        let sizes = ZoneSizes {
+            revocation_slots,
+            quota_slots,
+            cell_slots,
+            worker_slots,
+        };
+        let zone = Zone::create(path, sizes).map_err(PyValueError::new_err)?;
         Ok(Self::of(Arc::new(zone), max_token_lifetime_s))
     }
 
@@ -63,10 +75,40 @@ impl PyZone {
     }
 
     /// `{"tokens", "customers", "evicted_tokens", "evicted_cutoffs", "evicted_quotas",
-    /// "lock_takeovers", "revocation_slots", "quota_slots"}`.
+    /// "lock_takeovers", "revocation_slots", "quota_slots", "cell_slots", "worker_slots",
+    /// "reclaimed_slots", "reclaimed_workers"}`.
     #[getter]
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         zone_counters(py, &self.zone, &self.revocations)
+    }
+
+    /// Every cell's in-flight count over the whole node, by cell position.
+    fn in_flight(&self) -> Vec<u32> {
+        let (cells, _) = self.zone.load_sizes();
+        match ZoneLoad::new(self.zone.clone(), cells) {
+            Ok(load) => (0..cells).map(|cell| load.in_flight(cell)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Tests only: takes `slots` in-flight slots on cell `cell` as a worker of its own, and
+    /// holds them for `seconds` (so that a process killed meanwhile dies holding them).
+    fn hold(&self, py: Python<'_>, cell: usize, slots: u32, seconds: f64) -> PyResult<()> {
+        let (cells, _) = self.zone.load_sizes();
+        if cell >= cells {
+            return Err(PyValueError::new_err(format!("no cell {cell}")));
+        }
+        let load = ZoneLoad::new(self.zone.clone(), cells).map_err(PyValueError::new_err)?;
+        py.detach(|| {
+            for _ in 0..slots {
+                load.acquire(cell);
+            }
+            std::thread::sleep(Duration::from_secs_f64(seconds.max(0.0)));
+            for _ in 0..slots {
+                load.release(cell);
+            }
+        });
+        Ok(())
     }
 
     /// Tests only: decides quota requests and revokes tokens in a tight loop for `seconds`,
@@ -130,5 +172,10 @@ pub fn zone_counters<'py>(
     d.set_item("lock_takeovers", counters.lock_takeovers)?;
     d.set_item("revocation_slots", revocation_slots)?;
     d.set_item("quota_slots", quota_slots)?;
+    let (cell_slots, worker_slots) = zone.load_sizes();
+    d.set_item("cell_slots", cell_slots)?;
+    d.set_item("worker_slots", worker_slots)?;
+    d.set_item("reclaimed_slots", counters.reclaimed_slots)?;
+    d.set_item("reclaimed_workers", counters.reclaimed_workers)?;
     Ok(d)
 }

@@ -4,9 +4,11 @@
 //! Two implementations answer each trait: in-process (`auth::Revocations`,
 //! `ratelimit::RateLimiter`: one worker's own) and a shared-memory zone per node (`zone`: every
 //! worker of the node maps one file). `build` chooses from `[state]`; the router only sees the
-//! traits. Breakers, in-flight counts and health are not behind these traits yet.
+//! traits. Each cell's in-flight count and health are behind `LoadStore` (`load`, `zone_load`).
 
+mod load;
 mod zone;
+mod zone_load;
 mod zone_quotas;
 mod zone_revocations;
 
@@ -19,7 +21,9 @@ use crate::reason::Refusal;
 use serde::Deserialize;
 use std::sync::Arc;
 
-pub use zone::{Zone, ZoneCounters};
+pub use load::{InProcessLoad, LoadStore};
+pub use zone::{Zone, ZoneCounters, ZoneSizes};
+pub use zone_load::{sweep, ZoneLoad};
 pub use zone_quotas::ZoneQuotas;
 pub use zone_revocations::ZoneRevocations;
 
@@ -84,16 +88,18 @@ pub struct StateSettings {
 pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     pub quotas: Box<dyn QuotaStore>,
+    pub load: Arc<dyn LoadStore>,
     pub zone: Option<Arc<Zone>>,
 }
 
 /// Opens the configured stores: the zone's when `settings.zone` names one (refused when it is
-/// not a zone of this layout), else in-process ones.
-pub fn build(settings: &StateSettings) -> Result<Stores, String> {
+/// not a zone of this layout, or too small for `cells` cells), else in-process ones.
+pub fn build(settings: &StateSettings, cells: usize) -> Result<Stores, String> {
     match &settings.zone {
         Some(path) => {
             let zone = Arc::new(Zone::open(path)?);
             Ok(Stores {
+                load: ZoneLoad::new(zone.clone(), cells)?,
                 revocations: Arc::new(ZoneRevocations::new(
                     zone.clone(),
                     settings.max_token_lifetime_s,
@@ -107,6 +113,7 @@ pub fn build(settings: &StateSettings) -> Result<Stores, String> {
                 settings.max_token_lifetime_s,
             )),
             quotas: Box::new(RateLimiter::new()),
+            load: Arc::new(InProcessLoad::new(cells)),
             zone: None,
         }),
     }

@@ -139,7 +139,7 @@ fn zone_path(name: &str) -> String {
 #[test]
 fn the_zone_stores_pass_the_suite() {
     let path = zone_path("suite");
-    Zone::create(&path, 1024, 1024).unwrap();
+    Zone::create(&path, super::zone::tests::sizes(1024, 1024)).unwrap();
     let (one, two) = (
         Arc::new(Zone::open(&path).unwrap()),
         Arc::new(Zone::open(&path).unwrap()),
@@ -156,7 +156,7 @@ fn the_zone_stores_pass_the_suite() {
 fn cutoffs_are_forgotten_once_no_token_before_them_can_be_valid() {
     let path = zone_path("cutoffs");
     // Eight slots: one window, so the zone's table is full after eight customers.
-    Zone::create(&path, 8, 8).unwrap();
+    Zone::create(&path, super::zone::tests::sizes(8, 8)).unwrap();
     let zone = Arc::new(Zone::open(&path).unwrap());
     let stores: [&dyn RevocationStore; 2] = [
         &Revocations::with_max_token_lifetime(Some(100)),
@@ -185,7 +185,7 @@ fn cutoffs_are_forgotten_once_no_token_before_them_can_be_valid() {
 #[test]
 fn a_full_zone_evicts_the_soonest_expiring_and_counts_it() {
     let path = zone_path("full");
-    Zone::create(&path, 8, 8).unwrap();
+    Zone::create(&path, super::zone::tests::sizes(8, 8)).unwrap();
     let zone = Arc::new(Zone::open(&path).unwrap());
     let store = ZoneRevocations::new(zone.clone(), None);
     for i in 0..8 {
@@ -213,5 +213,150 @@ fn a_full_zone_evicts_the_soonest_expiring_and_counts_it() {
     // Once the buckets are full again, slots are reused without evicting.
     assert!(quotas.check("late", &q, T0 + 61 * S).is_allowed());
     assert_eq!(zone.counters().evicted_quotas, 1);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Cell load as every store must keep it, `other` being another handle on the same state
+/// (another worker): counts and health seen by both at once, slots given back exactly.
+fn load_behaviour(store: &dyn LoadStore, other: &dyn LoadStore) {
+    assert_eq!((store.in_flight(0), other.in_flight(1)), (0, 0));
+    assert!(store.healthy(0) && other.healthy(1));
+    store.acquire(0);
+    other.acquire(0);
+    other.acquire(1);
+    assert_eq!((store.in_flight(0), other.in_flight(0)), (2, 2));
+    assert_eq!(store.in_flight(1), 1);
+    store.release(0);
+    assert_eq!(other.in_flight(0), 1);
+    other.release(0);
+    other.release(1);
+    assert_eq!((store.in_flight(0), store.in_flight(1)), (0, 0));
+    assert!(store.set_healthy(1, false));
+    assert!(!other.healthy(1) && other.healthy(0));
+    assert!(!other.set_healthy(1, true));
+    assert!(store.healthy(1));
+    // A breaker opening said through one handle is seen through the other; the latest stands.
+    assert_eq!(other.open_until_us(0), 0);
+    store.opened_until(0, T0 + 30 * S);
+    assert_eq!(other.open_until_us(0), T0 + 30 * S);
+    other.opened_until(0, T0 + 10 * S);
+    assert_eq!(
+        store.open_until_us(0),
+        T0 + 30 * S,
+        "an earlier opening does not shorten it"
+    );
+    other.opened_until(0, T0 + 60 * S);
+    assert_eq!(store.open_until_us(0), T0 + 60 * S);
+    assert_eq!(store.open_until_us(1), 0);
+    // Threads on both handles: every slot taken is given back.
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let handle = if i % 2 == 0 { store } else { other };
+            scope.spawn(move || {
+                for _ in 0..1000 {
+                    handle.acquire(2);
+                    assert!(handle.in_flight(2) >= 1);
+                    handle.release(2);
+                }
+            });
+        }
+    });
+    assert_eq!(store.in_flight(2), 0);
+}
+
+#[test]
+fn the_in_process_load_passes_the_suite() {
+    let load = InProcessLoad::new(3);
+    load_behaviour(&load, &load);
+    assert_eq!(load.scope(), Scope::Worker);
+}
+
+#[test]
+fn the_zone_load_passes_the_suite() {
+    let path = zone_path("load");
+    Zone::create(&path, super::zone::tests::sizes(8, 8)).unwrap();
+    let (one, two) = (
+        Arc::new(Zone::open(&path).unwrap()),
+        Arc::new(Zone::open(&path).unwrap()),
+    );
+    let (a, b) = (
+        ZoneLoad::new(one, 3).unwrap(),
+        ZoneLoad::new(two, 3).unwrap(),
+    );
+    assert_ne!(a.record(), b.record());
+    load_behaviour(&*a, &*b);
+    assert_eq!(a.scope(), Scope::Node);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_zone_too_small_for_the_cells_or_the_workers_is_refused() {
+    let path = zone_path("load-small");
+    Zone::create(&path, super::zone::tests::sizes(8, 8)).unwrap();
+    let zone = Arc::new(Zone::open(&path).unwrap());
+    let error = ZoneLoad::new(zone.clone(), 5).err().unwrap();
+    assert!(error.contains("room for 4 cells"), "{error}");
+    let held: Vec<_> = (0..4)
+        .map(|_| ZoneLoad::new(zone.clone(), 4).unwrap())
+        .collect();
+    let error = ZoneLoad::new(zone.clone(), 4).err().unwrap();
+    assert!(error.contains("worker records is held"), "{error}");
+    // A record dropped is free again.
+    drop(held);
+    assert!(ZoneLoad::new(zone, 4).is_ok());
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Set in the child process of the test below: the zone it holds slots in.
+const HOLDER_ZONE: &str = "CELLGATE_TEST_HOLDER_ZONE";
+
+/// Not a test by itself: the child process of `slots_of_a_worker_killed_holding_them_come_back`,
+/// which takes 3 slots on cell 1 and waits to be killed.
+#[test]
+fn hold_slots_until_killed() {
+    let Ok(path) = std::env::var(HOLDER_ZONE) else {
+        return;
+    };
+    let load = ZoneLoad::new(Arc::new(Zone::open(&path).unwrap()), 2).unwrap();
+    for _ in 0..3 {
+        load.acquire(1);
+    }
+    println!("holding");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn slots_of_a_worker_killed_holding_them_come_back() {
+    use std::io::{BufRead, BufReader};
+    let path = zone_path("killed");
+    Zone::create(&path, super::zone::tests::sizes(8, 8)).unwrap();
+    let zone = Arc::new(Zone::open(&path).unwrap());
+    let mine = ZoneLoad::new(zone.clone(), 2).unwrap();
+    mine.acquire(1);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "state::suite::hold_slots_until_killed",
+            "--nocapture",
+        ])
+        .args(["--test-threads", "1"])
+        .env(HOLDER_ZONE, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    assert!(stdout.lines().any(|line| line.unwrap().contains("holding")));
+    assert_eq!(mine.in_flight(1), 4, "the child's 3 and this worker's 1");
+    // SIGKILL: no destructor runs; then reaped, as granian's master reaps its dead workers.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Swept here, or by the sweeper thread every second meanwhile.
+    sweep(&zone);
+    assert_eq!(mine.in_flight(1), 1, "this worker's own slot is kept");
+    assert_eq!(zone.counters().reclaimed_slots, 3);
+    assert_eq!(zone.counters().reclaimed_workers, 1);
+    assert_eq!(sweep(&zone), 0);
+    mine.release(1);
+    assert_eq!(mine.in_flight(1), 0);
     std::fs::remove_file(&path).unwrap();
 }

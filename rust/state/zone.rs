@@ -4,11 +4,19 @@
 //! Layout (every word a little-endian `u64`, every slot four words):
 //!
 //! ```text
-//! header   64 words: magic, version, revocation_slots, quota_slots, writer lock, counters
+//! header   64 words: magic, version, revocation_slots, quota_slots, writer lock, counters,
+//!          cell_slots, worker_slots
 //! tokens   revocation_slots slots: key_hi, key_lo, forget_after_s, 0
 //! cutoffs  revocation_slots slots: key_hi, key_lo, issued_before_s (f64 bits), forget_after_s
 //! quotas   quota_slots slots:      key_hi, key_lo, tat_ns, 0
+//! cells    cell_slots slots:       down, open_until_us, 0, 0
+//! held     cell_slots rows of worker_slots words: slots held on the cell by each worker record
+//! workers  worker_slots words:     the pid owning each worker record, 0 when free
 //! ```
+//!
+//! A cell's in-flight count is the sum of its row of `held`: each word is written by the one
+//! process owning that worker record, so a worker killed while holding slots leaves them in
+//! its own words, which the next worker to find its pid gone zeroes (`zone_load`).
 //!
 //! A key is the first 128 bits of the SHA-256 of the jti or customer id, with the top word's
 //! lowest bit set so that 0 means an empty slot: keys are compared by 127 bits, never by a short
@@ -26,7 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"CGZONE\0\0");
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 const HEADER_WORDS: usize = 64;
 pub(super) const SLOT_WORDS: usize = 4;
 /// How many slots from its home slot a key may live in.
@@ -45,6 +53,28 @@ pub(super) const H_EVICTED_TOKENS: usize = 6;
 pub(super) const H_EVICTED_CUTOFFS: usize = 7;
 pub(super) const H_EVICTED_QUOTAS: usize = 8;
 const H_LOCK_TAKEOVERS: usize = 9;
+const H_CELL_SLOTS: usize = 10;
+const H_WORKER_SLOTS: usize = 11;
+/// Slots given back for workers that died holding them.
+pub(super) const H_RECLAIMED_SLOTS: usize = 12;
+/// Worker records taken over from dead workers.
+pub(super) const H_RECLAIMED_WORKERS: usize = 13;
+/// Words per cell of the cell table.
+pub(super) const CELL_WORDS: usize = 4;
+/// The most cells and worker records a zone may have.
+const MAX_CELLS: u64 = 1 << 12;
+const MAX_WORKERS: u64 = 1 << 10;
+
+/// How many slots each table of a zone has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneSizes {
+    pub revocation_slots: u64,
+    pub quota_slots: u64,
+    /// Cells of the configuration (at least one).
+    pub cell_slots: u64,
+    /// Worker records: at least the workers alive at once, respawned ones included.
+    pub worker_slots: u64,
+}
 
 /// One of the zone's tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +107,10 @@ pub struct ZoneCounters {
     pub evicted_quotas: u64,
     /// Times the writer lock was taken over from a process that had died holding it.
     pub lock_takeovers: u64,
+    /// In-flight slots given back for workers that died holding them.
+    pub reclaimed_slots: u64,
+    /// Worker records freed after their worker died.
+    pub reclaimed_workers: u64,
 }
 
 /// A mapped zone.
@@ -84,6 +118,8 @@ pub struct Zone {
     map: MmapRaw,
     revocation_slots: usize,
     quota_slots: usize,
+    cell_slots: usize,
+    worker_slots: usize,
     path: String,
 }
 
@@ -96,11 +132,34 @@ impl Drop for WriterGuard<'_> {
     }
 }
 
-fn words_for(revocation_slots: u64, quota_slots: u64) -> u64 {
-    HEADER_WORDS as u64 + (2 * revocation_slots + quota_slots) * SLOT_WORDS as u64
+fn words_for(sizes: &ZoneSizes) -> u64 {
+    HEADER_WORDS as u64
+        + (2 * sizes.revocation_slots + sizes.quota_slots) * SLOT_WORDS as u64
+        + sizes.cell_slots * (CELL_WORDS as u64 + sizes.worker_slots)
+        + sizes.worker_slots
 }
 
-fn process_exists(pid: u64) -> bool {
+/// Whether every size is within its bounds; the message names the first that is not.
+fn check_sizes(sizes: &ZoneSizes) -> Result<(), String> {
+    for (name, slots, low, high) in [
+        (
+            "revocation_slots",
+            sizes.revocation_slots,
+            WINDOW as u64,
+            MAX_SLOTS,
+        ),
+        ("quota_slots", sizes.quota_slots, WINDOW as u64, MAX_SLOTS),
+        ("cell_slots", sizes.cell_slots, 1, MAX_CELLS),
+        ("worker_slots", sizes.worker_slots, 1, MAX_WORKERS),
+    ] {
+        if !(low..=high).contains(&slots) {
+            return Err(format!("{name}: must be {low} to {high}"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn process_exists(pid: u64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -111,15 +170,8 @@ fn process_exists(pid: u64) -> bool {
 
 impl Zone {
     /// Creates (or replaces) the zone file at `path` with these table sizes, all slots empty.
-    pub fn create(path: &str, revocation_slots: u64, quota_slots: u64) -> Result<Zone, String> {
-        for (name, slots) in [
-            ("revocation_slots", revocation_slots),
-            ("quota_slots", quota_slots),
-        ] {
-            if !(WINDOW as u64..=MAX_SLOTS).contains(&slots) {
-                return Err(format!("{name}: must be {WINDOW} to {MAX_SLOTS}"));
-            }
-        }
+    pub fn create(path: &str, sizes: ZoneSizes) -> Result<Zone, String> {
+        check_sizes(&sizes)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -127,13 +179,15 @@ impl Zone {
             .truncate(true)
             .open(path)
             .map_err(|err| format!("cannot create {path:?}: {err}"))?;
-        file.set_len(words_for(revocation_slots, quota_slots) * 8)
+        file.set_len(words_for(&sizes) * 8)
             .map_err(|err| format!("cannot size {path:?}: {err}"))?;
-        let zone = Self::map(file, path, revocation_slots as usize, quota_slots as usize)?;
+        let zone = Self::map(file, path, &sizes)?;
         zone.word(H_VERSION).store(VERSION, SeqCst);
         zone.word(H_REVOCATION_SLOTS)
-            .store(revocation_slots, SeqCst);
-        zone.word(H_QUOTA_SLOTS).store(quota_slots, SeqCst);
+            .store(sizes.revocation_slots, SeqCst);
+        zone.word(H_QUOTA_SLOTS).store(sizes.quota_slots, SeqCst);
+        zone.word(H_CELL_SLOTS).store(sizes.cell_slots, SeqCst);
+        zone.word(H_WORKER_SLOTS).store(sizes.worker_slots, SeqCst);
         zone.word(H_MAGIC).store(MAGIC, SeqCst);
         Ok(zone)
     }
@@ -152,7 +206,13 @@ impl Zone {
         if len < HEADER_WORDS as u64 * 8 {
             return Err(format!("{path:?} is not a cellgate zone (too short)"));
         }
-        let header = Self::map(file, path, 0, 0)?;
+        let none = ZoneSizes {
+            revocation_slots: 0,
+            quota_slots: 0,
+            cell_slots: 0,
+            worker_slots: 0,
+        };
+        let header = Self::map(file, path, &none)?;
         let magic = header.word(H_MAGIC).load(SeqCst);
         let version = header.word(H_VERSION).load(SeqCst);
         if magic != MAGIC {
@@ -163,35 +223,36 @@ impl Zone {
                 "{path:?} is a zone of layout version {version}, this build maps {VERSION}"
             ));
         }
-        let revocation_slots = header.word(H_REVOCATION_SLOTS).load(SeqCst);
-        let quota_slots = header.word(H_QUOTA_SLOTS).load(SeqCst);
-        let sizes_ok = [revocation_slots, quota_slots]
-            .iter()
-            .all(|slots| (WINDOW as u64..=MAX_SLOTS).contains(slots));
-        if !sizes_ok || len != words_for(revocation_slots, quota_slots) * 8 {
+        let sizes = ZoneSizes {
+            revocation_slots: header.word(H_REVOCATION_SLOTS).load(SeqCst),
+            quota_slots: header.word(H_QUOTA_SLOTS).load(SeqCst),
+            cell_slots: header.word(H_CELL_SLOTS).load(SeqCst),
+            worker_slots: header.word(H_WORKER_SLOTS).load(SeqCst),
+        };
+        if check_sizes(&sizes).is_err() || len != words_for(&sizes) * 8 {
             return Err(format!(
                 "{path:?}: its size ({len} bytes) is not that of its tables \
-                 ({revocation_slots} revocation, {quota_slots} quota slots)"
+                 ({} revocation, {} quota, {} cell, {} worker slots)",
+                sizes.revocation_slots, sizes.quota_slots, sizes.cell_slots, sizes.worker_slots
             ));
         }
         Ok(Zone {
-            revocation_slots: revocation_slots as usize,
-            quota_slots: quota_slots as usize,
+            revocation_slots: sizes.revocation_slots as usize,
+            quota_slots: sizes.quota_slots as usize,
+            cell_slots: sizes.cell_slots as usize,
+            worker_slots: sizes.worker_slots as usize,
             ..header
         })
     }
 
-    fn map(
-        file: File,
-        path: &str,
-        revocation_slots: usize,
-        quota_slots: usize,
-    ) -> Result<Zone, String> {
+    fn map(file: File, path: &str, sizes: &ZoneSizes) -> Result<Zone, String> {
         let map = MmapRaw::map_raw(&file).map_err(|err| format!("cannot map {path:?}: {err}"))?;
         Ok(Zone {
             map,
-            revocation_slots,
-            quota_slots,
+            revocation_slots: sizes.revocation_slots as usize,
+            quota_slots: sizes.quota_slots as usize,
+            cell_slots: sizes.cell_slots as usize,
+            worker_slots: sizes.worker_slots as usize,
             path: path.to_owned(),
         })
     }
@@ -206,6 +267,35 @@ impl Zone {
         (self.revocation_slots, self.quota_slots)
     }
 
+    /// How many cells and worker records the load tables have.
+    pub fn load_sizes(&self) -> (usize, usize) {
+        (self.cell_slots, self.worker_slots)
+    }
+
+    fn load_start(&self) -> usize {
+        HEADER_WORDS + (2 * self.revocation_slots + self.quota_slots) * SLOT_WORDS
+    }
+
+    /// Word `field` (0..CELL_WORDS) of cell `cell`'s entry in the cell table.
+    pub(super) fn cell_word(&self, cell: usize, field: usize) -> &AtomicU64 {
+        assert!(cell < self.cell_slots && field < CELL_WORDS);
+        self.word(self.load_start() + cell * CELL_WORDS + field)
+    }
+
+    /// The slots worker record `worker` holds on `cell`.
+    pub(super) fn held_word(&self, cell: usize, worker: usize) -> &AtomicU64 {
+        assert!(cell < self.cell_slots && worker < self.worker_slots);
+        let held = self.load_start() + self.cell_slots * CELL_WORDS;
+        self.word(held + cell * self.worker_slots + worker)
+    }
+
+    /// The pid owning worker record `worker` (0: free).
+    pub(super) fn worker_word(&self, worker: usize) -> &AtomicU64 {
+        assert!(worker < self.worker_slots);
+        let workers = self.load_start() + self.cell_slots * (CELL_WORDS + self.worker_slots);
+        self.word(workers + worker)
+    }
+
     /// The zone's counters.
     pub fn counters(&self) -> ZoneCounters {
         ZoneCounters {
@@ -213,6 +303,8 @@ impl Zone {
             evicted_cutoffs: self.word(H_EVICTED_CUTOFFS).load(SeqCst),
             evicted_quotas: self.word(H_EVICTED_QUOTAS).load(SeqCst),
             lock_takeovers: self.word(H_LOCK_TAKEOVERS).load(SeqCst),
+            reclaimed_slots: self.word(H_RECLAIMED_SLOTS).load(SeqCst),
+            reclaimed_workers: self.word(H_RECLAIMED_WORKERS).load(SeqCst),
         }
     }
 
@@ -380,8 +472,17 @@ impl Zone {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    pub(crate) fn sizes(revocation_slots: u64, quota_slots: u64) -> ZoneSizes {
+        ZoneSizes {
+            revocation_slots,
+            quota_slots,
+            cell_slots: 4,
+            worker_slots: 4,
+        }
+    }
 
     pub(crate) fn temp_path(name: &str) -> String {
         let dir = std::env::temp_dir();
@@ -395,12 +496,15 @@ mod tests {
     #[test]
     fn a_zone_of_another_layout_is_refused() {
         let path = temp_path("layout");
-        Zone::create(&path, 64, 64).unwrap();
+        Zone::create(&path, sizes(64, 64)).unwrap();
         assert!(Zone::open(&path).is_ok());
         let zone = Zone::open(&path).unwrap();
-        zone.word(H_VERSION).store(2, SeqCst);
+        zone.word(H_VERSION).store(VERSION + 1, SeqCst);
         let error = Zone::open(&path).err().unwrap();
-        assert!(error.contains("layout version 2"), "{error}");
+        assert!(
+            error.contains(&format!("layout version {}", VERSION + 1)),
+            "{error}"
+        );
         zone.word(H_VERSION).store(VERSION, SeqCst);
         zone.word(H_QUOTA_SLOTS).store(128, SeqCst);
         let error = Zone::open(&path).err().unwrap();
@@ -409,7 +513,7 @@ mod tests {
         assert!(Zone::open(&path).err().unwrap().contains("bad magic"));
         std::fs::write(&path, b"short").unwrap();
         assert!(Zone::open(&path).err().unwrap().contains("too short"));
-        assert!(Zone::create(&path, 4, 64)
+        assert!(Zone::create(&path, sizes(4, 64))
             .err()
             .unwrap()
             .contains("revocation_slots"));
@@ -419,7 +523,7 @@ mod tests {
     #[test]
     fn keys_are_compared_in_full() {
         let path = temp_path("keys");
-        let zone = Zone::create(&path, 64, 64).unwrap();
+        let zone = Zone::create(&path, sizes(64, 64)).unwrap();
         let a = key_of("alice");
         // Same home slot and same top word, other bottom word: a different key.
         let b = (a.0, a.1.wrapping_add(64));
@@ -435,7 +539,7 @@ mod tests {
     #[test]
     fn a_full_window_evicts_the_smallest_rank_and_counts_it() {
         let path = temp_path("evict");
-        let zone = Zone::create(&path, 64, 64).unwrap();
+        let zone = Zone::create(&path, sizes(64, 64)).unwrap();
         // WINDOW + 1 keys sharing one home slot (same low word modulo 64).
         let keys: Vec<Key> = (0..=WINDOW as u64)
             .map(|i| ((i << 1) | 1, 64 * i))
@@ -463,7 +567,7 @@ mod tests {
     #[test]
     fn a_lock_left_by_a_dead_process_is_taken_over() {
         let path = temp_path("lock");
-        let zone = Zone::create(&path, 64, 64).unwrap();
+        let zone = Zone::create(&path, sizes(64, 64)).unwrap();
         // A pid far above pid_max: no such process.
         zone.leave_locked_by(u64::from(i32::MAX as u32 - 1));
         drop(zone.lock());
@@ -476,7 +580,7 @@ mod tests {
     #[test]
     fn a_write_cut_short_leaves_an_empty_slot() {
         let path = temp_path("torn");
-        let zone = Zone::create(&path, 64, 64).unwrap();
+        let zone = Zone::create(&path, sizes(64, 64)).unwrap();
         let key = key_of("bob");
         let guard = zone.lock();
         let (slot, _) = zone.place(&guard, Table::Tokens, key, |_, _| false, |a, _| a);

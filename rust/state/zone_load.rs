@@ -1,0 +1,162 @@
+//! Each cell's load in the zone: every worker counts the slots it holds on a cell in its own
+//! word of the cell's row (its worker record), so a cell's in-flight count is the row's sum and
+//! a worker killed holding slots leaves them in words no one else writes. The first worker to
+//! find a record's pid gone zeroes those words and frees the record: at start (when granian
+//! respawns a worker, the new one sweeps), and every second while the node runs.
+//!
+//! A record is taken by compare-and-swap on its pid word, from 0, or from a dead pid by a
+//! sweeper, which zeroes the words and then stores 0; a sweeper killed in between leaves its
+//! own dead pid there, and the next sweeper takes over. Health is one word per cell, 0 when
+//! the cell is up, written by whoever probes (see `health`); a breaker opening is another, the
+//! microsecond until which some worker's breaker for the cell refuses, raised to the maximum.
+
+use super::zone::{process_exists, Zone, H_RECLAIMED_SLOTS, H_RECLAIMED_WORKERS};
+use super::{LoadStore, Scope};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often a running node looks for the records of dead workers.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// This worker's view of the node's load table, holding one worker record.
+pub struct ZoneLoad {
+    zone: Arc<Zone>,
+    record: usize,
+    pid: u64,
+}
+
+impl std::fmt::Debug for ZoneLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneLoad")
+            .field("zone", &self.zone.path())
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// Frees every worker record whose process is gone, giving back the slots it held; returns
+/// how many slots were given back.
+pub fn sweep(zone: &Zone) -> u64 {
+    let me = u64::from(std::process::id());
+    let (cells, workers) = zone.load_sizes();
+    let mut given_back = 0;
+    for record in 0..workers {
+        let owner = zone.worker_word(record);
+        let pid = owner.load(SeqCst);
+        if pid == 0 || pid == me || process_exists(pid) {
+            continue;
+        }
+        if owner.compare_exchange(pid, me, SeqCst, SeqCst).is_err() {
+            continue; // another sweeper took it
+        }
+        for cell in 0..cells {
+            given_back += zone.held_word(cell, record).swap(0, SeqCst);
+        }
+        owner.store(0, SeqCst);
+        zone.word(H_RECLAIMED_WORKERS).fetch_add(1, SeqCst);
+    }
+    zone.word(H_RECLAIMED_SLOTS).fetch_add(given_back, SeqCst);
+    given_back
+}
+
+impl ZoneLoad {
+    /// Takes a worker record in `zone` for a configuration of `cells` cells (after sweeping the
+    /// records of dead workers), and starts sweeping every second while it is held.
+    pub fn new(zone: Arc<Zone>, cells: usize) -> Result<Arc<Self>, String> {
+        let (cell_slots, worker_slots) = zone.load_sizes();
+        if cells > cell_slots {
+            return Err(format!(
+                "the zone has room for {cell_slots} cells, the configuration has {cells}"
+            ));
+        }
+        sweep(&zone);
+        let pid = u64::from(std::process::id());
+        let record = (0..worker_slots)
+            .find(|&record| {
+                zone.worker_word(record)
+                    .compare_exchange(0, pid, SeqCst, SeqCst)
+                    .is_ok()
+            })
+            .ok_or_else(|| {
+                format!("every one of the zone's {worker_slots} worker records is held")
+            })?;
+        for cell in 0..cell_slots {
+            zone.held_word(cell, record).store(0, SeqCst);
+        }
+        let load = Arc::new(ZoneLoad { zone, record, pid });
+        let weak: Weak<ZoneLoad> = Arc::downgrade(&load);
+        let _ = std::thread::Builder::new()
+            .name("cellgate-zone-sweep".into())
+            .spawn(move || loop {
+                std::thread::sleep(SWEEP_EVERY);
+                match weak.upgrade() {
+                    Some(load) => drop(sweep(&load.zone)),
+                    None => return,
+                }
+            });
+        Ok(load)
+    }
+
+    /// The worker record this view holds.
+    pub fn record(&self) -> usize {
+        self.record
+    }
+}
+
+impl Drop for ZoneLoad {
+    fn drop(&mut self) {
+        let (cells, _) = self.zone.load_sizes();
+        for cell in 0..cells {
+            self.zone.held_word(cell, self.record).store(0, SeqCst);
+        }
+        let _ = self
+            .zone
+            .worker_word(self.record)
+            .compare_exchange(self.pid, 0, SeqCst, SeqCst);
+    }
+}
+
+impl LoadStore for ZoneLoad {
+    fn in_flight(&self, cell: usize) -> u32 {
+        let (_, workers) = self.zone.load_sizes();
+        let held: u64 = (0..workers)
+            .map(|record| self.zone.held_word(cell, record).load(SeqCst))
+            .sum();
+        u32::try_from(held).unwrap_or(u32::MAX)
+    }
+
+    fn acquire(&self, cell: usize) {
+        self.zone.held_word(cell, self.record).fetch_add(1, SeqCst);
+    }
+
+    fn release(&self, cell: usize) {
+        let held = self.zone.held_word(cell, self.record);
+        // Never below 0, even if the record was wrongly swept under a live worker.
+        let _ = held.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+
+    fn healthy(&self, cell: usize) -> bool {
+        self.zone.cell_word(cell, 0).load(SeqCst) == 0
+    }
+
+    fn set_healthy(&self, cell: usize, healthy: bool) -> bool {
+        self.zone
+            .cell_word(cell, 0)
+            .swap(u64::from(!healthy), SeqCst)
+            == 0
+    }
+
+    fn open_until_us(&self, cell: usize) -> u64 {
+        self.zone.cell_word(cell, 1).load(SeqCst)
+    }
+
+    fn opened_until(&self, cell: usize, until_us: u64) {
+        // fetch_max is one compare-and-swap loop: the latest opening wins, none is lost.
+        self.zone.cell_word(cell, 1).fetch_max(until_us, SeqCst);
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+}

@@ -1,0 +1,128 @@
+"""Cell load one truth across workers: with two granian workers sharing the node's zone, a
+cell's max_in_flight holds over both, the in-flight count every worker reports is the node's,
+and slots held by a worker SIGKILLed mid-request come back once granian has respawned it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from cellgate.demo.launch import demo_token
+from harness import Gateway, demo_variant, http_json, start_gateway, to_demo_cell
+
+US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
+
+
+def _stop(gateway: Gateway) -> None:
+    gateway.process.send_signal(signal.SIGTERM)
+    try:
+        gateway.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        gateway.process.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def limited_pair(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Two workers, every cell limited to 2 forwards at once, and no quota in the way."""
+    directory = tmp_path_factory.mktemp("limited-pair")
+    text = re.sub(
+        r"rate_limit = \{[^}]*\}",
+        "rate_limit = { requests = 6000000, period_s = 60, burst = 1000000 }",
+        demo_config.read_text(),
+    )
+    text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
+    gateway = start_gateway(demo_variant(demo_config, directory, text), "--workers", "2")
+    yield gateway
+    _stop(gateway)
+
+
+def _node_in_flight(gateway: Gateway) -> int:
+    return sum(cell["in_flight"] for cell in gateway.cells())
+
+
+def test_max_in_flight_holds_across_two_workers(limited_pair: Gateway, demo_cells_running):
+    for cell in US_EAST:
+        assert to_demo_cell(demo_cells_running, cell, "POST", "/_cell/slow?ms=1500")[0] == 200
+    try:
+        headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
+
+        def one(_: int):
+            return http_json(limited_pair.port, "GET", "/api/accounts", headers)
+
+        # Each request on its own connection: granian spreads them over both workers.
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(one, range(12)))
+    finally:
+        for cell in US_EAST:
+            to_demo_cell(demo_cells_running, cell, "POST", "/_cell/reset")
+    served = Counter(body["cell"] for status, _, body in answers if status == 200)
+    refused = [body for status, _, body in answers if status != 200]
+    # Per worker, each cell would take 2 from each worker; over the node, 2 in all.
+    assert all(count <= 2 for count in served.values()), served
+    assert sum(served.values()) == 8 and len(refused) == 4, (served, refused)
+    assert {problem["reason"] for problem in refused} == {"cell_saturated"}
+    # Every worker reports the node's count, and it is back to 0.
+    assert [_node_in_flight(limited_pair) for _ in range(10)] == [0] * 10
+
+
+def _workers_of(master: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, demo_cells_running):
+    cell_port = demo_cells_running.ports["corp-us-east-1"]
+    http_json(cell_port, "POST", "/_cell/hang")
+    token = demo_token("c-corp-us")
+    request = f"GET /api/positions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\r\n"
+    connections = []
+    try:
+        for _ in range(2):
+            conn = socket.create_connection(("127.0.0.1", limited_pair.port), timeout=10)
+            conn.sendall(request.encode())
+            connections.append(conn)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _node_in_flight(limited_pair) < 2:
+            time.sleep(0.05)
+        assert _node_in_flight(limited_pair) == 2, "both forwards are held on the cell"
+        workers = _workers_of(limited_pair.process.pid)
+        assert len(workers) >= 2, workers
+        for pid in workers:
+            subprocess.run(["kill", "-KILL", str(pid)], check=True)
+    finally:
+        http_json(cell_port, "POST", "/_cell/reset")
+        for conn in connections:
+            conn.close()
+    # granian respawns the workers; the first to find a dead worker's record gives its slots back.
+    deadline = time.monotonic() + 20
+    counts = None
+    while time.monotonic() < deadline:
+        try:
+            counts = [_node_in_flight(limited_pair) for _ in range(4)]
+        except (OSError, AssertionError):
+            counts = None
+        if counts == [0] * 4:
+            break
+        time.sleep(0.2)
+    assert counts == [0] * 4, counts
+    status, _, body = http_json(
+        limited_pair.port, "GET", "/api/positions", {"Authorization": f"Bearer {token}"}
+    )
+    assert (status, body["cell"]) == (200, "corp-us-east-1")
