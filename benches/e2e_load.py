@@ -18,6 +18,8 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
             with 503 (only with --only): retries should cost the client no error
   cellgate-audit-buffered, cellgate-audit-strict  the rules on and every request recorded in
             the audit trail (only with --only): to price the trail in each durability mode
+  cellgate-zone  the rules on, revocations, quotas and cell load in the shared-memory zone
+            even with one worker (only with --only): the zone's price against in-process state
   cellgate-mtls  the rules on, both cells replaced by nginx cells that speak only TLS and
             require a client certificate (a throwaway CA made for the run); the gateway's
             connections to them pooled as plain ones are (only with --only): the price of mTLS
@@ -81,6 +83,7 @@ PEERS = (
     "cellgate-audit-buffered",
     "cellgate-audit-strict",
     "cellgate-mtls",
+    "cellgate-zone",
 )
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
@@ -97,6 +100,7 @@ PEER_LABELS = {
     "cellgate-audit-buffered": "cellgate, audit trail buffered",
     "cellgate-audit-strict": "cellgate, audit trail strict",
     "cellgate-mtls": "cellgate, cells over mTLS",
+    "cellgate-zone": "cellgate, state in the node's zone",
 }
 #: The audit durability of each audited peer.
 AUDIT = {"cellgate-audit-buffered": "buffered", "cellgate-audit-strict": "strict"}
@@ -668,6 +672,8 @@ def start_cellgate(
     config = cellgate_config(
         fixtures.secret, cell_ports, fixtures.profiles_path, rules, SIGNING.get(peer), tls
     )
+    if peer == "cellgate-zone":
+        config += '\n[state]\nzone = "on"\n'
     if peer in AUDIT:
         der = ED25519_PKCS8_PREFIX + secrets.token_bytes(32)
         pem = base64.encodebytes(der).decode()
