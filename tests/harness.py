@@ -98,7 +98,9 @@ class Gateway:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(timeout=15)
+                # Past the 30 s grace: a worker that is still starting when SIGTERM comes is
+                # only stopped when granian kills it at the end of the grace.
+                return self.process.wait(timeout=45)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
