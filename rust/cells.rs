@@ -84,6 +84,11 @@ impl CellLoad {
         self.store.set_healthy(self.index, healthy)
     }
 
+    /// Whether this worker is the node's prober now (see `LoadStore::may_probe`).
+    pub fn may_probe(&self, now_s: u64, lease_s: u64) -> bool {
+        self.store.may_probe(now_s, lease_s)
+    }
+
     /// Whether some worker's breaker for this cell opened and still waits at `now_us` (this
     /// worker's own breaker is asked separately); how long until it ends.
     #[inline]

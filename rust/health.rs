@@ -1,5 +1,6 @@
 //! Active health checks: each cell is probed on an interval and flips only after `rise`
-//! consecutive successes or `fall` consecutive failures, as HAProxy's checks do.
+//! consecutive successes or `fall` consecutive failures, as HAProxy's checks do. With the
+//! node's zone, one worker (the probe lease's holder) probes for every worker.
 
 use crate::cells::Cell;
 use crate::forward::probe::ProbeClient;
@@ -63,8 +64,18 @@ impl HealthChecker {
                     tokio::time::interval(Duration::from_millis(settings.interval_ms.max(10)));
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut streak = Streak::default();
+                // One worker of a node probes for all (the zone's lease); it lapses after three
+                // missed rounds, and another worker takes over.
+                let lease_s = (3 * settings.interval_ms).div_ceil(1000).max(2);
                 while !stop.load(Ordering::Relaxed) {
                     ticker.tick().await;
+                    let now_s = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if !cell.load.may_probe(now_s, lease_s) {
+                        streak = Streak::default();
+                        continue;
+                    }
                     let ok = probes.probe(&cell, &url, timeout).await;
                     if let Some(healthy) = streak.record(ok, cell.load.healthy(), &settings) {
                         cell.load.set_healthy(healthy);

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import demo_token
-from harness import Gateway, demo_variant, http_json, start_gateway, to_demo_cell
+from harness import (
+    Gateway,
+    demo_variant,
+    free_port,
+    http_json,
+    start_cell,
+    start_gateway,
+    to_demo_cell,
+)
 
 US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
 
@@ -126,3 +134,31 @@ def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, de
         limited_pair.port, "GET", "/api/positions", {"Authorization": f"Bearer {token}"}
     )
     assert (status, body["cell"]) == (200, "corp-us-east-1")
+
+
+def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Path):
+    # A cell of this test's own, so that no other gateway's probes reach it. The demo
+    # configuration probes every 100 ms: one prober makes about 10 checks a second, two 20.
+    port = free_port()
+    own = start_cell("retail-us-east-1", port)
+    text = re.sub(
+        r'(id = "retail-us-east-1"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
+        rf"\g<1>{port}",
+        demo_config.read_text(),
+    )
+    gateway = start_gateway(demo_variant(demo_config, tmp_path / "probes", text), "--workers", "2")
+    try:
+        time.sleep(1.0)
+
+        def checks() -> int:
+            return http_json(port, "GET", "/_cell/stats")[2]["health_checks"]
+
+        before = checks()
+        time.sleep(3.0)
+        made = checks() - before
+    finally:
+        _stop(gateway)
+        own.terminate()
+        own.wait(timeout=10)
+        own.stdout.close()
+    assert 15 <= made <= 45, f"{made} checks in 3 s: expected one prober's 30"

@@ -28,6 +28,12 @@ pub trait LoadStore: Send + Sync + std::fmt::Debug {
     /// Says that a breaker for `cell` opened until `until_us`; a later opening already said
     /// stands (compare-and-swap to the maximum).
     fn opened_until(&self, cell: usize, until_us: u64);
+    /// Whether this worker is the one to probe the cells' health now, holding the node's probe
+    /// lease for `lease_s` seconds from `now_s` (taken when free, expired, or held by a worker
+    /// that is gone; renewed by its holder). A worker's own store always says yes.
+    fn may_probe(&self, _now_s: u64, _lease_s: u64) -> bool {
+        true
+    }
     /// Who sees a change.
     fn scope(&self) -> Scope;
 }

@@ -360,3 +360,29 @@ fn slots_of_a_worker_killed_holding_them_come_back() {
     assert_eq!(mine.in_flight(1), 0);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn one_worker_of_a_node_holds_the_probe_lease_until_it_lapses_or_its_holder_dies() {
+    use super::zone_load::probe_lease;
+    let path = zone_path("probe-lease");
+    Zone::create(&path, super::zone::tests::sizes(8, 8)).unwrap();
+    let zone = Zone::open(&path).unwrap();
+    let me = u64::from(std::process::id());
+    // pid 1 is always alive: another worker of the node.
+    assert!(probe_lease(&zone, me, 1000, 3));
+    assert!(!probe_lease(&zone, 1, 1001, 3), "held and fresh: not taken");
+    assert!(probe_lease(&zone, me, 1002, 3), "the holder renews it");
+    assert!(!probe_lease(&zone, 1, 1004, 3));
+    assert!(
+        probe_lease(&zone, 1, 1006, 3),
+        "lapsed unrenewed: taken over"
+    );
+    assert!(!probe_lease(&zone, me, 1007, 3));
+    // A holder that is gone frees the lease at once.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = u64::from(child.id());
+    child.wait().unwrap();
+    assert!(probe_lease(&zone, dead, 2000, 3));
+    assert!(probe_lease(&zone, me, 2001, 3), "its holder is gone");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -59,6 +59,9 @@ const H_WORKER_SLOTS: usize = 11;
 pub(super) const H_RECLAIMED_SLOTS: usize = 12;
 /// Worker records taken over from dead workers.
 pub(super) const H_RECLAIMED_WORKERS: usize = 13;
+/// The node's health-probe lease: the holder's pid in the high half, the second it lapses in
+/// the low half (`zone_load::may_probe`).
+pub(super) const H_PROBER: usize = 14;
 /// Words per cell of the cell table.
 pub(super) const CELL_WORDS: usize = 4;
 /// The most cells and worker records a zone may have.

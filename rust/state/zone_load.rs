@@ -10,7 +10,7 @@
 //! the cell is up, written by whoever probes (see `health`); a breaker opening is another, the
 //! microsecond until which some worker's breaker for the cell refuses, raised to the maximum.
 
-use super::zone::{process_exists, Zone, H_RECLAIMED_SLOTS, H_RECLAIMED_WORKERS};
+use super::zone::{process_exists, Zone, H_PROBER, H_RECLAIMED_SLOTS, H_RECLAIMED_WORKERS};
 use super::{LoadStore, Scope};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
@@ -156,7 +156,33 @@ impl LoadStore for ZoneLoad {
         self.zone.cell_word(cell, 1).fetch_max(until_us, SeqCst);
     }
 
+    fn may_probe(&self, now_s: u64, lease_s: u64) -> bool {
+        probe_lease(&self.zone, self.pid, now_s, lease_s)
+    }
+
     fn scope(&self) -> Scope {
         Scope::Node
+    }
+}
+
+/// Takes or renews the node's probe lease for `pid`: one worker probes the cells' health for
+/// the whole node. A lease lapses `lease_s` after its last renewal, or at once when its holder
+/// is gone, so a killed prober is replaced within a lease.
+pub fn probe_lease(zone: &Zone, pid: u64, now_s: u64, lease_s: u64) -> bool {
+    let word = zone.word(H_PROBER);
+    let mine = (pid << 32) | ((now_s + lease_s) & 0xffff_ffff);
+    loop {
+        let current = word.load(SeqCst);
+        let (holder, until_s) = (current >> 32, current & 0xffff_ffff);
+        let free = holder == 0 || until_s < now_s & 0xffff_ffff || !process_exists(holder);
+        if holder != pid && !free {
+            return false;
+        }
+        if holder == pid && until_s > (now_s + lease_s / 2) & 0xffff_ffff {
+            return true;
+        }
+        if word.compare_exchange(current, mine, SeqCst, SeqCst).is_ok() {
+            return true;
+        }
     }
 }

@@ -236,6 +236,7 @@ class Cell:
         self.mode = Mode()
         self.ledger = ledger or Ledger()
         self.api_requests = 0
+        self.health_checks = 0
         self.in_flight = 0
         self._hang_released = asyncio.Event()
         self._control_routes: dict[str, tuple[str, Callable[[Request], Reply]]] = {
@@ -297,6 +298,7 @@ class Cell:
         if request.method not in ("GET", "HEAD"):
             payload = {"cell": self.cell_id, "error": "method_not_allowed", "allow": "GET"}
             return Reply(405, payload, ((b"allow", b"GET"),))
+        self.health_checks += 1
         if self.mode.unhealthy:
             return Reply(503, {"cell": self.cell_id, "status": "failing"})
         return Reply(200, {"cell": self.cell_id, "status": "ok"})
@@ -411,6 +413,7 @@ class Cell:
         payload = {
             "cell": self.cell_id,
             "requests": self.api_requests,
+            "health_checks": self.health_checks,
             "in_flight": self.in_flight,
             "mode": self.mode.as_json(),
         }
