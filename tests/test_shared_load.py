@@ -4,6 +4,7 @@ and slots held by a worker SIGKILLed mid-request come back once granian has resp
 
 from __future__ import annotations
 
+import http.client
 import re
 import signal
 import socket
@@ -162,3 +163,40 @@ def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Pa
         own.wait(timeout=10)
         own.stdout.close()
     assert 15 <= made <= 45, f"{made} checks in 3 s: expected one prober's 30"
+
+
+def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
+    demo_config: Path, tmp_path: Path
+):
+    port = free_port()
+    own = start_cell("retail-us-east-1", port)
+    text = re.sub(
+        r'(id = "retail-us-east-1"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
+        rf"\g<1>{port}",
+        demo_config.read_text(),
+    )
+    gateway = start_gateway(demo_variant(demo_config, tmp_path / "breaker", text), "--workers", "2")
+    headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
+    try:
+        assert http_json(port, "POST", "/_cell/fail?status=500")[0] == 200
+        # One kept-alive connection: one worker sees every failure and its breaker opens.
+        one_worker = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+        try:
+            for _ in range(16):
+                one_worker.request("GET", "/api/accounts", headers=headers)
+                one_worker.getresponse().read()
+        finally:
+            one_worker.close()
+        assert http_json(port, "POST", "/_cell/reset")[0] == 200
+        # Fresh connections reach both workers: none may pick the cell while it is open.
+        cells = Counter(
+            http_json(gateway.port, "GET", "/api/accounts", headers)[2]["cell"] for _ in range(30)
+        )
+        assert cells == Counter({"retail-us-east-2": 30}), cells
+        states = {cell["id"]: cell["breaker"] for cell in gateway.cells()}
+        assert states["retail-us-east-1"] == "open"
+    finally:
+        _stop(gateway)
+        own.terminate()
+        own.wait(timeout=10)
+        own.stdout.close()
