@@ -32,15 +32,45 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The reason of `code`, for refusals the control plane makes (body size and time).
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 26] = [
+        Reason::MissingToken,
+        Reason::Malformed,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+        Reason::AlgNotAllowed,
+        Reason::WrongType,
+        Reason::UnknownKid,
+        Reason::MissingCustomer,
+        Reason::TokenRevoked,
+        Reason::StepUpRequired,
+        Reason::CustomerNotFound,
+        Reason::RateLimited,
+        Reason::NoEligibleCell,
+        Reason::CellSaturated,
+        Reason::CellUnreachable,
+        Reason::CellTimeout,
+        Reason::ResponseTooLarge,
+        Reason::BadPath,
+        Reason::BodyTooLarge,
+        Reason::ClientBodyTimeout,
+        Reason::AuditUnavailable,
+        Reason::Draining,
+        Reason::Internal,
+    ];
+
+    /// The reason whose code is `code`.
     pub fn from_code(code: &str) -> Option<Reason> {
-        [
-            Reason::BodyTooLarge,
-            Reason::ClientBodyTimeout,
-            Reason::AuditUnavailable,
-        ]
-        .into_iter()
-        .find(|reason| reason.code() == code)
+        Reason::ALL.into_iter().find(|reason| reason.code() == code)
+    }
+
+    /// Whether the control plane makes this refusal itself, after the core decided (the body's
+    /// size and time).
+    pub fn made_after_deciding(self) -> bool {
+        matches!(self, Reason::BodyTooLarge | Reason::ClientBodyTimeout)
     }
 
     /// The reason code clients and audit records carry.
@@ -223,6 +253,14 @@ mod tests {
         assert_eq!(body["type"], "urn:cellgate:problem:expired");
         assert_eq!(body["detail"], "expired 31 s ago");
         assert_eq!(body["trace_id"], "t1");
+    }
+
+    #[test]
+    fn every_reason_is_found_by_its_code() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::from_code(reason.code()), Some(reason));
+        }
+        assert_eq!(Reason::from_code("nonsense"), None);
     }
 
     #[test]

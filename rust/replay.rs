@@ -16,23 +16,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
-/// The reasons only the token or the path decided: a record of them cannot be replayed.
-const NOT_REPLAYABLE: [&str; 13] = [
-    "missing_token",
-    "malformed",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "wrong_issuer",
-    "wrong_audience",
-    "alg_not_allowed",
-    "wrong_type",
-    "unknown_kid",
-    "missing_customer",
-    "token_revoked",
-    "bad_path",
-];
-
 /// The rules that were live state when the record was written, taken from it as they were.
 const LIVE_RULES: [&str; 3] = ["health", "breaker", "max_in_flight"];
 
@@ -110,14 +93,20 @@ pub fn replay(router: &Router, recorded: &Recorded) -> Value {
         );
         return out;
     }
+    // Only the token (every 401) or the raw path decided these, and records keep neither.
+    let by_token_or_path = |reason: &Reason| reason.is_auth() || *reason == Reason::BadPath;
     if let Some(reason) = recorded
         .reason
         .as_deref()
-        .filter(|r| NOT_REPLAYABLE.contains(r))
+        .and_then(Reason::from_code)
+        .filter(by_token_or_path)
     {
         not_replayable(
             &mut out,
-            format!("{reason} was decided by the token or the path, which records do not keep"),
+            format!(
+                "{} was decided by the token or the path, which records do not keep",
+                reason.code()
+            ),
         );
         return out;
     }

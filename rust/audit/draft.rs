@@ -12,11 +12,9 @@ use crate::reason::Refusal;
 use crate::router::Notes;
 
 pub struct Draft {
-    /// The ticket and the record, until handed over.
+    /// The ticket and the record, until handed over (by `finish`, or on drop).
     held: Option<(Ticket, Box<RequestRecord>)>,
     clock: Clock,
-    /// Where `record()` writes once the record is handed over (never read).
-    spent: Option<Box<RequestRecord>>,
 }
 
 impl Draft {
@@ -52,13 +50,14 @@ impl Draft {
         Draft {
             held: Some((ticket, record)),
             clock,
-            spent: None,
         }
     }
 
     /// Takes what the decision learnt.
     pub fn note(&mut self, notes: Notes) {
-        let record = self.record();
+        let Some(record) = self.record() else {
+            return;
+        };
         record.customer = notes.customer;
         record.tier = notes.tier;
         record.region = notes.region;
@@ -67,17 +66,17 @@ impl Draft {
         record.cells = notes.cells;
     }
 
-    /// The record as it stands.
-    pub fn record(&mut self) -> &mut RequestRecord {
-        match &mut self.held {
-            Some((_, record)) => record,
-            None => self.spent.get_or_insert_with(|| Box::new(placeholder())),
-        }
+    /// The record as it stands (held until the draft is finished or dropped, so always there
+    /// while the draft can be reached).
+    pub fn record(&mut self) -> Option<&mut RequestRecord> {
+        self.held.as_mut().map(|(_, record)| &mut **record)
     }
 
     /// Records a refusal as the outcome (what the client is answered unless told otherwise).
     pub fn refused(&mut self, refusal: &Refusal) {
-        let record = self.record();
+        let Some(record) = self.record() else {
+            return;
+        };
         record.status = refusal.reason.status();
         record.outcome = RecordOutcome::Refused;
         record.reason = Some(refusal.reason.code());
@@ -86,7 +85,9 @@ impl Draft {
     /// Records how the forward ended: the cell's answer, or the refusal (`sent`: after the
     /// request may have reached a cell).
     pub fn answered(&mut self, result: &Result<Answer, Refusal>, sent: bool) {
-        let record = self.record();
+        let Some(record) = self.record() else {
+            return;
+        };
         match result {
             Ok(answer) => {
                 record.status = answer.status;
@@ -128,30 +129,6 @@ impl Draft {
                 durable,
             );
         }
-    }
-}
-
-fn placeholder() -> RequestRecord {
-    RequestRecord {
-        arrived_us: 0,
-        request_id: String::new(),
-        trace_id: None,
-        customer: None,
-        method: "".into(),
-        path: None,
-        client: None,
-        user_agent: None,
-        tier: None,
-        region: None,
-        risk: None,
-        step_up: None,
-        cells: Vec::new(),
-        cell: None,
-        retries: 0,
-        cell_status: None,
-        status: 0,
-        outcome: RecordOutcome::Cancelled,
-        reason: None,
     }
 }
 

@@ -8,13 +8,14 @@ use crate::forward::request::build_request;
 use crate::forward::retry;
 use crate::forward::Outbound;
 use crate::health::HealthChecker;
-use crate::ingress::Arrival;
+use crate::ingress::{Arrival, Ingress};
 use crate::profiles::ProfileRecord;
 use crate::py::bridge::{Outcome, Pending, PyBridge};
 use crate::py::clock::PyClock;
 use crate::py::decision::{problem_triple, CanonicalTarget, OwnedRiskFacts, PyDecision, Verdict};
 use crate::py::errors::CoreConfigError;
 use crate::reason::{Reason, Refusal};
+use crate::request_id::RequestId;
 use crate::router::{Notes, Outcome as CellOutcome, Route, Router};
 use crate::runtime::runtime;
 use crate::settings::CoreSettings;
@@ -72,8 +73,7 @@ impl PyRouter {
                 Ok(request) => {
                     let (result, attempts, cell) =
                         retry::forward(&core, &client, route, request, &request_id).await;
-                    if let Some(draft) = &mut draft {
-                        let record = draft.record();
+                    if let Some(record) = draft.as_mut().and_then(Draft::record) {
                         record.retries = attempts.saturating_sub(1);
                         record.cell = Some(cell);
                     }
@@ -114,6 +114,31 @@ impl PyRouter {
             }
         });
         Ok(future)
+    }
+
+    /// The request's audit record under way (with a ticket): what the decision learnt, and its
+    /// cell or its refusal.
+    fn draft(
+        &self,
+        ticket: Option<Ticket>,
+        ingress: &Ingress,
+        request_id: &RequestId,
+        arrived_us: u64,
+        notes: Notes,
+        decided: Result<&Route, &Refusal>,
+    ) -> Option<Draft> {
+        let clock = self.core.clock().clone();
+        let mut draft = Draft::new(ticket?, ingress, request_id.as_str(), arrived_us, clock);
+        draft.note(notes);
+        match decided {
+            Ok(route) => {
+                if let Some(record) = draft.record() {
+                    record.cell = Some(route.cell().index);
+                }
+            }
+            Err(refusal) => draft.refused(refusal),
+        }
+        Some(draft)
     }
 
     /// A ticket for the request's record, when the trail is configured; Err: the trail cannot
@@ -281,17 +306,14 @@ impl PyRouter {
             ..Notes::default()
         };
         let decided = self.core.decide_ingress(&ingress, &mut notes);
-        let mut draft = ticket.map(|ticket| {
-            let clock = self.core.clock().clone();
-            Draft::new(ticket, &ingress, request_id.as_str(), arrived_us, clock)
-        });
-        if let Some(draft) = &mut draft {
-            draft.note(notes);
-            match &decided {
-                Ok(route) => draft.record().cell = Some(route.cell().index),
-                Err(refusal) => draft.refused(refusal),
-            }
-        }
+        let draft = self.draft(
+            ticket,
+            &ingress,
+            &request_id,
+            arrived_us,
+            notes,
+            decided.as_ref(),
+        );
         let verdict = match decided {
             Ok(route) => {
                 let cell = route.cell();
@@ -386,6 +408,7 @@ impl PyRouter {
             }
             (Some(code), _) => {
                 let reason = Reason::from_code(code)
+                    .filter(|reason| reason.made_after_deciding())
                     .ok_or_else(|| PyValueError::new_err(format!("reason: unknown {code:?}")))?;
                 Refusal::new(reason, detail.unwrap_or(reason.title()))
             }
@@ -447,22 +470,14 @@ impl PyRouter {
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|path| Ok((path, self.core.decide_ingress(&ingress, &mut notes)?)));
-        let mut draft = ticket.map(|ticket| {
-            let clock = self.core.clock().clone();
-            Draft::new(ticket, &ingress, request_id.as_str(), arrived_us, clock)
-        });
-        if let Some(draft) = &mut draft {
-            draft.note(notes);
-        }
+        let routed = decided.as_ref().map(|(_, route)| route);
+        let draft = self.draft(ticket, &ingress, &request_id, arrived_us, notes, routed);
         let (path, route) = match decided {
             Ok(decided) => decided,
             Err(refusal) => {
                 return self.answer_refusal(py, bridge, draft, refusal, request_id.as_str(), trace)
             }
         };
-        if let Some(draft) = &mut draft {
-            draft.record().cell = Some(route.cell().index);
-        }
         let outbound = Outbound {
             method,
             path: path.wire(),
