@@ -164,6 +164,18 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_record(demo_config: Pa
     assert len(list((trail / "chain-0").glob("*-*.jsonl"))) >= 2
 
 
+def _fill(directory: Path) -> Path:
+    """Fills the file system of ``directory`` with a file, until it has no space left."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
 def _mount_tmpfs(path: Path, size: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
@@ -187,13 +199,7 @@ def test_a_full_disk_refuses_and_recovers_losing_nothing_acknowledged(
                 status, headers, _ = http_json(gateway.port, "GET", "/api/accounts", AUTH)
                 assert status == 200
                 acknowledged.append(headers["x-request-id"])
-            filler = trail / "filler"
-            with filler.open("wb", buffering=0) as out:
-                try:
-                    while True:
-                        out.write(b"\0" * 4096)
-                except OSError:
-                    pass
+            filler = _fill(trail)
             statuses = []
             for _ in range(20):
                 status, headers, body = http_json(gateway.port, "GET", "/api/accounts", AUTH)
@@ -259,13 +265,7 @@ def test_fail_open_serves_through_a_full_disk_and_reports_what_it_lost(
         try:
             assert http_json(gateway.port, "GET", "/api/accounts", AUTH)[0] == 200
             time.sleep(0.3)
-            filler = trail / "filler"
-            with filler.open("wb", buffering=0) as out:
-                try:
-                    while True:
-                        out.write(b"\0" * 4096)
-                except OSError:
-                    pass
+            filler = _fill(trail)
             statuses = [http_json(gateway.port, "GET", "/api/accounts", AUTH)[0] for _ in range(30)]
             assert statuses == [200] * 30
             filler.unlink()

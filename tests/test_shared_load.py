@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -30,16 +29,6 @@ from harness import (
 US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
 
 
-def _stop(gateway: Gateway) -> None:
-    gateway.process.send_signal(signal.SIGTERM)
-    try:
-        gateway.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        gateway.process.kill()
-        gateway.process.wait()
-        raise
-
-
 @pytest.fixture(scope="module")
 def limited_pair(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """Two workers, every cell limited to 2 forwards at once, and no quota in the way."""
@@ -52,7 +41,26 @@ def limited_pair(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) ->
     text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
     gateway = start_gateway(demo_variant(demo_config, directory, text), "--workers", "2")
     yield gateway
-    _stop(gateway)
+    gateway.stop()
+
+
+def _own_retail_cell(demo_config: Path) -> tuple[int, subprocess.Popen, str]:
+    """A retail-us-east-1 of the test's own (no other gateway reaches it): its port, its
+    process, and the demo configuration pointed at it."""
+    port = free_port()
+    own = start_cell("retail-us-east-1", port)
+    text = re.sub(
+        r'(id = "retail-us-east-1"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
+        rf"\g<1>{port}",
+        demo_config.read_text(),
+    )
+    return port, own, text
+
+
+def _stop_cell(cell: subprocess.Popen) -> None:
+    cell.terminate()
+    cell.wait(timeout=10)
+    cell.stdout.close()
 
 
 def _node_in_flight(gateway: Gateway) -> int:
@@ -140,13 +148,7 @@ def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, de
 def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Path):
     # A cell of this test's own, so that no other gateway's probes reach it. The demo
     # configuration probes every 100 ms: one prober makes about 10 checks a second, two 20.
-    port = free_port()
-    own = start_cell("retail-us-east-1", port)
-    text = re.sub(
-        r'(id = "retail-us-east-1"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
-        rf"\g<1>{port}",
-        demo_config.read_text(),
-    )
+    port, own, text = _own_retail_cell(demo_config)
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "probes", text), "--workers", "2")
     try:
         time.sleep(1.0)
@@ -158,23 +160,15 @@ def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Pa
         time.sleep(3.0)
         made = checks() - before
     finally:
-        _stop(gateway)
-        own.terminate()
-        own.wait(timeout=10)
-        own.stdout.close()
+        gateway.stop()
+        _stop_cell(own)
     assert 15 <= made <= 45, f"{made} checks in 3 s: expected one prober's 30"
 
 
 def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
     demo_config: Path, tmp_path: Path
 ):
-    port = free_port()
-    own = start_cell("retail-us-east-1", port)
-    text = re.sub(
-        r'(id = "retail-us-east-1"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
-        rf"\g<1>{port}",
-        demo_config.read_text(),
-    )
+    port, own, text = _own_retail_cell(demo_config)
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "breaker", text), "--workers", "2")
     headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
     try:
@@ -196,7 +190,5 @@ def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
         states = {cell["id"]: cell["breaker"] for cell in gateway.cells()}
         assert states["retail-us-east-1"] == "open"
     finally:
-        _stop(gateway)
-        own.terminate()
-        own.wait(timeout=10)
-        own.stdout.close()
+        gateway.stop()
+        _stop_cell(own)

@@ -28,23 +28,11 @@ def bearer(customer_id: str, **claims) -> dict:
     return {"Authorization": f"Bearer {demo_token(customer_id, **claims)}"}
 
 
-def _stop(gateway: Gateway) -> None:
-    """Stops a gateway; two workers may take longer than the harness's 15 s to stop after
-    forwarding (granian stops its workers one after the other; see the report of this slice)."""
-    gateway.process.send_signal(signal.SIGTERM)
-    try:
-        gateway.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        gateway.process.kill()
-        gateway.process.wait()
-        raise
-
-
 @pytest.fixture(scope="module")
 def two_workers(demo_config: Path) -> Iterator[Gateway]:
     gateway = start_gateway(demo_config, "--workers", "2")
     yield gateway
-    _stop(gateway)
+    gateway.stop()
 
 
 def test_the_zone_is_created_for_the_workers_and_removed_on_exit(demo_config: Path):
@@ -56,7 +44,7 @@ def test_the_zone_is_created_for_the_workers_and_removed_on_exit(demo_config: Pa
         made = set(Path("/dev/shm").glob("cellgate-*.zone")) - before
         assert [zone.name for zone in made] == [f"cellgate-{gateway.process.pid}.zone"]
     finally:
-        _stop(gateway)
+        gateway.stop()
     assert not (made & set(Path("/dev/shm").glob("cellgate-*.zone")))
 
 
@@ -89,7 +77,7 @@ def test_a_revocation_through_one_worker_holds_on_every_worker_and_after_a_resta
                 assert http_json(restarted.port, "GET", "/api/accounts", old)[0] == 401
             assert http_json(restarted.port, "GET", "/api/accounts", other)[0] == 200
         finally:
-            _stop(restarted)
+            restarted.stop()
     path = "/_cellgate/revocations/customers/c-hnw-us"
     assert http_json(two_workers.port, "DELETE", path, ADMIN)[2]["lifted"] is True
     assert {http_json(two_workers.port, "GET", "/api/accounts", old)[0] for _ in range(20)} == {200}
