@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -106,6 +107,17 @@ class Gateway:
                 self.process.wait()
                 raise
         return self.process.returncode
+
+
+def limited_demo_text(demo_config: Path) -> str:
+    """The demo configuration with every cell limited to 2 forwards at once, and no quota in
+    the way."""
+    text = re.sub(
+        r"rate_limit = \{[^}]*\}",
+        "rate_limit = { requests = 6000000, period_s = 60, burst = 1000000 }",
+        demo_config.read_text(),
+    )
+    return text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
 
 
 def demo_variant(demo_config: Path, directory: Path, text: str) -> Path:

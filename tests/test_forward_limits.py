@@ -3,7 +3,6 @@ requests on to the next eligible cell, and with none left the answer is 503 cell
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from collections import Counter
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import demo_token
-from harness import Gateway, demo_variant, http_json, start_gateway, to_demo_cell
+from harness import Gateway, demo_variant, http_json, limited_demo_text, start_gateway, to_demo_cell
 
 US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
 
@@ -22,12 +21,7 @@ US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-eas
 def limited(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """The demo with every cell limited to 2 forwards at once, and no quota in the way."""
     directory = tmp_path_factory.mktemp("limited")
-    text = re.sub(
-        r"rate_limit = \{[^}]*\}",
-        "rate_limit = { requests = 6000000, period_s = 60, burst = 1000000 }",
-        demo_config.read_text(),
-    )
-    text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
+    text = limited_demo_text(demo_config)
     gateway = start_gateway(demo_variant(demo_config, directory, text))
     yield gateway
     gateway.stop()

@@ -21,6 +21,7 @@ from harness import (
     demo_variant,
     free_port,
     http_json,
+    limited_demo_text,
     start_cell,
     start_gateway,
     to_demo_cell,
@@ -33,12 +34,7 @@ US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-eas
 def limited_pair(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """Two workers, every cell limited to 2 forwards at once, and no quota in the way."""
     directory = tmp_path_factory.mktemp("limited-pair")
-    text = re.sub(
-        r"rate_limit = \{[^}]*\}",
-        "rate_limit = { requests = 6000000, period_s = 60, burst = 1000000 }",
-        demo_config.read_text(),
-    )
-    text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
+    text = limited_demo_text(demo_config)
     gateway = start_gateway(demo_variant(demo_config, directory, text), "--workers", "2")
     yield gateway
     gateway.stop()
