@@ -17,9 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from cellgate.demo.cell import serve
+from cellgate.demo.cell import Ledger, serve
 from harness import free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -563,3 +564,15 @@ def test_serve_can_be_embedded_in_a_running_loop(capsys: pytest.CaptureFixture[s
         return json.loads(reply.split(b"\r\n\r\n", 1)[1])
 
     assert asyncio.run(scenario())["cell"] == "embedded-1"
+
+
+def test_a_ledger_line_cut_short_by_a_kill_is_not_a_transfer(tmp_path: Path):
+    ledger = tmp_path / "ledger.jsonl"
+    whole = b'{"key":"k-1","fingerprint":"f","body":"{}","status":200,"payload":{"applied":true}}\n'
+    ledger.write_bytes(whole + b'{"key":"k-2","finger')
+    loaded = Ledger.load(str(ledger))
+    assert (loaded.applied, set(loaded.entries)) == (1, {"k-1"})
+    assert ledger.read_bytes() == whole, "the next append starts on a clean line"
+    ledger.write_bytes(b"not json\n" + whole)
+    with pytest.raises(ValueError, match="line 1"):
+        Ledger.load(str(ledger))

@@ -135,17 +135,26 @@ class Ledger:
         appended to it."""
         ledger = cls(path=path)
         if os.path.exists(path):
-            with open(path, "rb") as lines:
-                for line in lines:
-                    if not line.strip():
-                        continue
+            with open(path, "rb") as file:
+                text = file.read()
+            whole = text[: text.rfind(b"\n") + 1]
+            if len(whole) < len(text):
+                # A line cut short by a kill was never whole, so its answer never left: the
+                # transfer was not applied. The next append starts on a clean line.
+                os.truncate(path, len(whole))
+            for number, line in enumerate(whole.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
                     entry = orjson.loads(line)
-                    ledger.applied += 1
-                    key = entry["key"]
-                    if key is not None:
-                        reply = Reply(entry["status"], entry["payload"])
-                        ledger.entries[key] = (entry["fingerprint"], reply)
-                        ledger.attempts_by_key[key] = ledger.attempts_by_key.get(key, 0) + 1
+                except orjson.JSONDecodeError as err:
+                    raise ValueError(f"--ledger {path}: line {number}: {err}") from None
+                ledger.applied += 1
+                key = entry["key"]
+                if key is not None:
+                    reply = Reply(entry["status"], entry["payload"])
+                    ledger.entries[key] = (entry["fingerprint"], reply)
+                    ledger.attempts_by_key[key] = ledger.attempts_by_key.get(key, 0) + 1
         return ledger
 
     def keep(self, key: str | None, body: bytes, reply: Reply) -> None:
@@ -665,7 +674,10 @@ async def start_cell(
     from granian.server.common import SSLProtocols
     from granian.server.embed import Server
 
-    verifier = RequestVerifier(verify_keys, required=SIGNED_COMPONENTS) if verify_keys else None
+    try:
+        verifier = RequestVerifier(verify_keys, required=SIGNED_COMPONENTS) if verify_keys else None
+    except ValueError as err:
+        raise ValueError(f"--verify-key: {err}") from None
     ledger = Ledger.load(ledger_path) if ledger_path else None
     cell = Cell(cell_id, verifier, ledger, scheme="https" if tls is not None else "http")
     app = CellApp(cell)
@@ -822,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except ValueError as error:
-        print(f"cell {args.cell_id}: --verify-key: {error}", file=sys.stderr)
+        # A verify key or the ledger that cannot be used; the message names which.
+        print(f"cell {args.cell_id}: {error}", file=sys.stderr)
         return 2
     return 0
 
