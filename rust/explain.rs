@@ -7,6 +7,7 @@ use crate::ratelimit;
 use crate::reason::{Reason, Refusal};
 use crate::router::{risk_facts, Router};
 use crate::selection::{Request, Selector, Stage, TierPlacement};
+use crate::state::Customer;
 use serde_json::{json, Value};
 
 /// The explanation of what `router.decide(request)` would decide now for the request that sent
@@ -90,7 +91,14 @@ pub fn explain(router: &Router, sent_path: &str, ingress: &Ingress) -> Value {
     // A refusal after the profile is known still shows the cells: the first one found stands.
     let mut refused: Option<Refusal> = None;
     if let Some(quota) = router.quota(profile.tier) {
-        let verdict = router.limiter().peek(&verified.customer, quota, now_us);
+        let verdict = router.limiter().peek(
+            Customer {
+                id: &verified.customer,
+                key: verified.customer_key,
+            },
+            quota,
+            now_us,
+        );
         out["rate_limit"] = json!({
             "policy": ratelimit::policy_field(quota).to_string(),
             "ratelimit": ratelimit::ratelimit_field(quota, &verdict).to_string(),

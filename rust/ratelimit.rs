@@ -17,6 +17,7 @@
 //! RFC 9110 delay-seconds. On a limited response `t` is the Retry-After delay, because §6 says
 //! Retry-After SHOULD NOT point earlier than the end of the effective window.
 
+use crate::state::Customer;
 use foldhash::fast::RandomState;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -291,11 +292,11 @@ impl RateLimiter {
 }
 
 impl crate::state::QuotaStore for RateLimiter {
-    fn check(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
-        RateLimiter::check(self, customer, quota, now_us)
+    fn check(&self, customer: Customer<'_>, quota: &Quota, now_us: u64) -> Verdict {
+        RateLimiter::check(self, customer.id, quota, now_us)
     }
-    fn peek(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
-        RateLimiter::peek(self, customer, quota, now_us)
+    fn peek(&self, customer: Customer<'_>, quota: &Quota, now_us: u64) -> Verdict {
+        RateLimiter::peek(self, customer.id, quota, now_us)
     }
 }
 
@@ -308,7 +309,38 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 /// The GCRA decision for one request: the verdict, and the new TAT if the request conforms.
 pub(crate) fn decide(tat_ns: u64, quota: &Quota, now_ns: u64) -> (Verdict, Option<u64>) {
-    let conforms_at_ns = tat_ns.saturating_sub(quota.tolerance_ns);
+    decide_by(tat_ns, quota, quota.emission_ns, quota.tolerance_ns, now_ns)
+}
+
+/// The emission interval and burst tolerance of `quota` in whole microseconds (the interval
+/// rounded up, so never admitting more), as Redis's script computes in.
+pub(crate) fn in_micros(quota: &Quota) -> (u64, u64) {
+    let emission_us = quota.emission_ns.div_ceil(NS_PER_US);
+    (emission_us, u64::from(quota.burst - 1) * emission_us)
+}
+
+/// The verdict of a check decided in whole microseconds (by Redis's script): `taken` requests
+/// counted (0: limited) leaving `tat_us` at `now_us`; the verdict is the last one's.
+pub(crate) fn verdict_in_micros(quota: &Quota, taken: u64, tat_us: u64, now_us: u64) -> Verdict {
+    let (emission_us, tolerance_us) = in_micros(quota);
+    let ns = |us: u64| us.saturating_mul(NS_PER_US);
+    let (emission_ns, tolerance_ns) = (ns(emission_us), ns(tolerance_us));
+    // Allowed: decided from the TAT before the last request taken, which it moved to `tat_us`.
+    let before_ns = match taken {
+        0 => ns(tat_us),
+        _ => ns(tat_us).saturating_sub(emission_ns).max(ns(now_us)),
+    };
+    decide_by(before_ns, quota, emission_ns, tolerance_ns, ns(now_us)).0
+}
+
+fn decide_by(
+    tat_ns: u64,
+    quota: &Quota,
+    emission_ns: u64,
+    tolerance_ns: u64,
+    now_ns: u64,
+) -> (Verdict, Option<u64>) {
+    let conforms_at_ns = tat_ns.saturating_sub(tolerance_ns);
     if now_ns < conforms_at_ns {
         let verdict = Verdict::Limited {
             limit: quota.burst,
@@ -317,13 +349,10 @@ pub(crate) fn decide(tat_ns: u64, quota: &Quota, now_ns: u64) -> (Verdict, Optio
         };
         return (verdict, None);
     }
-    let new_tat_ns = tat_ns.max(now_ns).saturating_add(quota.emission_ns);
+    let new_tat_ns = tat_ns.max(now_ns).saturating_add(emission_ns);
     // Request k more (k >= 1) would conform now iff now >= new_tat + (k - 1) * T - tau.
-    let remaining = match now_ns
-        .saturating_add(quota.tolerance_ns)
-        .checked_sub(new_tat_ns)
-    {
-        Some(headroom_ns) => (headroom_ns / quota.emission_ns + 1).min(quota.burst.into()) as u32,
+    let remaining = match now_ns.saturating_add(tolerance_ns).checked_sub(new_tat_ns) {
+        Some(headroom_ns) => (headroom_ns / emission_ns + 1).min(quota.burst.into()) as u32,
         None => 0,
     };
     let verdict = Verdict::Allowed {
@@ -513,6 +542,39 @@ mod tests {
         assert_eq!(limiter.check("alice", &q, T0 + 1100 * MS), allowed(4, 2, 1));
         // Idle long enough, the bucket is full again: exactly like a new customer.
         assert_eq!(limiter.check("alice", &q, T0 + 60 * S), allowed(4, 3, 1));
+    }
+
+    #[test]
+    fn verdicts_decided_in_whole_microseconds_match_the_limiter() {
+        // 7 per 3 s does not divide into whole microseconds: Redis's interval rounds up.
+        let q = quota(7, 3, 4);
+        let (emission_us, tolerance_us) = in_micros(&q);
+        assert_eq!(emission_us, 428_572);
+        assert_eq!(tolerance_us, 3 * emission_us);
+        // The script's arithmetic, step by step, against the verdicts it must give.
+        let limiter = RateLimiter::new();
+        let mut tat_us = 0u64;
+        for step in 0..40u64 {
+            let now_us = T0 + step * 150 * MS;
+            let base = tat_us.max(now_us);
+            let conforming = (now_us + tolerance_us)
+                .checked_sub(base)
+                .map(|h| h / emission_us + 1);
+            let verdict = match conforming {
+                Some(n) if n >= 1 => {
+                    tat_us = base + emission_us;
+                    verdict_in_micros(&q, 1, tat_us, now_us)
+                }
+                _ => verdict_in_micros(&q, 0, base, now_us),
+            };
+            let expected = limiter.check("alice", &q, now_us);
+            assert_eq!(verdict.is_allowed(), expected.is_allowed(), "step {step}");
+            if let (Verdict::Allowed { remaining: a, .. }, Verdict::Allowed { remaining: b, .. }) =
+                (verdict, expected)
+            {
+                assert_eq!(a, b, "step {step}");
+            }
+        }
     }
 
     #[test]

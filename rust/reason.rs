@@ -18,6 +18,7 @@ pub enum Reason {
     StepUpRequired,
     CustomerNotFound,
     RateLimited,
+    QuotaUnavailable,
     NoEligibleCell,
     CellSaturated,
     CellUnreachable,
@@ -33,7 +34,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::BadSignature,
@@ -49,6 +50,7 @@ impl Reason {
         Reason::StepUpRequired,
         Reason::CustomerNotFound,
         Reason::RateLimited,
+        Reason::QuotaUnavailable,
         Reason::NoEligibleCell,
         Reason::CellSaturated,
         Reason::CellUnreachable,
@@ -101,6 +103,7 @@ impl Reason {
             Reason::ClientBodyTimeout => "client_body_timeout",
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::Draining => "draining",
+            Reason::QuotaUnavailable => "quota_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -129,6 +132,7 @@ impl Reason {
             Reason::NoEligibleCell
             | Reason::CellSaturated
             | Reason::AuditUnavailable
+            | Reason::QuotaUnavailable
             | Reason::Draining => 503,
             Reason::CellUnreachable | Reason::ResponseTooLarge => 502,
             Reason::CellTimeout => 504,
@@ -164,6 +168,7 @@ impl Reason {
             Reason::ClientBodyTimeout => "The request body arrived too slowly",
             Reason::AuditUnavailable => "The audit trail cannot record this request now",
             Reason::Draining => "The gateway is shutting down",
+            Reason::QuotaUnavailable => "The customer's quota cannot be checked now",
             Reason::Internal => "The gateway failed internally",
         }
     }

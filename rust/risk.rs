@@ -407,6 +407,15 @@ impl FiredFactor<'_> {
     }
 }
 
+impl RiskModel {
+    /// Whether `method` and `path` (canonical) are on a money-moving path; None when no money
+    /// paths are configured.
+    pub fn moves_money(&self, method: &str, path: &str) -> Option<bool> {
+        let paths = self.money_paths.as_ref()?;
+        Some(paths.matching(method, path).is_some())
+    }
+}
+
 /// Compiled risk scoring: every factor precompiled, thresholds in points, zones by id.
 #[derive(Debug, Clone)]
 pub struct RiskModel {

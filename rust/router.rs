@@ -16,7 +16,7 @@ use crate::request_id::RequestIds;
 use crate::risk::{Assessment, Level, RiskFacts, RiskModel, ZoneId};
 use crate::selection::{Chosen, Request, Selector};
 use crate::settings::{CoreSettings, ForwardSettings, HealthSettings};
-use crate::state::{QuotaStore, Scope, Zone};
+use crate::state::{Admission, Customer, Exchange, LaterVerdict, QuotaStore, Scope, Zone};
 use crate::target::PathSettings;
 use crate::trace::{TraceContext, TraceIds};
 use std::net::IpAddr;
@@ -63,6 +63,9 @@ pub struct Route {
     pub via: Vec<IpAddr>,
     /// The quota's verdict, for the RateLimit fields of the answer (formatted only when sent).
     pub rate: Option<(u16, Verdict)>,
+    /// The quota's verdict still to come from a remote store, by tier: the forward settles it
+    /// ([`Router::settle_rate`]) before the request leaves.
+    pub rate_later: Option<(u16, LaterVerdict)>,
     /// The customer's tier, sent to the cell as X-Customer-Tier.
     pub tier: u16,
     /// Whether the token proved step-up authentication, sent as X-Step-Up.
@@ -72,6 +75,9 @@ pub struct Route {
     /// What the cell was chosen by, so that a retry can choose the next one the same way.
     pub selection: Selection,
 }
+
+/// A quota's verdict now, or the one a remote store gives later.
+type Rate = (Option<(u16, Verdict)>, Option<(u16, LaterVerdict)>);
 
 /// What a cell is chosen by, beyond the customer and the tier.
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +142,8 @@ pub struct Router {
     limiter: Box<dyn QuotaStore>,
     /// The node's shared-memory zone, when `[state]` maps one.
     zone: Option<Arc<Zone>>,
+    /// What keeps this node in step with the others through Redis, when `[state]` names one.
+    exchange: Option<Arc<Exchange>>,
     risk: Option<RiskModel>,
     compliance: Compliance,
     selector: Selector,
@@ -172,8 +180,9 @@ impl Router {
         if let Err(breaker_errors) = Breaker::new(&settings.breaker) {
             errors.extend(breaker_errors.iter().map(ToString::to_string));
         }
-        let stores = crate::state::build(&settings.state, settings.cells.len())
-            .map_err(|error| errors.push(format!("state.zone: {error}")))
+        let cell_ids = settings.cells.iter().map(|cell| cell.id.clone()).collect();
+        let stores = crate::state::build(&settings.state, cell_ids, &clock)
+            .map_err(|error| errors.push(format!("state.{error}")))
             .ok();
         let verifier = Verifier::build(&settings.jwt)
             .map_err(|key_errors| {
@@ -272,6 +281,7 @@ impl Router {
                 quotas,
                 limiter: stores.quotas,
                 zone: stores.zone,
+                exchange: stores.exchange,
                 risk,
                 compliance,
                 selector,
@@ -321,7 +331,17 @@ impl Router {
         notes.customer = Some(verified.customer.clone());
         let profile = self.profile(&verified.customer)?;
         (notes.tier, notes.region) = (Some(profile.tier), Some(profile.region));
-        let rate = self.rate_limit(&verified.customer, profile.tier, now_us)?;
+        let customer = Customer {
+            id: &verified.customer,
+            key: verified.customer_key,
+        };
+        // Without money paths configured, every request is taken to move money.
+        let moves_money = self
+            .risk
+            .as_ref()
+            .and_then(|risk| risk.moves_money(request.method, request.path));
+        let (rate, rate_later) =
+            self.rate_limit(customer, profile.tier, moves_money.unwrap_or(true), now_us)?;
         let client = request.client;
         let risk = self.assess_with(request, client, &profile, now_s);
         notes.risk = risk;
@@ -377,6 +397,7 @@ impl Router {
             client,
             via: Vec::new(),
             rate,
+            rate_later,
             tier: profile.tier,
             step_up,
             trace: None,
@@ -434,6 +455,7 @@ impl Router {
             client: route.client,
             via: route.via.clone(),
             rate: route.rate,
+            rate_later: None,
             tier: route.tier,
             step_up: route.step_up,
             trace: route.trace,
@@ -561,21 +583,41 @@ impl Router {
     }
 
     /// Counts the request against the customer's tier quota: the verdict for the answer's
-    /// RateLimit fields, or a 429 refusal with Retry-After and those fields.
+    /// RateLimit fields (or the verdict a remote store gives later), or a 429 refusal with
+    /// Retry-After and those fields.
     fn rate_limit(
         &self,
-        customer: &str,
+        customer: Customer<'_>,
         tier: u16,
+        moves_money: bool,
         now_us: u64,
-    ) -> Result<Option<(u16, Verdict)>, Refusal> {
+    ) -> Result<Rate, Refusal> {
         let Some(Some(quota)) = self.quotas.get(tier as usize) else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        let verdict = self.limiter.check(customer, quota, now_us);
-        match self.rate_refusal(tier, verdict) {
-            Some(refusal) => Err(refusal),
-            None => Ok(Some((tier, verdict))),
+        match self.limiter.admit(customer, quota, now_us, moves_money) {
+            Admission::Now(verdict) => match self.rate_refusal(tier, verdict) {
+                Some(refusal) => Err(refusal),
+                None => Ok((Some((tier, verdict)), None)),
+            },
+            Admission::Later(later) => Ok((None, Some((tier, later)))),
+            Admission::Refused(refusal) => Err(refusal),
         }
+    }
+
+    /// Awaits the verdict `route`'s quota store gives later, if any: the route keeps it for its
+    /// answer's fields, or the request is refused (429 over the quota, or the store's refusal
+    /// when it cannot be reached).
+    pub async fn settle_rate(&self, route: &mut Route) -> Result<(), Refusal> {
+        let Some((tier, later)) = route.rate_later.take() else {
+            return Ok(());
+        };
+        let verdict = later.await?;
+        if let Some(refusal) = self.rate_refusal(tier, verdict) {
+            return Err(refusal);
+        }
+        route.rate = Some((tier, verdict));
+        Ok(())
     }
 
     /// The 429 refusal of a limited verdict, with Retry-After and the RateLimit fields; None
@@ -628,6 +670,11 @@ impl Router {
     /// The per-customer GCRA state: this worker's or the node's.
     pub fn limiter(&self) -> &dyn QuotaStore {
         &*self.limiter
+    }
+
+    /// What keeps this node in step with the others through Redis, when configured.
+    pub fn exchange(&self) -> Option<&Arc<Exchange>> {
+        self.exchange.as_ref()
     }
 
     /// The node's shared-memory zone, when this router maps one.

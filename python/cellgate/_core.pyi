@@ -213,9 +213,22 @@ class Router:
     @property
     def revocations(self) -> dict[str, int]:
         """``{"tokens": n, "customers": m}``."""
+    def start_sharing(self) -> None:
+        """Starts the exchange with the other nodes through Redis (with ``[state] redis``)."""
+    def stop_sharing(self) -> None: ...
+    def load_revocations(self, entries_json: bytes) -> int:
+        """Loads revocation log entries (a JSON array) without publishing them; ValueError for
+        a bad entry."""
+    def take_heard_revocations(self) -> bytes:
+        """The revocations heard from other nodes since the last call, a JSON array of log
+        entries."""
+    @property
+    def redis(self) -> dict[str, int | str | bool] | None:
+        """The link to Redis (url, up, subscribed) and its counters; None without Redis."""
     @property
     def state_scope(self) -> str:
-        """``"node"`` when revocations and quotas live in the node's zone, else ``"worker"``."""
+        """``"cluster"`` with Redis, ``"node"`` when revocations and quotas live in the node's
+        zone, else ``"worker"``."""
     @property
     def state(self) -> dict[str, int | str] | None:
         """The node's zone and its counters (as ``Zone.counters``); None without a zone."""

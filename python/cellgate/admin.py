@@ -3,10 +3,11 @@ revocation for operators.
 
 Everything but ``/_cellgate/health`` needs an admin bearer token: HS256, audience
 ``cellgate-admin``, signed with ``[admin] secret``. Without an ``[admin]`` section those routes
-answer 404. Revocations reach every worker of the node when the node runs a shared-memory zone
-(answers say ``"scope": "node"``), else only the worker that served the call (``"worker"``); each
-is appended to the revocation log first, so it outlasts a restart (``"lasting"``). With the
-zone, cell state (in-flight counts, health, breaker openings) is the node's (see the README).
+answer 404. Revocations reach every node sharing a Redis (answers say ``"scope": "cluster"``),
+else every worker of the node when the node runs a shared-memory zone (``"node"``), else only
+the worker that served the call (``"worker"``); each is appended to the revocation log first, so
+it outlasts a restart (``"lasting"``). With the zone, cell state (in-flight counts, health,
+breaker openings) is the node's; with Redis, breaker openings reach every node (see the README).
 
     GET    /_cellgate/health                      liveness, no token (503 while draining)
     GET    /_cellgate/cells                       live cell state
@@ -15,6 +16,7 @@ zone, cell state (in-flight counts, health, breaker openings) is the node's (see
                                                   or {"customer_id": "...", "issued_before_s": T}
     DELETE /_cellgate/revocations/customers/{id}  lifts a customer's revocation
     GET    /_cellgate/audit                       the audit trail's state
+    GET    /_cellgate/state                       shared state: scope, the zone's and Redis's
 
 Every action that changes state (a revocation, a lift), refused or not, is recorded in the audit
 trail with the admin token's ``sub`` before it takes effect; when the trail cannot take the
@@ -49,6 +51,11 @@ class AdminApi:
         self._router = router
         self._secret = secret
         self._log = log
+
+    def keep(self, entries: list[dict]) -> bool:
+        """Appends revocations heard from other nodes to the revocation log, so that a restart
+        while Redis is away still refuses them; whether they were written."""
+        return self._log is not None and self._log.extend(entries)
 
     def _lasting(self, entry: dict) -> bool:
         """Appends ``entry`` to the revocation log; whether it will outlast a restart."""
@@ -111,6 +118,10 @@ class AdminApi:
             return refusal
         if path == ADMIN_PREFIX + "audit" and method == "GET":
             return 200, _JSON, orjson.dumps({"audit": self._router.audit})
+        if path == ADMIN_PREFIX + "state" and method == "GET":
+            router = self._router
+            state = {"scope": router.state_scope, "zone": router.state, "redis": router.redis}
+            return 200, _JSON, orjson.dumps(state)
         if path == ADMIN_PREFIX + "cells" and method == "GET":
             return 200, _JSON, orjson.dumps({"cells": self._router.cells()})
         if path == ADMIN_PREFIX + "revocations":

@@ -254,6 +254,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from cellgate.demo.launch import (
         DemoCells,
         add_demo_audit,
+        add_demo_redis,
         demo_admin_token,
         demo_cells,
         demo_customers,
@@ -264,6 +265,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     directory = Path(args.demo_dir)
     ports = {cell_id: args.cell_port_base + i for i, cell_id in enumerate(demo_cells())}
     cells = DemoCells(ports, directory)
+    redis = None
+    if args.redis:
+        from cellgate.redis_server import RedisServer
+
+        redis = RedisServer(directory / "redis")
+        redis.start()
+        print(f"cellgate up: state shared through {redis.url} (a throwaway redis-server)")
     print(
         f"cellgate up: starting {len(ports)} demo cells on ports "
         f"{min(ports.values())}-{max(ports.values())}, demo directory {directory}"
@@ -271,6 +279,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     cells.start()
     try:
         config_path = render_demo_config(directory, ports)
+        if redis is not None:
+            add_demo_redis(config_path, redis.url)
         trail = add_demo_audit(config_path)
         url = f"http://{args.host}:{args.port}"
         print(f"cellgate up: gateway on {url}, configuration {config_path}")
@@ -300,6 +310,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _serve(config_path, load_config(config_path), args)
     finally:
         cells.stop()
+        if redis is not None:
+            redis.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(default_demo_dir()),
         help="the demo's own directory: its configuration, customers and throwaway TLS"
         " certificates and its audit trail (default: %(default)s)",
+    )
+    up.add_argument(
+        "--redis",
+        action="store_true",
+        help="share revocations, quotas and breaker openings through a throwaway redis-server"
+        " started for the demo (Debian's redis-server package: bash"
+        " scripts/install-test-deps.sh)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -437,6 +437,29 @@ class StateConfig(_Section):
     #: The longest any accepted token is valid (``exp - iat`` plus leeway): a customer cut-off
     #: this old refuses nothing more and is forgotten. None: kept until lifted.
     max_token_lifetime_s: Positive | None = None
+    #: Redis shared by every node (``redis://[user:password@]host[:port][/db]`` or
+    #: ``redis+unix:///path``): revocations, quotas and breaker openings across nodes. None:
+    #: state stays on the node.
+    redis: str | None = None
+    #: The longest a Redis command may take before Redis is taken to be down.
+    redis_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
+    #: How long Redis is taken to be down after a failure before it is asked again.
+    redis_retry_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1_000
+    #: ``exact``: each request is one atomic check in Redis; ``leased``: a worker takes up to
+    #: ``redis_lease`` requests of a customer's budget at a time (at most ``redis_lease - 1``
+    #: requests a worker ahead of the exact rule).
+    redis_quotas: Literal["exact", "leased"] = "exact"
+    #: Requests one lease takes at most.
+    redis_lease: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
+    #: How long a lease's unspent requests may be spent.
+    redis_lease_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1_000
+    #: Quotas while Redis cannot be reached: ``refuse_money_paths`` (503 quota_unavailable for
+    #: ``[risk.money_paths]``, every request when none are configured; the node's own limits
+    #: for the rest), ``refuse`` (every limited request) or ``local`` (the node's own limits).
+    #: Revocations are always kept from the node's own copy.
+    redis_unavailable: Literal["refuse_money_paths", "refuse", "local"] = "refuse_money_paths"
+    #: The prefix of cellgate's Redis keys and channel.
+    redis_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]+$")] = "cellgate"
 
 
 class Config(_Section):
@@ -589,6 +612,7 @@ def _check_semantics(
     if _table(raw, "audit") is not None:
         audit = _audit_settings(raw["audit"], base_dir, errors)
     _check_compliance(raw, errors)
+    _check_state(raw, errors)
     breaker = validate(_table(raw, "breaker", {}), BreakerConfig, [], "breaker")
     if breaker is not None:
         errors.extend(breaker.problems("breaker"))
@@ -850,9 +874,39 @@ def compile_settings(
         "state": {
             "zone": state_zone,
             "max_token_lifetime_s": config.state.max_token_lifetime_s,
+            "redis": _redis_settings(config.state),
         },
     }
     return msgspec.json.encode(settings)
+
+
+def _redis_settings(state: StateConfig) -> dict[str, Any] | None:
+    """The core's Redis settings; None without ``[state] redis``."""
+    if state.redis is None:
+        return None
+    return {
+        "url": state.redis,
+        "timeout_ms": state.redis_timeout_ms,
+        "retry_ms": state.redis_retry_ms,
+        "quotas": state.redis_quotas,
+        "lease": state.redis_lease,
+        "lease_ms": state.redis_lease_ms,
+        "unavailable": state.redis_unavailable,
+        "prefix": state.redis_prefix,
+    }
+
+
+_REDIS_URL = re.compile(r"^(redis://[^\s/]*(/\d+)?|redis\+unix:///\S+)$")
+
+
+def _check_state(raw: dict[str, Any], errors: list[str]) -> None:
+    """``[state] redis`` must be a URL the core can connect to."""
+    url = field_value(_table(raw, "state", {}), StateConfig, "redis")
+    if isinstance(url, str) and not _REDIS_URL.match(url):
+        errors.append(
+            f"state.redis: {url!r} is not redis://[user:password@]host[:port][/db]"
+            " or redis+unix:///path"
+        )
 
 
 def _compile_risk(risk: RiskConfig, zone_names: Iterable[str]) -> dict[str, Any]:

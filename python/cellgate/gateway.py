@@ -13,11 +13,13 @@ import os
 import time
 from typing import Any
 
+import orjson
+
 from cellgate import _core
 from cellgate.admin import ADMIN_PREFIX, AdminApi
 from cellgate.body import BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
-from cellgate.state import ZONE_ENV, apply, revocation_log
+from cellgate.state import ZONE_ENV, revocation_log
 
 __all__ = ["CONFIG_ENV", "DRAIN_ENV", "Gateway", "create_app"]
 
@@ -65,10 +67,12 @@ class Gateway:
         loop.add_reader(self.bridge.fileno(), self.bridge.drain)
         self.router.start_audit()
         self.router.start_health_checks()
+        self.router.start_sharing()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.router.stop_sharing()
         self.router.stop_health_checks()
         self.router.stop_audit()
         if self.bridge is not None:
@@ -169,6 +173,9 @@ class Gateway:
         drain_file = self.drain_file
         if drain_file is not None and not self.router.draining and os.path.exists(drain_file):
             self.router.draining = True
+        heard = orjson.loads(self.router.take_heard_revocations())
+        if heard:
+            self.admin.keep(heard)
         seen = self._seen_last_sweep
         for forwarded, proto in self._in_flight.items():
             if forwarded in seen:
@@ -220,8 +227,11 @@ def create_app() -> Gateway:
     zone = os.environ.get(ZONE_ENV) or None
     router = build_router(config, state_zone=zone)
     log = revocation_log(config)
-    if zone is None:
-        apply(log.entries(time.time(), config.state.max_token_lifetime_s), router)
+    if zone is None or config.state.redis is not None:
+        # With Redis the worker also keeps the log's entries to write back to Redis, which may
+        # have restarted empty.
+        entries = log.entries(time.time(), config.state.max_token_lifetime_s)
+        router.load_revocations(orjson.dumps(entries))
     return Gateway(
         router,
         max_request_bytes=config.forward.max_request_bytes,

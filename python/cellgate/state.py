@@ -49,11 +49,16 @@ class RevocationLog:
 
     def append(self, entry: dict[str, Any]) -> bool:
         """Appends ``entry`` and syncs it to disk; False when it could not be written."""
+        return self.extend([entry])
+
+    def extend(self, entries: list[dict[str, Any]]) -> bool:
+        """Appends ``entries`` with one write and one sync; False when they could not be
+        written."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, orjson.dumps(entry) + b"\n")
+                os.write(fd, b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -115,8 +120,8 @@ class RevocationLog:
         return kept
 
 
-def apply(entries: list[dict[str, Any]], target: _core.Router | _core.Zone) -> None:
-    """Applies revocation log entries to a router's state or to the zone."""
+def apply(entries: list[dict[str, Any]], target: _core.Zone) -> None:
+    """Applies revocation log entries to the zone."""
     for entry in entries:
         if entry["op"] == "revoke_token":
             target.revoke_token(entry["jti"], entry["forget_after_s"])

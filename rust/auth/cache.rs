@@ -107,8 +107,10 @@ mod tests {
     fn verified(until: u64) -> Arc<Verified> {
         Arc::new(Verified {
             customer: "c-1".into(),
+            customer_key: crate::state::StateKey::of("c-1"),
             cache_until_s: until,
             jti: None,
+            jti_key: None,
             issued_at_s: None,
             step_up: Default::default(),
         })

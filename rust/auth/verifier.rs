@@ -6,7 +6,7 @@ use super::keys::{KeyError, KeySet};
 use super::revocations::Revocations;
 use crate::reason::{Reason, Refusal};
 use crate::settings::{JwtSettings, StepUpSettings};
-use crate::state::RevocationStore;
+use crate::state::{RevocationStore, StateKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::de::DeserializeSeed;
@@ -22,8 +22,12 @@ pub struct Verified {
     pub customer: Arc<str>,
     /// The first second at which this verification may no longer be reused.
     pub cache_until_s: u64,
+    /// The customer's key in shared state, hashed once per token.
+    pub customer_key: StateKey,
     /// The token's `jti`, for revocation.
     pub jti: Option<Arc<str>>,
+    /// The jti's key in shared state.
+    pub jti_key: Option<StateKey>,
     /// The token's `iat`, for "revoke every token issued before T".
     pub issued_at_s: Option<f64>,
     /// The step-up proof the token carries.
@@ -340,8 +344,10 @@ impl Verifier {
                 .as_ref()
                 .is_some_and(|acr| self.step_up.acr.iter().any(|a| a == acr));
         Ok(Verified {
+            customer_key: StateKey::of(&customer),
             customer: Arc::from(customer.as_ref()),
             cache_until_s,
+            jti_key: claims.jti.as_deref().map(StateKey::of),
             jti: claims.jti.map(|jti| Arc::from(jti.as_ref())),
             issued_at_s: claims.iat,
             step_up: StepUpProof {

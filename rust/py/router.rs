@@ -19,11 +19,13 @@ use crate::request_id::RequestId;
 use crate::router::{Notes, Outcome as CellOutcome, Route, Router};
 use crate::runtime::runtime;
 use crate::settings::CoreSettings;
+use crate::state::redis::SharedRevocation;
 use crate::trace::TraceContext;
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 /// The hot path: compiled configuration, profiles, cells, and the client that forwards to them.
@@ -64,12 +66,13 @@ impl PyRouter {
         let request = build_request(&route, tier, outbound, &request_id);
         let trace = route.trace;
         let (future, pending) = bridge.pending(py, request_id.clone(), trace)?;
-        let fields = self.core.rate_fields(route.rate);
         let core = self.core.clone();
         let client = self.client.clone();
         let cancel = bridge.cancellation(&future);
         let work = async move {
-            let (result, sent) = match request {
+            let settled = core.settle_rate(&mut route).await;
+            let fields = core.rate_fields(route.rate);
+            let (result, sent) = match request.and_then(|request| settled.map(|()| request)) {
                 Ok(request) => {
                     let (result, attempts, cell) =
                         retry::forward(&core, &client, route, request, &request_id).await;
@@ -80,8 +83,8 @@ impl PyRouter {
                     (result, true)
                 }
                 Err(refusal) => {
-                    // The client's request was bad (or could not be signed), not the cell:
-                    // nothing to count against it.
+                    // The client's request was bad (or could not be signed), or over its quota:
+                    // nothing to count against the cell.
                     drop(route);
                     (Err(refusal), false)
                 }
@@ -772,8 +775,76 @@ impl PyRouter {
             .lift_customer(customer_id, now_s)
     }
 
-    /// Who a revocation through this router reaches: `"worker"` (its own state) or `"node"`
-    /// (every worker mapping the node's zone).
+    /// Starts keeping this node in step with the others through Redis, when `[state] redis` is
+    /// set (idempotent; a worker calls it once its loop runs).
+    fn start_sharing(&self) {
+        if let Some(exchange) = self.core.exchange() {
+            exchange.start();
+        }
+    }
+
+    /// Stops the exchange with the other nodes.
+    fn stop_sharing(&self) {
+        if let Some(exchange) = self.core.exchange() {
+            exchange.stop();
+        }
+    }
+
+    /// Loads revocation log entries (a JSON array of `{"op": "revoke_token" | "revoke_customer"
+    /// | "lift_customer", ...}`) into this router's state without publishing them; with Redis
+    /// they are also written back to it when the exchange (re)connects. Returns how many.
+    fn load_revocations(&self, entries_json: &[u8]) -> PyResult<usize> {
+        let entries: Vec<SharedRevocation> = serde_json::from_slice(entries_json)
+            .map_err(|err| PyValueError::new_err(format!("revocation entries: {err}")))?;
+        let now_s = self.core.clock().now_us() / 1_000_000;
+        match self.core.exchange() {
+            Some(exchange) => exchange.load(&entries),
+            None => {
+                let store = self.core.verifier().revocations();
+                for entry in &entries {
+                    entry.apply(store, now_s);
+                }
+            }
+        }
+        Ok(entries.len())
+    }
+
+    /// The revocations and lifts heard from other nodes since the last call, as a JSON array of
+    /// revocation log entries, for the node's log (empty without Redis).
+    fn take_heard_revocations(&self) -> PyResult<Vec<u8>> {
+        let heard = self
+            .core
+            .exchange()
+            .map(|exchange| exchange.take_heard())
+            .unwrap_or_default();
+        serde_json::to_vec(&heard).map_err(|err| PyValueError::new_err(err.to_string()))
+    }
+
+    /// The link to Redis and what went through it; None without Redis.
+    #[getter]
+    fn redis<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(exchange) = self.core.exchange() else {
+            return Ok(None);
+        };
+        let link = &exchange.link;
+        let counters = &link.counters;
+        let d = PyDict::new(py);
+        d.set_item("url", &link.shown_url)?;
+        d.set_item("up", !link.is_down())?;
+        d.set_item("subscribed", exchange.subscribed())?;
+        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Relaxed);
+        d.set_item("errors", read(&counters.errors))?;
+        d.set_item("outages", read(&counters.outages))?;
+        d.set_item("local_quota_checks", read(&counters.local_quota_checks))?;
+        d.set_item("refused_quota_checks", read(&counters.refused_quota_checks))?;
+        d.set_item("published", read(&counters.published))?;
+        d.set_item("received", read(&counters.received))?;
+        d.set_item("resyncs", read(&counters.resyncs))?;
+        Ok(Some(d))
+    }
+
+    /// Who a revocation through this router reaches: `"worker"` (its own state), `"node"`
+    /// (every worker mapping the node's zone) or `"cluster"` (every node sharing the Redis).
     #[getter]
     fn state_scope(&self) -> &'static str {
         self.core.state_scope().name()

@@ -3,7 +3,8 @@
 
 use crate::ratelimit::{Quota, QuotaSettings};
 use crate::state::{
-    LoadStore, QuotaStore, RevocationStore, Zone, ZoneLoad, ZoneQuotas, ZoneRevocations, ZoneSizes,
+    Customer, LoadStore, QuotaStore, RevocationStore, Zone, ZoneLoad, ZoneQuotas, ZoneRevocations,
+    ZoneSizes,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -132,7 +133,7 @@ impl PyZone {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |elapsed| elapsed.as_micros() as u64);
                 let customer = format!("hammer-{pid}-{}", decided % 4096);
-                quotas.check(&customer, &quota, now_us);
+                quotas.check(Customer::new(&customer), &quota, now_us);
                 if decided.is_multiple_of(16) {
                     let jti = format!("hammer-{pid}-{decided}");
                     self.revocations.revoke_token(&jti, now_s() + 1, now_s());

@@ -7,10 +7,10 @@ use crate::ratelimit::QuotaSettings;
 use crate::reason::Reason;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const S: u64 = 1_000_000;
-const T0: u64 = 1_700_000_000 * S;
+pub(super) const S: u64 = 1_000_000;
+pub(super) const T0: u64 = 1_700_000_000 * S;
 
-fn quota(requests: u32, period_s: u32, burst: u32) -> Quota {
+pub(super) fn quota(requests: u32, period_s: u32, burst: u32) -> Quota {
     let settings = QuotaSettings {
         requests,
         period_s,
@@ -19,11 +19,13 @@ fn quota(requests: u32, period_s: u32, burst: u32) -> Quota {
     Quota::new("retail", &settings, "tiers.retail.rate_limit").unwrap()
 }
 
-fn token(customer: &str, jti: Option<&str>, iat: Option<f64>) -> Verified {
+pub(super) fn token(customer: &str, jti: Option<&str>, iat: Option<f64>) -> Verified {
     Verified {
         customer: customer.into(),
+        customer_key: StateKey::of(customer),
         cache_until_s: u64::MAX,
         jti: jti.map(Into::into),
+        jti_key: jti.map(StateKey::of),
         issued_at_s: iat,
         step_up: StepUpProof::default(),
     }
@@ -40,20 +42,28 @@ fn refused(store: &dyn RevocationStore, verified: &Verified) -> bool {
 }
 
 /// Revocations as every store must keep them; `other` is another handle on the same state (the
-/// same store in-process, another mapping of the zone), which must see every change at once.
-fn revocation_behaviour(store: &dyn RevocationStore, other: &dyn RevocationStore) {
+/// same store in-process, another mapping of the zone, another node sharing Redis), which must
+/// see every change once `settle` returns (at once for the node's stores; Redis's have 100 ms).
+pub(super) fn revocation_behaviour(
+    store: &dyn RevocationStore,
+    other: &dyn RevocationStore,
+    settle: &dyn Fn(),
+) {
     let now_s = 1_000;
     let alice = token("alice", Some("t-1"), Some(500.0));
     assert!(!refused(other, &alice));
     store.revoke_token("t-1", 2_000, now_s);
+    settle();
     assert!(refused(store, &alice) && refused(other, &alice));
     assert!(!refused(other, &token("alice", Some("t-2"), Some(500.0))));
     assert_eq!(other.counts().tokens, 1);
     // Revoking again changes nothing.
     other.revoke_token("t-1", 2_000, now_s);
+    settle();
     assert_eq!(store.counts().tokens, 1);
 
     other.revoke_customer("bob", 600.0, now_s);
+    settle();
     assert!(refused(store, &token("bob", None, Some(599.0))));
     assert!(refused(store, &token("bob", None, None)), "no iat");
     assert!(!refused(store, &token("bob", None, Some(600.0))));
@@ -61,9 +71,11 @@ fn revocation_behaviour(store: &dyn RevocationStore, other: &dyn RevocationStore
     assert_eq!(store.counts().customers, 1);
     // A later cut-off replaces the earlier one.
     store.revoke_customer("bob", 700.0, now_s);
+    settle();
     assert!(refused(other, &token("bob", None, Some(650.0))));
     assert_eq!(other.counts().customers, 1);
     assert!(store.lift_customer("bob", now_s));
+    settle();
     assert!(!other.lift_customer("bob", now_s));
     assert!(!refused(other, &token("bob", None, Some(1.0))));
     assert_eq!(other.counts().customers, 0);
@@ -71,6 +83,7 @@ fn revocation_behaviour(store: &dyn RevocationStore, other: &dyn RevocationStore
     for i in 0..200 {
         store.revoke_token(&format!("many-{i}"), 5_000, now_s);
     }
+    settle();
     for i in 0..200 {
         assert!(refused(
             other,
@@ -80,25 +93,28 @@ fn revocation_behaviour(store: &dyn RevocationStore, other: &dyn RevocationStore
 }
 
 /// GCRA as every store must keep it, `other` being another handle on the same state.
-fn quota_behaviour(store: &dyn QuotaStore, other: &dyn QuotaStore) {
+pub(super) fn quota_behaviour(store: &dyn QuotaStore, other: &dyn QuotaStore) {
     let q = quota(60, 60, 5);
     for _ in 0..3 {
-        assert!(store.check("alice", &q, T0).is_allowed());
+        assert!(store.check(Customer::new("alice"), &q, T0).is_allowed());
     }
-    assert_eq!(other.peek("alice", &q, T0), store.peek("alice", &q, T0));
-    for _ in 0..2 {
-        assert!(other.check("alice", &q, T0).is_allowed());
-    }
-    assert!(!store.check("alice", &q, T0).is_allowed());
-    assert!(!other.check("alice", &q, T0).is_allowed());
-    // One interval later, exactly one more.
-    assert!(other.check("alice", &q, T0 + S).is_allowed());
-    assert!(!store.check("alice", &q, T0 + S).is_allowed());
-    // Another customer has its own bucket; a full bucket is a new customer.
-    assert!(store.check("bob", &q, T0).is_allowed());
     assert_eq!(
-        store.check("alice", &q, T0 + 600 * S),
-        other.check("carol", &q, T0 + 600 * S)
+        other.peek(Customer::new("alice"), &q, T0),
+        store.peek(Customer::new("alice"), &q, T0)
+    );
+    for _ in 0..2 {
+        assert!(other.check(Customer::new("alice"), &q, T0).is_allowed());
+    }
+    assert!(!store.check(Customer::new("alice"), &q, T0).is_allowed());
+    assert!(!other.check(Customer::new("alice"), &q, T0).is_allowed());
+    // One interval later, exactly one more.
+    assert!(other.check(Customer::new("alice"), &q, T0 + S).is_allowed());
+    assert!(!store.check(Customer::new("alice"), &q, T0 + S).is_allowed());
+    // Another customer has its own bucket; a full bucket is a new customer.
+    assert!(store.check(Customer::new("bob"), &q, T0).is_allowed());
+    assert_eq!(
+        store.check(Customer::new("alice"), &q, T0 + 600 * S),
+        other.check(Customer::new("carol"), &q, T0 + 600 * S)
     );
     // Threads on both handles share one bucket exactly.
     let q = quota(1, 3600, 50);
@@ -109,7 +125,7 @@ fn quota_behaviour(store: &dyn QuotaStore, other: &dyn QuotaStore) {
             let handle = if i % 2 == 0 { store } else { other };
             scope.spawn(move || {
                 for _ in 0..100 {
-                    if handle.check("dave", q, T0).is_allowed() {
+                    if handle.check(Customer::new("dave"), q, T0).is_allowed() {
                         admitted.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -122,7 +138,7 @@ fn quota_behaviour(store: &dyn QuotaStore, other: &dyn QuotaStore) {
 #[test]
 fn the_in_process_stores_pass_the_suite() {
     let revocations = Revocations::default();
-    revocation_behaviour(&revocations, &revocations);
+    revocation_behaviour(&revocations, &revocations, &|| {});
     let limiter = RateLimiter::new();
     quota_behaviour(&limiter, &limiter);
 }
@@ -147,6 +163,7 @@ fn the_zone_stores_pass_the_suite() {
     revocation_behaviour(
         &ZoneRevocations::new(one.clone(), None),
         &ZoneRevocations::new(two.clone(), None),
+        &|| {},
     );
     quota_behaviour(&ZoneQuotas::new(one), &ZoneQuotas::new(two));
     std::fs::remove_file(&path).unwrap();
@@ -207,11 +224,15 @@ fn a_full_zone_evicts_the_soonest_expiring_and_counts_it() {
     let quotas = ZoneQuotas::new(zone.clone());
     let q = quota(1, 60, 1);
     for i in 0..9 {
-        assert!(quotas.check(&format!("c{i}"), &q, T0).is_allowed());
+        assert!(quotas
+            .check(Customer::new(&format!("c{i}")), &q, T0)
+            .is_allowed());
     }
     assert_eq!(zone.counters().evicted_quotas, 1);
     // Once the buckets are full again, slots are reused without evicting.
-    assert!(quotas.check("late", &q, T0 + 61 * S).is_allowed());
+    assert!(quotas
+        .check(Customer::new("late"), &q, T0 + 61 * S)
+        .is_allowed());
     assert_eq!(zone.counters().evicted_quotas, 1);
     std::fs::remove_file(&path).unwrap();
 }

@@ -92,11 +92,7 @@ pub(super) type Key = (u64, u64);
 
 /// The key of a jti or customer id.
 pub(super) fn key_of(text: &str) -> Key {
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let bytes = digest.as_ref();
-    let hi = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")) | 1;
-    let lo = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    (hi, lo)
+    super::StateKey::of(text).words()
 }
 
 /// What the zone's counters say.

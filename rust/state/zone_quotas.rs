@@ -5,8 +5,8 @@
 //! passed is free (a full bucket is exactly a customer never seen); a full window drops the
 //! customer whose TAT is earliest and counts it.
 
-use super::zone::{key_of, Key, Table, Zone};
-use super::QuotaStore;
+use super::zone::{Key, Table, Zone};
+use super::{Customer, QuotaStore};
 use crate::ratelimit::{decide, Quota, Verdict, NS_PER_US};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -44,9 +44,9 @@ impl ZoneQuotas {
 }
 
 impl QuotaStore for ZoneQuotas {
-    fn check(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
+    fn check(&self, customer: Customer<'_>, quota: &Quota, now_us: u64) -> Verdict {
         let now_ns = now_us.saturating_mul(NS_PER_US);
-        let key = key_of(customer);
+        let key = customer.key.words();
         if let Some(verdict) = self.check_held(key, quota, now_ns) {
             return verdict;
         }
@@ -70,11 +70,11 @@ impl QuotaStore for ZoneQuotas {
         verdict
     }
 
-    fn peek(&self, customer: &str, quota: &Quota, now_us: u64) -> Verdict {
+    fn peek(&self, customer: Customer<'_>, quota: &Quota, now_us: u64) -> Verdict {
         let now_ns = now_us.saturating_mul(NS_PER_US);
         let tat_ns = self
             .zone
-            .find(Table::Quotas, key_of(customer))
+            .find(Table::Quotas, customer.key.words())
             .map_or(now_ns, |(_, tat_ns, _)| tat_ns);
         decide(tat_ns, quota, now_ns).0
     }

@@ -30,13 +30,14 @@ impl RevocationStore for ZoneRevocations {
         if self.zone.word(H_REVOKED_EVER).load(SeqCst) == 0 {
             return Ok(());
         }
-        if let Some(jti) = &verified.jti {
-            if self.zone.find(Table::Tokens, key_of(jti)).is_some() {
+        if let (Some(jti), Some(key)) = (&verified.jti, verified.jti_key) {
+            if self.zone.find(Table::Tokens, key.words()).is_some() {
                 return Err(revoked_token(jti));
             }
         }
-        if let Some((_, before_bits, _)) =
-            self.zone.find(Table::Cutoffs, key_of(&verified.customer))
+        if let Some((_, before_bits, _)) = self
+            .zone
+            .find(Table::Cutoffs, verified.customer_key.words())
         {
             check_cutoff(verified, f64::from_bits(before_bits))?;
         }

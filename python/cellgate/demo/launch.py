@@ -92,6 +92,12 @@ def add_demo_audit(config: Path) -> Path:
     return config.parent / "audit"
 
 
+def add_demo_redis(config: Path, url: str) -> None:
+    """Shares the demo configuration's state at ``config`` through the Redis at ``url``."""
+    with config.open("a", encoding="utf-8") as out:
+        out.write(f'\n[state]\nredis = "{url}"\n')
+
+
 def demo_tls(directory: Path) -> DemoCertificates:
     """The demo's throwaway certificates in ``directory`` (under ``tls/``): made on the first
     start, the same files on later ones."""

@@ -1,0 +1,548 @@
+//! What a node tells the others and hears from them: revocations, lifts and breaker openings,
+//! published on one channel; and the revocations it knows (its ledger), written back to Redis
+//! and reloaded from it whenever the subscription (re)starts, so that a Redis restarted empty,
+//! or a node cut off for a while, loses nothing.
+//!
+//! One task per worker, on the worker's I/O runtime: it subscribes, writes back, reloads,
+//! announces a resync (the others reload), then publishes what the worker changes and applies
+//! what the others change. A failure ends the session; the next starts after the retry
+//! interval. Revocations heard from other nodes are also handed to the control plane
+//! ([`Exchange::take_heard`]), which appends them to the node's revocation log so that a restart
+//! without Redis still refuses them.
+
+use super::link::Link;
+use super::RedisSettings;
+use crate::clock::Clock;
+use crate::runtime::runtime;
+use crate::state::{LoadStore, RevocationStore};
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
+
+const MERGE_CUTOFF: &str = include_str!("merge_cutoff.lua");
+
+/// A change of shared state, as published (and as the revocation log writes revocations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum SharedRevocation {
+    RevokeToken {
+        jti: String,
+        forget_after_s: u64,
+    },
+    RevokeCustomer {
+        customer_id: String,
+        issued_before_s: f64,
+    },
+    LiftCustomer {
+        customer_id: String,
+    },
+}
+
+impl SharedRevocation {
+    /// Applies this change to `store`; says whether it can have changed something (a lift:
+    /// whether there was a cut-off to lift).
+    pub fn apply(&self, store: &dyn RevocationStore, now_s: u64) -> bool {
+        match self {
+            SharedRevocation::RevokeToken {
+                jti,
+                forget_after_s,
+            } => store.revoke_token(jti, *forget_after_s, now_s),
+            SharedRevocation::RevokeCustomer {
+                customer_id,
+                issued_before_s,
+            } => store.revoke_customer(customer_id, *issued_before_s, now_s),
+            SharedRevocation::LiftCustomer { customer_id } => {
+                return store.lift_customer(customer_id, now_s)
+            }
+        }
+        true
+    }
+}
+
+/// What travels on the channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Change {
+    RevokeToken {
+        jti: String,
+        forget_after_s: u64,
+    },
+    RevokeCustomer {
+        customer_id: String,
+        issued_before_s: f64,
+    },
+    LiftCustomer {
+        customer_id: String,
+    },
+    BreakerOpened {
+        cell: String,
+        open_until_us: u64,
+    },
+    /// A node wrote back what it knows: reload.
+    Resync,
+}
+
+impl From<SharedRevocation> for Change {
+    fn from(revocation: SharedRevocation) -> Self {
+        match revocation {
+            SharedRevocation::RevokeToken {
+                jti,
+                forget_after_s,
+            } => Change::RevokeToken {
+                jti,
+                forget_after_s,
+            },
+            SharedRevocation::RevokeCustomer {
+                customer_id,
+                issued_before_s,
+            } => Change::RevokeCustomer {
+                customer_id,
+                issued_before_s,
+            },
+            SharedRevocation::LiftCustomer { customer_id } => Change::LiftCustomer { customer_id },
+        }
+    }
+}
+
+impl Change {
+    /// The revocation or lift this change is, if it is one.
+    fn revocation(&self) -> Option<SharedRevocation> {
+        Some(match self {
+            Change::RevokeToken {
+                jti,
+                forget_after_s,
+            } => SharedRevocation::RevokeToken {
+                jti: jti.clone(),
+                forget_after_s: *forget_after_s,
+            },
+            Change::RevokeCustomer {
+                customer_id,
+                issued_before_s,
+            } => SharedRevocation::RevokeCustomer {
+                customer_id: customer_id.clone(),
+                issued_before_s: *issued_before_s,
+            },
+            Change::LiftCustomer { customer_id } => SharedRevocation::LiftCustomer {
+                customer_id: customer_id.clone(),
+            },
+            Change::BreakerOpened { .. } | Change::Resync => return None,
+        })
+    }
+}
+
+/// A change as published: who made it, and what.
+#[derive(Debug, Serialize)]
+struct Envelope<'a> {
+    node: &'a str,
+    #[serde(flatten)]
+    change: &'a Change,
+}
+
+/// A change as heard.
+#[derive(Debug, Deserialize)]
+struct Heard {
+    node: String,
+    #[serde(flatten)]
+    change: Change,
+}
+
+/// The revocations this worker knows, to write back after Redis lost them.
+#[derive(Debug, Default)]
+struct Ledger {
+    tokens: HashMap<String, u64>,
+    cutoffs: HashMap<String, f64>,
+}
+
+/// Redis key and channel names.
+struct Names {
+    tokens: String,
+    cutoffs: String,
+    channel: String,
+}
+
+/// The worker's side of the exchange.
+pub struct Exchange {
+    pub link: Arc<Link>,
+    node: String,
+    names: Names,
+    revocations: Arc<dyn RevocationStore>,
+    load: Arc<dyn LoadStore>,
+    cell_ids: Vec<String>,
+    clock: Clock,
+    max_token_lifetime_s: Option<u64>,
+    ledger: Mutex<Ledger>,
+    heard: Mutex<Vec<SharedRevocation>>,
+    /// Revocations and lifts that failed to reach Redis, sent first in the next session.
+    unsent: Mutex<Vec<Change>>,
+    outbox: mpsc::UnboundedSender<Change>,
+    pending: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    started: AtomicBool,
+    stop: Arc<Notify>,
+}
+
+impl Exchange {
+    /// The exchange for the stores in `local`, through `link`; nothing runs until `start`.
+    pub fn new(link: Arc<Link>, settings: &RedisSettings, local: &super::Local) -> Arc<Self> {
+        let (outbox, pending) = mpsc::unbounded_channel();
+        let prefix = &settings.prefix;
+        Arc::new(Exchange {
+            link,
+            node: node_id(),
+            names: Names {
+                tokens: format!("{prefix}:revoked:tokens"),
+                cutoffs: format!("{prefix}:revoked:customers"),
+                channel: format!("{prefix}:events"),
+            },
+            revocations: local.revocations.clone(),
+            load: local.load.clone(),
+            cell_ids: local.cell_ids.clone(),
+            clock: local.clock.clone(),
+            max_token_lifetime_s: local.max_token_lifetime_s,
+            ledger: Mutex::default(),
+            heard: Mutex::default(),
+            unsent: Mutex::default(),
+            outbox,
+            pending: Mutex::new(Some(pending)),
+            started: AtomicBool::new(false),
+            stop: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Starts the worker's exchange task (once).
+    pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Relaxed) {
+            return;
+        }
+        let Some(pending) = lock(&self.pending).take() else {
+            return;
+        };
+        runtime().spawn(self.clone().run(pending));
+    }
+
+    /// Stops the task.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Notes a revocation or lift made on this worker, and publishes it.
+    pub fn made(&self, revocation: SharedRevocation) {
+        self.learn(&revocation);
+        let _ = self.outbox.send(revocation.into());
+    }
+
+    /// Publishes that a breaker of cell `cell` opened until `open_until_us`.
+    pub fn breaker_opened(&self, cell: usize, open_until_us: u64) {
+        if let Some(id) = self.cell_ids.get(cell) {
+            let _ = self.outbox.send(Change::BreakerOpened {
+                cell: id.clone(),
+                open_until_us,
+            });
+        }
+    }
+
+    /// The revocations heard from other nodes since the last call, for the revocation log.
+    pub fn take_heard(&self) -> Vec<SharedRevocation> {
+        std::mem::take(&mut *lock(&self.heard))
+    }
+
+    /// Whether the subscription is up.
+    pub fn subscribed(&self) -> bool {
+        self.started.load(Relaxed) && !self.link.is_down()
+    }
+
+    /// Adds `revocation` to the ledger; says whether it told the ledger something new.
+    fn learn(&self, revocation: &SharedRevocation) -> bool {
+        let mut ledger = lock(&self.ledger);
+        match revocation {
+            SharedRevocation::RevokeToken {
+                jti,
+                forget_after_s,
+            } => {
+                let known = ledger.tokens.entry(jti.clone()).or_insert(0);
+                let new = *known < *forget_after_s;
+                *known = (*known).max(*forget_after_s);
+                new
+            }
+            SharedRevocation::RevokeCustomer {
+                customer_id,
+                issued_before_s,
+            } => {
+                let known = ledger
+                    .cutoffs
+                    .entry(customer_id.clone())
+                    .or_insert(f64::MIN);
+                let new = *known < *issued_before_s;
+                *known = known.max(*issued_before_s);
+                new
+            }
+            SharedRevocation::LiftCustomer { customer_id } => {
+                ledger.cutoffs.remove(customer_id).is_some()
+            }
+        }
+    }
+
+    /// Loads revocations this node already holds (its revocation log, read at start) into the
+    /// node's store and the ledger, to write back to Redis; nothing is published.
+    pub fn load(&self, revocations: &[SharedRevocation]) {
+        let now_s = self.clock.now_us() / 1_000_000;
+        for revocation in revocations {
+            self.learn(revocation);
+            revocation.apply(&*self.revocations, now_s);
+        }
+    }
+
+    /// Applies a revocation or lift another node made to this node's store, and hands it to the
+    /// log when it changed something.
+    fn apply_heard(&self, revocation: SharedRevocation) {
+        let now_s = self.clock.now_us() / 1_000_000;
+        let new = self.learn(&revocation);
+        let lift = matches!(revocation, SharedRevocation::LiftCustomer { .. });
+        // A lift applies even when the ledger did not know the cut-off (another worker of this
+        // node loaded it); a revocation already known is not applied twice.
+        if (new || lift) && revocation.apply(&*self.revocations, now_s) {
+            lock(&self.heard).push(revocation);
+        }
+    }
+
+    /// Applies one message from the channel; says whether the sender asks for a reload.
+    fn hear(&self, payload: &[u8]) -> bool {
+        let Ok(envelope) = serde_json::from_slice::<Heard>(payload) else {
+            return false;
+        };
+        if envelope.node == self.node {
+            return false;
+        }
+        self.link.counters.received.fetch_add(1, Relaxed);
+        if let Some(revocation) = envelope.change.revocation() {
+            self.apply_heard(revocation);
+            return false;
+        }
+        match envelope.change {
+            Change::BreakerOpened {
+                cell,
+                open_until_us,
+            } => {
+                if let Some(index) = self.cell_ids.iter().position(|id| *id == cell) {
+                    self.load.opened_until(index, open_until_us);
+                }
+            }
+            Change::Resync => return true,
+            _ => {}
+        }
+        false
+    }
+
+    async fn run(self: Arc<Self>, mut pending: mpsc::UnboundedReceiver<Change>) {
+        loop {
+            let stopped = self.stop.clone();
+            tokio::select! {
+                biased;
+                () = stopped.notified() => return,
+                ended = self.session(&mut pending) => match ended {
+                    Ok(()) => return,
+                    Err(why) => self.link.failed(&why),
+                },
+            }
+            tokio::select! {
+                () = self.stop.notified() => return,
+                () = tokio::time::sleep(self.link.retry()) => {}
+            }
+        }
+    }
+
+    /// One subscription, until it fails (Err) or the outbox closes (Ok).
+    async fn session(&self, pending: &mut mpsc::UnboundedReceiver<Change>) -> Result<(), String> {
+        let link = &self.link;
+        let mut pubsub = link.run(link.client.get_async_pubsub()).await?;
+        link.run(pubsub.subscribe(&self.names.channel)).await?;
+        let mut connection = link.connection();
+        // What changed here while Redis was away goes first: a lift made meanwhile must not be
+        // undone by reloading the cut-off Redis still holds.
+        let unsent = std::mem::take(&mut *lock(&self.unsent));
+        for change in unsent {
+            self.send(&mut connection, change).await?;
+        }
+        while let Ok(change) = pending.try_recv() {
+            self.send(&mut connection, change).await?;
+        }
+        self.write_back(&mut connection).await?;
+        self.reload(&mut connection).await?;
+        self.send(&mut connection, Change::Resync).await?;
+        link.counters.resyncs.fetch_add(1, Relaxed);
+        let mut messages = pubsub.into_on_message();
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Err("the subscription was closed".into());
+                    };
+                    if self.hear(message.get_payload_bytes()) {
+                        self.reload(&mut connection).await?;
+                    }
+                }
+                change = pending.recv() => {
+                    let Some(change) = change else { return Ok(()) };
+                    self.send(&mut connection, change).await?;
+                }
+            }
+        }
+    }
+
+    /// Writes one change to Redis (a revocation's entry) and publishes it; a change that
+    /// could not be sent is kept for the next session.
+    async fn send(&self, connection: &mut ConnectionManager, change: Change) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        if let Some(revocation) = change.revocation() {
+            self.write(&mut pipe, &revocation);
+        }
+        pipe.cmd("PUBLISH")
+            .arg(&self.names.channel)
+            .arg(self.envelope(&change))
+            .ignore();
+        match self.link.run(pipe.query_async::<()>(connection)).await {
+            Ok(()) => {
+                self.link.counters.published.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(why) => {
+                if !matches!(change, Change::Resync | Change::BreakerOpened { .. }) {
+                    lock(&self.unsent).push(change);
+                }
+                Err(why)
+            }
+        }
+    }
+
+    fn envelope(&self, change: &Change) -> Vec<u8> {
+        let envelope = Envelope {
+            node: &self.node,
+            change,
+        };
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// Adds the commands that store `revocation` in Redis to `pipe`: a token's forget time and a
+    /// cut-off only ever move later.
+    fn write(&self, pipe: &mut redis::Pipeline, revocation: &SharedRevocation) {
+        match revocation {
+            SharedRevocation::RevokeToken {
+                jti,
+                forget_after_s,
+            } => {
+                pipe.cmd("ZADD")
+                    .arg(&self.names.tokens)
+                    .arg("GT")
+                    .arg(*forget_after_s)
+                    .arg(jti)
+                    .ignore();
+            }
+            SharedRevocation::RevokeCustomer {
+                customer_id,
+                issued_before_s,
+            } => {
+                pipe.cmd("EVAL")
+                    .arg(MERGE_CUTOFF)
+                    .arg(1)
+                    .arg(&self.names.cutoffs)
+                    .arg(customer_id)
+                    .arg(issued_before_s.to_string())
+                    .ignore();
+            }
+            SharedRevocation::LiftCustomer { customer_id } => {
+                pipe.cmd("HDEL")
+                    .arg(&self.names.cutoffs)
+                    .arg(customer_id)
+                    .ignore();
+            }
+        }
+    }
+
+    /// Writes every revocation this worker knows back to Redis (which may have restarted
+    /// empty), dropping the tokens that expired.
+    async fn write_back(&self, connection: &mut ConnectionManager) -> Result<(), String> {
+        let now_s = self.clock.now_us() / 1_000_000;
+        let mut pipe = redis::pipe();
+        {
+            let mut ledger = lock(&self.ledger);
+            ledger
+                .tokens
+                .retain(|_, forget_after_s| *forget_after_s > now_s);
+            for (jti, forget_after_s) in &ledger.tokens {
+                self.write(
+                    &mut pipe,
+                    &SharedRevocation::RevokeToken {
+                        jti: jti.clone(),
+                        forget_after_s: *forget_after_s,
+                    },
+                );
+            }
+            for (customer_id, issued_before_s) in &ledger.cutoffs {
+                self.write(
+                    &mut pipe,
+                    &SharedRevocation::RevokeCustomer {
+                        customer_id: customer_id.clone(),
+                        issued_before_s: *issued_before_s,
+                    },
+                );
+            }
+        }
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&self.names.tokens)
+            .arg("-inf")
+            .arg(now_s)
+            .ignore();
+        self.link.run(pipe.query_async::<()>(connection)).await
+    }
+
+    /// Applies every revocation Redis holds that this worker did not know.
+    async fn reload(&self, connection: &mut ConnectionManager) -> Result<(), String> {
+        let now_s = self.clock.now_us() / 1_000_000;
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(&self.names.tokens)
+            .arg(format!("({now_s}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .cmd("HGETALL")
+            .arg(&self.names.cutoffs);
+        type Held = (Vec<(String, f64)>, HashMap<String, f64>);
+        let (tokens, cutoffs) = self.link.run(pipe.query_async::<Held>(connection)).await?;
+        for (jti, forget_after_s) in tokens {
+            self.apply_heard(SharedRevocation::RevokeToken {
+                jti,
+                forget_after_s: forget_after_s as u64,
+            });
+        }
+        for (customer_id, issued_before_s) in cutoffs {
+            let outlived = self
+                .max_token_lifetime_s
+                .is_some_and(|life| issued_before_s.ceil() as u64 + life <= now_s);
+            if !outlived {
+                self.apply_heard(SharedRevocation::RevokeCustomer {
+                    customer_id,
+                    issued_before_s,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// This worker's name on the channel (its own messages come back to it): host, pid and a
+/// random part, so a pid reused on another host or later is another node.
+fn node_id() -> String {
+    let mut random = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    format!("{}-{:016x}", std::process::id(), u64::from_le_bytes(random))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,188 @@
+//! The node's link to Redis: one multiplexed connection (redis-rs's `ConnectionManager`, which
+//! pipelines concurrent commands on it and reconnects after an I/O error), a short timeout on
+//! every command, and whether Redis is taken to be down.
+//!
+//! After a failure Redis is taken to be down for `retry_ms`: meanwhile no request waits for
+//! it, and each is answered as configured; the first request after that tries it again. Each
+//! change between up and down is said once on stderr, and counted.
+
+use super::RedisSettings;
+use crate::runtime::runtime;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What the link has seen, for the state report.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Commands that failed or timed out.
+    pub errors: AtomicU64,
+    /// Times Redis was taken to be down.
+    pub outages: AtomicU64,
+    /// Quota checks answered by the node's own limits while Redis was down.
+    pub local_quota_checks: AtomicU64,
+    /// Requests refused because their quota could not be checked in Redis.
+    pub refused_quota_checks: AtomicU64,
+    /// Events published to the other nodes, and received from them.
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    /// Times this node wrote back what it knows and reloaded the shared revocations.
+    pub resyncs: AtomicU64,
+}
+
+/// The connection and its health.
+pub struct Link {
+    pub client: Client,
+    config: ConnectionManagerConfig,
+    /// Made on first use, on the worker's runtime: a router built before granian forks its
+    /// workers (to check the configuration) must not start the runtime there.
+    manager: OnceLock<ConnectionManager>,
+    pub timeout: Duration,
+    retry: Duration,
+    /// The URL without its password, for messages.
+    pub shown_url: String,
+    epoch: Instant,
+    /// Until when (ns since `epoch`) Redis is taken to be down; 0: up.
+    down_until_ns: AtomicU64,
+    down: AtomicBool,
+    pub counters: LinkCounters,
+}
+
+impl Link {
+    /// A link to `settings.url`, connected lazily (refused when the URL is not one redis-rs
+    /// reads).
+    pub fn open(settings: &RedisSettings) -> Result<Link, String> {
+        let client = Client::open(settings.url.as_str()).map_err(|err| format!("redis: {err}"))?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(settings.retry_ms));
+        Ok(Link {
+            client,
+            config,
+            manager: OnceLock::new(),
+            timeout,
+            retry: Duration::from_millis(settings.retry_ms),
+            shown_url: shown(&settings.url),
+            epoch: Instant::now(),
+            down_until_ns: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            counters: LinkCounters::default(),
+        })
+    }
+
+    /// A handle on the connection for one command or pipeline (on the worker's runtime).
+    pub fn connection(&self) -> ConnectionManager {
+        self.manager
+            .get_or_init(|| {
+                let _entered = runtime().enter();
+                // Only resubscription without a push sender can fail, which is not asked for.
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                    .expect("a connection manager without resubscription")
+            })
+            .clone()
+    }
+
+    /// Whether Redis may be asked now (it is up, or its down time is over).
+    pub fn available(&self) -> bool {
+        let until = self.down_until_ns.load(Relaxed);
+        until == 0 || self.elapsed_ns() >= until
+    }
+
+    /// Whether Redis is taken to be down.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
+    }
+
+    /// Runs `command` under the link's timeout, marking Redis down when it fails and up when it
+    /// answers.
+    pub async fn run<T>(
+        &self,
+        command: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, String> {
+        let result = match tokio::time::timeout(self.timeout, command).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        };
+        match &result {
+            Ok(_) => self.answered(),
+            Err(why) => self.failed(why),
+        }
+        result
+    }
+
+    /// Says that Redis answered.
+    pub fn answered(&self) {
+        if self.down.swap(false, Relaxed) {
+            self.down_until_ns.store(0, Relaxed);
+            eprintln!("cellgate state: Redis at {} answers again", self.shown_url);
+        }
+    }
+
+    /// Says that a command failed: Redis is taken to be down for the retry interval.
+    pub fn failed(&self, why: &str) {
+        self.counters.errors.fetch_add(1, Relaxed);
+        let until = self.elapsed_ns() + self.retry.as_nanos() as u64;
+        self.down_until_ns.store(until.max(1), Relaxed);
+        if !self.down.swap(true, Relaxed) {
+            self.counters.outages.fetch_add(1, Relaxed);
+            eprintln!(
+                "cellgate state: Redis at {} is unreachable ({why}); asking again every {} ms",
+                self.shown_url,
+                self.retry.as_millis()
+            );
+        }
+    }
+
+    /// The retry interval.
+    pub fn retry(&self) -> Duration {
+        self.retry
+    }
+
+    fn elapsed_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+/// `url` with any password replaced by `***`.
+fn shown(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            shown("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(shown("redis://:secret@host:6379"), "redis://:***@host:6379");
+        assert_eq!(
+            shown("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Quotas in Redis: one GCRA script (`gcra.lua`) decides a customer's request, or takes a lease
+//! of several, atomically for every node. A check that needs Redis is answered later, on the
+//! forward's task, so no request waits for Redis on the loop's thread.
+//!
+//! Leased mode: a worker spends a lease's unspent requests without asking Redis, for at most
+//! `lease_ms`. Redis counted them when the lease was taken, so no more requests are admitted
+//! than the exact rule allows, only some earlier: at any moment a customer can be admitted at
+//! most `(lease - 1)` requests per worker (over every node) beyond what the exact rule would.
+
+use super::link::Link;
+use super::{QuotaMode, RedisSettings, Unavailable};
+use crate::clock::Clock;
+use crate::ratelimit::{in_micros, verdict_in_micros, Quota, Verdict};
+use crate::reason::{Reason, Refusal};
+use crate::runtime::runtime;
+use crate::state::{Admission, Customer, QuotaStore, StateKey};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+const GCRA: &str = include_str!("gcra.lua");
+/// Leases held before expired ones are swept.
+const SWEEP_LEASES_AT: usize = 16_384;
+
+/// Requests of a customer's budget this worker took from Redis and has not spent.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    left: u32,
+    until_us: u64,
+    reset_s: u64,
+}
+
+struct Shared {
+    link: Arc<Link>,
+    local: Arc<dyn QuotaStore>,
+    mode: QuotaMode,
+    lease: u32,
+    lease_us: u64,
+    unavailable: Unavailable,
+    prefix: String,
+    /// Whether Redis's clock decides (the router's is the system's): every node then agrees.
+    server_clock: bool,
+    script: redis::Script,
+    leases: Mutex<HashMap<StateKey, Lease>>,
+}
+
+/// Each customer's GCRA state, in Redis.
+pub struct RedisQuotas {
+    shared: Arc<Shared>,
+}
+
+impl RedisQuotas {
+    /// Quotas through `link`; `local` answers while Redis is down, when so configured.
+    pub fn new(
+        link: Arc<Link>,
+        local: Arc<dyn QuotaStore>,
+        settings: &RedisSettings,
+        clock: &Clock,
+    ) -> Self {
+        RedisQuotas {
+            shared: Arc::new(Shared {
+                link,
+                local,
+                mode: settings.quotas,
+                lease: settings.lease,
+                lease_us: settings.lease_ms * 1_000,
+                unavailable: settings.unavailable,
+                prefix: settings.prefix.clone(),
+                server_clock: matches!(clock, Clock::System),
+                script: redis::Script::new(GCRA),
+                leases: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn key_name(&self, key: StateKey) -> String {
+        format!("{}:quota:{key}", self.prefix)
+    }
+
+    /// Spends one request of a lease held for `key`, if there is one still valid.
+    fn spend_lease(&self, key: StateKey, quota: &Quota, now_us: u64) -> Option<Verdict> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let lease = leases.get_mut(&key)?;
+        if lease.left == 0 || lease.until_us <= now_us {
+            leases.remove(&key);
+            return None;
+        }
+        lease.left -= 1;
+        Some(Verdict::Allowed {
+            limit: quota.burst(),
+            remaining: lease.left,
+            reset_s: lease.reset_s,
+        })
+    }
+
+    fn keep_lease(&self, key: StateKey, left: u32, now_us: u64, reset_s: u64) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.len() >= SWEEP_LEASES_AT {
+            leases.retain(|_, lease| lease.until_us > now_us);
+        }
+        // Requests taken by two asks at once add up, to at most a lease less the one spent.
+        let held = leases
+            .get(&key)
+            .filter(|lease| lease.until_us > now_us)
+            .map_or(0, |lease| lease.left);
+        leases.insert(
+            key,
+            Lease {
+                left: held.saturating_add(left).min(self.lease - 1),
+                until_us: now_us + self.lease_us,
+                reset_s,
+            },
+        );
+    }
+
+    /// The answer while Redis cannot be reached: the node's own limits, or a refusal.
+    fn unreachable(
+        &self,
+        customer: Customer<'_>,
+        quota: &Quota,
+        now_us: u64,
+        moves_money: bool,
+    ) -> Result<Verdict, Refusal> {
+        let refuse = match self.unavailable {
+            Unavailable::Refuse => true,
+            Unavailable::Local => false,
+            Unavailable::RefuseMoneyPaths => moves_money,
+        };
+        if refuse {
+            self.link
+                .counters
+                .refused_quota_checks
+                .fetch_add(1, Relaxed);
+            let retry_s = self.link.retry().as_secs().max(1);
+            return Err(Refusal::new(
+                Reason::QuotaUnavailable,
+                format!(
+                    "the {} quota is shared through Redis at {}, which cannot be reached now",
+                    quota.name(),
+                    self.link.shown_url
+                ),
+            )
+            .with_field("retry-after", retry_s.to_string()));
+        }
+        self.link.counters.local_quota_checks.fetch_add(1, Relaxed);
+        Ok(self.local.check(customer, quota, now_us))
+    }
+
+    /// Asks Redis for `wanted` requests of the customer's budget; spends one, keeps the rest
+    /// as a lease.
+    async fn ask(
+        self: Arc<Self>,
+        customer: String,
+        key: StateKey,
+        quota: Quota,
+        now_us: u64,
+        moves_money: bool,
+    ) -> Result<Verdict, Refusal> {
+        let (emission_us, tolerance_us) = in_micros(&quota);
+        let wanted = match self.mode {
+            QuotaMode::Exact => 1,
+            QuotaMode::Leased => self.lease,
+        };
+        let now_arg: i64 = if self.server_clock { -1 } else { now_us as i64 };
+        let mut connection = self.link.connection();
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(self.key_name(key))
+            .arg(emission_us)
+            .arg(tolerance_us)
+            .arg(wanted)
+            .arg(now_arg);
+        let answer = self
+            .link
+            .run(invocation.invoke_async::<(u64, u64, u64)>(&mut connection))
+            .await;
+        match answer {
+            Ok((taken, tat_us, redis_now_us)) => {
+                let verdict = verdict_in_micros(&quota, taken, tat_us, redis_now_us);
+                if taken > 1 {
+                    if let Verdict::Allowed { reset_s, .. } = verdict {
+                        self.keep_lease(key, (taken - 1) as u32, now_us, reset_s);
+                    }
+                }
+                Ok(verdict)
+            }
+            Err(_) => {
+                let customer = Customer { id: &customer, key };
+                self.unreachable(customer, &quota, now_us, moves_money)
+            }
+        }
+    }
+}
+
+impl QuotaStore for RedisQuotas {
+    fn check(&self, customer: Customer<'_>, quota: &Quota, now_us: u64) -> Verdict {
+        let limited = Verdict::Limited {
+            limit: quota.burst(),
+            retry_after_s: 1,
+            reset_s: 1,
+        };
+        match self.admit(customer, quota, now_us, true) {
+            Admission::Now(verdict) => verdict,
+            Admission::Refused(_) => limited,
+            Admission::Later(later) => runtime().block_on(later).unwrap_or(limited),
+        }
+    }
+
+    fn peek(&self, customer: Customer<'_>, quota: &Quota, now_us: u64) -> Verdict {
+        let shared = &self.shared;
+        if !shared.link.available() {
+            return shared.local.peek(customer, quota, now_us);
+        }
+        let key = shared.key_name(customer.key);
+        let asked = runtime().block_on(async {
+            let mut connection = shared.link.connection();
+            let mut pipe = redis::pipe();
+            pipe.cmd("TIME").cmd("GET").arg(&key);
+            shared
+                .link
+                .run(pipe.query_async::<((u64, u64), Option<u64>)>(&mut connection))
+                .await
+        });
+        match asked {
+            Ok(((seconds, micros), tat_us)) => {
+                let now_us = match shared.server_clock {
+                    true => seconds * 1_000_000 + micros,
+                    false => now_us,
+                };
+                let tat_us = tat_us.unwrap_or(0).max(now_us);
+                verdict_in_micros(quota, 0, tat_us, now_us)
+            }
+            Err(_) => shared.local.peek(customer, quota, now_us),
+        }
+    }
+
+    fn admit(
+        &self,
+        customer: Customer<'_>,
+        quota: &Quota,
+        now_us: u64,
+        moves_money: bool,
+    ) -> Admission {
+        let shared = &self.shared;
+        if !shared.link.available() {
+            return match shared.unreachable(customer, quota, now_us, moves_money) {
+                Ok(verdict) => Admission::Now(verdict),
+                Err(refusal) => Admission::Refused(refusal),
+            };
+        }
+        if shared.mode == QuotaMode::Leased {
+            if let Some(verdict) = shared.spend_lease(customer.key, quota, now_us) {
+                return Admission::Now(verdict);
+            }
+        }
+        Admission::Later(Box::pin(shared.clone().ask(
+            customer.id.to_owned(),
+            customer.key,
+            quota.clone(),
+            now_us,
+            moves_money,
+        )))
+    }
+}

@@ -1,0 +1,315 @@
+//! The Redis stores against a real `redis-server` (Debian's package: `bash
+//! scripts/install-test-deps.sh`), each test on its own server on a Unix socket: the shared
+//! behaviour suite with two nodes, leases and their bound, what an unreachable Redis does, and
+//! breaker openings crossing nodes.
+
+use super::*;
+use crate::auth::Revocations;
+use crate::clock::Clock;
+use crate::ratelimit::RateLimiter;
+use crate::runtime::runtime;
+use crate::state::suite::{quota, quota_behaviour, revocation_behaviour, token, S, T0};
+use crate::state::Scope;
+use crate::state::{Admission, Customer, InProcessLoad};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// A throwaway redis-server on a Unix socket, killed when dropped.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(name: &str) -> Server {
+        let dir =
+            std::env::temp_dir().join(format!("cellgate-redis-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server: install it with `bash scripts/install-test-deps.sh`");
+        let server = Server { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ping = redis::Client::open(server.url().as_str())
+                .and_then(|client| client.get_connection())
+                .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con));
+            if ping.is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on {}", socket.display());
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn settings(url: &str) -> RedisSettings {
+    serde_json::from_value(serde_json::json!({ "url": url })).unwrap()
+}
+
+/// A node: in-process stores shared through Redis, on a manual clock.
+fn node(settings: &RedisSettings, clock: &Clock) -> Cluster {
+    let local = Local {
+        revocations: Arc::new(Revocations::default()),
+        quotas: Box::new(RateLimiter::new()),
+        load: Arc::new(InProcessLoad::new(3)),
+        cell_ids: vec!["a".into(), "b".into(), "c".into()],
+        clock: clock.clone(),
+        max_token_lifetime_s: None,
+    };
+    Cluster::new(settings, local).unwrap()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 5 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn subscribed(nodes: &[&Cluster]) {
+    for node in nodes {
+        node.exchange.start();
+    }
+    wait_until("subscribed", || {
+        nodes.iter().all(|n| n.exchange.subscribed())
+    });
+}
+
+#[test]
+fn two_nodes_sharing_redis_pass_the_suite() {
+    let server = Server::start("suite");
+    let clock = Clock::manual(1_000 * S);
+    let (a, b) = (
+        node(&settings(&server.url()), &clock),
+        node(&settings(&server.url()), &clock),
+    );
+    subscribed(&[&a, &b]);
+    // A change must reach the other node within 100 ms.
+    let settle = || std::thread::sleep(Duration::from_millis(100));
+    revocation_behaviour(&*a.revocations, &*b.revocations, &settle);
+    quota_behaviour(&*a.quotas, &*b.quotas);
+    assert_eq!(a.revocations.scope(), Scope::Cluster);
+    // What the other node heard is handed to its log.
+    let heard = b.exchange.take_heard();
+    assert!(heard.contains(&SharedRevocation::RevokeToken {
+        jti: "many-7".into(),
+        forget_after_s: 5_000
+    }));
+    assert!(heard.contains(&SharedRevocation::LiftCustomer {
+        customer_id: "bob".into()
+    }));
+    assert!(b.exchange.take_heard().is_empty());
+}
+
+#[test]
+fn a_redis_restarted_empty_gets_back_every_revocation_and_one_made_meanwhile_reaches_the_others() {
+    let mut server = Server::start("restart");
+    let clock = Clock::manual(1_000 * S);
+    let mut fast = settings(&server.url());
+    fast.retry_ms = 100;
+    let (a, b) = (node(&fast, &clock), node(&fast, &clock));
+    subscribed(&[&a, &b]);
+    a.revocations.revoke_token("before", 9_000, 1_000);
+    wait_until("before reaches b", || {
+        b.revocations
+            .check(&token("x", Some("before"), None))
+            .is_err()
+    });
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    wait_until("both see Redis gone", || {
+        !a.exchange.subscribed() && !b.exchange.subscribed()
+    });
+    a.revocations.revoke_token("meanwhile", 9_000, 1_000);
+    // Static stability: each node still refuses what it knows.
+    assert!(b
+        .revocations
+        .check(&token("x", Some("before"), None))
+        .is_err());
+
+    let dir = server.dir.clone();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    server.child = child;
+    wait_until("meanwhile reaches b", || {
+        b.revocations
+            .check(&token("x", Some("meanwhile"), None))
+            .is_err()
+    });
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    wait_until("Redis holds both again", || {
+        redis::cmd("ZCARD")
+            .arg("cellgate:revoked:tokens")
+            .query::<u64>(&mut con)
+            .unwrap_or(0)
+            == 2
+    });
+}
+
+#[test]
+fn a_lease_spends_locally_and_admits_at_most_a_lease_per_node_beyond_the_exact_rule() {
+    let server = Server::start("lease");
+    let clock = Clock::manual(T0);
+    let mut leased = settings(&server.url());
+    leased.quotas = QuotaMode::Leased;
+    leased.lease = 5;
+    let (a, b) = (node(&leased, &clock), node(&leased, &clock));
+    let q = quota(60, 60, 20);
+    let alice = Customer::new("alice");
+    // The first request takes a lease of 5 from Redis; the next 4 are spent without asking.
+    let Admission::Later(first) = a.quotas.admit(alice, &q, T0, true) else {
+        panic!("the first request asks Redis");
+    };
+    assert!(runtime().block_on(first).unwrap().is_allowed());
+    for _ in 0..4 {
+        assert!(matches!(a.quotas.admit(alice, &q, T0, true), Admission::Now(v) if v.is_allowed()));
+    }
+    assert!(matches!(
+        a.quotas.admit(alice, &q, T0, true),
+        Admission::Later(_)
+    ));
+    // Over both nodes, a burst admits exactly the burst: leases only move requests earlier.
+    let admitted = (0..100)
+        .filter(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            node.quotas.check(Customer::new("bob"), &q, T0).is_allowed()
+        })
+        .count();
+    assert_eq!(admitted, 20);
+    // A lease taken and left unspent is spent after Redis's bucket refilled: at most
+    // lease - 1 requests a node beyond what the exact rule admits at that moment.
+    assert!(a.quotas.check(Customer::new("carol"), &q, T0).is_allowed());
+    assert!(b.quotas.check(Customer::new("carol"), &q, T0).is_allowed());
+    let later = T0 + 30 * S;
+    let admitted = (0..100)
+        .filter(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            node.quotas
+                .check(Customer::new("carol"), &q, later)
+                .is_allowed()
+        })
+        .count();
+    // Exact: the 30 s refilled 30 of the 2 taken (a lease of 5 each), so the burst of 20 is
+    // back; the 4 each node holds unspent come on top, at most.
+    let exact = 20;
+    assert!(admitted <= exact + 2 * 4, "{admitted}");
+    assert!(admitted >= exact, "{admitted}");
+}
+
+#[test]
+fn an_unreachable_redis_refuses_money_paths_and_limits_the_rest_locally() {
+    let dir = std::env::temp_dir().join(format!("cellgate-redis-none-{}", std::process::id()));
+    let url = format!("redis+unix://{}/absent.sock", dir.display());
+    let clock = Clock::manual(T0);
+    let q = quota(60, 60, 2);
+    for (unavailable, money, other) in [
+        (Unavailable::RefuseMoneyPaths, false, true),
+        (Unavailable::Refuse, false, false),
+        (Unavailable::Local, true, true),
+    ] {
+        let mut gone = settings(&url);
+        gone.unavailable = unavailable;
+        let cluster = node(&gone, &clock);
+        let alice = Customer::new("alice");
+        // The first check waits for Redis (and fails); from then on Redis is taken to be down.
+        let Admission::Later(first) = cluster.quotas.admit(alice, &q, T0, true) else {
+            panic!("the first check asks Redis");
+        };
+        let first = runtime().block_on(first);
+        assert_eq!(
+            first.is_ok(),
+            !matches!(
+                unavailable,
+                Unavailable::Refuse | Unavailable::RefuseMoneyPaths
+            ),
+            "{unavailable:?}"
+        );
+        let admitted = |moves_money: bool| match cluster.quotas.admit(alice, &q, T0, moves_money) {
+            Admission::Now(verdict) => Some(verdict.is_allowed()),
+            Admission::Refused(refusal) => {
+                assert_eq!(refusal.reason, crate::reason::Reason::QuotaUnavailable);
+                assert!(refusal
+                    .fields
+                    .iter()
+                    .any(|(name, _)| *name == "retry-after"));
+                None
+            }
+            Admission::Later(_) => panic!("Redis is down: no waiting"),
+        };
+        assert_eq!(
+            admitted(true).is_some(),
+            money,
+            "{unavailable:?} money path"
+        );
+        assert_eq!(
+            admitted(false).is_some(),
+            other,
+            "{unavailable:?} other path"
+        );
+        if other {
+            // The node's own limit holds: the burst of 2 is spent.
+            while admitted(false) == Some(true) {}
+            assert_eq!(admitted(false), Some(false));
+        }
+        let counters = &cluster.exchange.link.counters;
+        assert!(counters.errors.load(Relaxed) >= 1 && counters.outages.load(Relaxed) == 1);
+    }
+}
+
+#[test]
+fn a_breaker_opened_on_one_node_is_open_on_the_other_until_the_same_time() {
+    let server = Server::start("breaker");
+    let clock = Clock::manual(T0);
+    let (a, b) = (
+        node(&settings(&server.url()), &clock),
+        node(&settings(&server.url()), &clock),
+    );
+    subscribed(&[&a, &b]);
+    a.load.opened_until(1, T0 + 30 * S);
+    wait_until("b sees the opening", || {
+        b.load.open_until_us(1) == T0 + 30 * S
+    });
+    assert_eq!(b.load.open_until_us(0), 0);
+    // An earlier opening heard later does not shorten it; in-flight counts stay each node's.
+    b.load.opened_until(1, T0 + 10 * S);
+    a.load.acquire(2);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.load.open_until_us(1), T0 + 30 * S);
+    assert_eq!((a.load.in_flight(2), b.load.in_flight(2)), (1, 0));
+    a.load.release(2);
+}
