@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from audit_trails import check_trail, records
+from cellgate.demo.launch import demo_admin_token, demo_token
 from harness import free_port, http_json
 
 pytestmark = pytest.mark.timeout(90)
@@ -120,3 +121,48 @@ def test_cellgate_up_serves_the_demo_and_keeps_its_certificates(tmp_path: Path):
     assert 'endpoint = "https://127.0.0.1:' in (demo_dir / "cellgate.toml").read_text()
     run_up_once(demo_dir)
     assert {path.name: path.read_bytes() for path in tls.iterdir()} == made, "made once, reused"
+
+
+def test_cellgate_up_with_redis_shares_state_through_its_own_redis(tmp_path: Path):
+    port, cell_base = free_port(), free_port_run(DEMO_CELLS)
+    up = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cellgate.cli", "up", "--redis", "--port", str(port)),
+            *("--cell-port-base", str(cell_base), "--log-level", "warning"),
+            *("--demo-dir", str(tmp_path / "demo")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        printed = []
+        while not any(line.startswith("# live cell state") for line in printed):
+            line = up.stdout.readline()
+            assert line, "cellgate up ended early:\n" + "".join(printed)
+            printed.append(line)
+        (shared,) = [line for line in printed if "state shared through redis://" in line]
+        redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", shared)[1])
+        admin = {"Authorization": f"Bearer {demo_admin_token()}"}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, state = http_json(port, "GET", "/_cellgate/state", admin)
+                if status == 200 and state["redis"]["subscribed"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the gateway never subscribed to its Redis"
+            time.sleep(0.2)
+        assert state["scope"] == "cluster"
+        token = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
+        assert http_json(port, "GET", "/api/accounts", token)[0] == 200
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=20) == 0
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", redis_port)) != 0, "the demo's Redis outlived up"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        up.stdout.close()

@@ -73,6 +73,7 @@ class Gateway:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.router.stop_sharing()
+        self._keep_heard_revocations()
         self.router.stop_health_checks()
         self.router.stop_audit()
         if self.bridge is not None:
@@ -173,15 +174,19 @@ class Gateway:
         drain_file = self.drain_file
         if drain_file is not None and not self.router.draining and os.path.exists(drain_file):
             self.router.draining = True
-        heard = orjson.loads(self.router.take_heard_revocations())
-        if heard:
-            self.admin.keep(heard)
+        self._keep_heard_revocations()
         seen = self._seen_last_sweep
         for forwarded, proto in self._in_flight.items():
             if forwarded in seen:
                 self._watch(forwarded, proto)
         self._seen_last_sweep = {f for f in self._in_flight if f not in seen}
         self._sweeper = self.loop.call_later(DISCONNECT_SWEEP_S, self._sweep)
+
+    def _keep_heard_revocations(self) -> None:
+        """Appends the revocations heard from other nodes to the node's revocation log."""
+        heard = orjson.loads(self.router.take_heard_revocations())
+        if heard:
+            self.admin.keep(heard)
 
     def _watch(self, forwarded: asyncio.Future, proto: Any) -> None:
         """Cancels `forwarded` if its client disconnects before the cell answers."""

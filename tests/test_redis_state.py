@@ -1,0 +1,233 @@
+"""State one truth across nodes: two `cellgate serve` nodes sharing one real redis-server
+(Debian's package, started here on a free loopback port) hold a customer's quota exactly across
+both, a revocation made on one refuses on the other within 100 ms, and Redis stopped and
+restarted mid-run follows the configured behaviour (money paths refused, node-local limits for
+the rest) and loses no revocation, not even one made while it was gone."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cellgate.config import ConfigError, parse_config
+from cellgate.demo.launch import demo_admin_token, demo_token
+from cellgate.redis_server import RedisServer
+from harness import Gateway, demo_variant, http_json, start_gateway
+
+pytestmark = pytest.mark.timeout(180)
+
+ADMIN = {"Authorization": f"Bearer {demo_admin_token()}", "Content-Type": "application/json"}
+#: A retail quota that refills one request a minute: what a test admits is the burst, exactly.
+SLOW_RETAIL = "rate_limit = { requests = 60, period_s = 3600, burst = 30 }"
+
+
+def bearer(customer_id: str, **claims) -> dict:
+    return {"Authorization": f"Bearer {demo_token(customer_id, **claims)}"}
+
+
+@dataclass
+class Nodes:
+    redis: RedisServer
+    a: Gateway
+    b: Gateway
+
+    def both(self) -> tuple[Gateway, Gateway]:
+        return self.a, self.b
+
+
+def node_config(demo_config: Path, directory: Path, redis: RedisServer, state: str = "") -> Path:
+    """The demo configuration as one node of a Redis-sharing pair: the retail quota slow, the
+    node's own state directory (beside its configuration), a fast retry after an outage."""
+    text = re.sub(
+        r"(\[tiers\.retail\][^\[]*?)rate_limit = \{[^}]*\}",
+        lambda m: m[1] + SLOW_RETAIL,
+        demo_config.read_text(),
+        count=1,
+    )
+    text += f'\n[state]\nredis = "{redis.url}"\nredis_retry_ms = 200\n{state}'
+    return demo_variant(demo_config, directory, text)
+
+
+def start_nodes(demo_config: Path, root: Path, state: str = "") -> Nodes:
+    redis = RedisServer(root / "redis")
+    redis.start()
+    a = start_gateway(node_config(demo_config, root / "a", redis, state))
+    try:
+        b = start_gateway(node_config(demo_config, root / "b", redis, state))
+    except BaseException:
+        a.stop()
+        redis.stop()
+        raise
+    nodes = Nodes(redis, a, b)
+    wait_until("both nodes subscribed", lambda: all(subscribed(n) for n in nodes.both()))
+    return nodes
+
+
+def stop_nodes(nodes: Nodes) -> None:
+    try:
+        for node in nodes.both():
+            node.stop()
+    finally:
+        nodes.redis.stop()
+
+
+def subscribed(node: Gateway) -> bool:
+    status, _, state = http_json(node.port, "GET", "/_cellgate/state", ADMIN)
+    return status == 200 and state["redis"]["subscribed"]
+
+
+def wait_until(what: str, done, timeout_s: float = 10.0) -> float:
+    """Polls ``done`` until it holds; returns how long that took."""
+    start = time.monotonic()
+    while not done():
+        assert time.monotonic() - start < timeout_s, f"{what}: not within {timeout_s} s"
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+def status_of(node: Gateway, headers: dict, method: str = "GET", path: str = "/api/accounts"):
+    body = b"{}" if method == "POST" else None
+    return http_json(node.port, method, path, headers, body)[0]
+
+
+@pytest.fixture(scope="module")
+def nodes(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    pair = start_nodes(demo_config, tmp_path_factory.mktemp("redis-nodes"))
+    yield pair
+    stop_nodes(pair)
+
+
+def test_a_customers_burst_holds_exactly_across_two_nodes(nodes: Nodes):
+    token = bearer("c-retail-us")
+    statuses = [status_of(node, token) for _ in range(40) for node in nodes.both()]
+    assert statuses.count(200) == 30, statuses
+    assert set(statuses) == {200, 429}
+    # Both nodes refuse now: the bucket is one, in Redis.
+    assert [status_of(node, token) for node in nodes.both()] == [429, 429]
+    state = http_json(nodes.a.port, "GET", "/_cellgate/state", ADMIN)[2]
+    assert state["scope"] == "cluster" and state["redis"]["up"]
+
+
+def test_a_revocation_on_one_node_refuses_on_the_other_within_100_ms(nodes: Nodes):
+    took = []
+    for i in range(5):
+        jti = f"cross-node-{i}"
+        token = bearer("c-corp-us", jti=jti)
+        # Warm the other node's token cache first: a cached token must be refused too.
+        assert status_of(nodes.b, token) == 200
+        body = f'{{"jti": "{jti}", "forget_after_s": 4102444800}}'.encode()
+        status, _, answer = http_json(nodes.a.port, "POST", "/_cellgate/revocations", ADMIN, body)
+        assert (status, answer["scope"], answer["lasting"]) == (200, "cluster", True)
+        took.append(wait_until("refused on b", lambda t=token: status_of(nodes.b, t) == 401))
+    assert max(took) < 0.1, took
+    assert status_of(nodes.b, bearer("c-corp-us", jti="never-revoked")) == 200
+
+    old = bearer("c-hnw-us", iat=int(time.time()) - 60)
+    cut_off = f'{{"customer_id": "c-hnw-us", "issued_before_s": {time.time() - 30}}}'.encode()
+    assert http_json(nodes.b.port, "POST", "/_cellgate/revocations", ADMIN, cut_off)[0] == 200
+    assert wait_until("cut-off on a", lambda: status_of(nodes.a, old) == 401) < 0.1
+    lift = "/_cellgate/revocations/customers/c-hnw-us"
+    assert http_json(nodes.a.port, "DELETE", lift, ADMIN)[2]["lifted"] is True
+    assert wait_until("lifted on b", lambda: status_of(nodes.b, old) == 200) < 0.1
+
+
+def test_redis_stopped_and_restarted_mid_run_refuses_money_paths_and_loses_no_revocation(
+    demo_config: Path, tmp_path: Path
+):
+    nodes = start_nodes(demo_config, tmp_path)
+    try:
+        before = bearer("c-corp-us", jti="revoked-before")
+        body = b'{"jti": "revoked-before", "forget_after_s": 4102444800}'
+        assert http_json(nodes.a.port, "POST", "/_cellgate/revocations", ADMIN, body)[0] == 200
+        wait_until("reaches b", lambda: status_of(nodes.b, before) == 401)
+
+        nodes.redis.stop()
+        payer = bearer("c-corp-us")
+        # The first check after the stop finds Redis gone (within its 50 ms timeout).
+        status, headers, problem = http_json(nodes.a.port, "POST", "/api/transfers", payer, b"{}")
+        assert status == 503 and problem["reason"] == "quota_unavailable", problem
+        assert headers["retry-after"] == "1"
+        assert status_of(nodes.b, payer, "POST", "/api/transfers") == 503
+        # Not a money path: the node's own limits answer.
+        assert status_of(nodes.a, payer) == 200
+        # Revocations are kept from the node's own copy, and one made now is kept too.
+        assert status_of(nodes.b, before) == 401
+        meanwhile = bearer("c-corp-us", jti="revoked-meanwhile")
+        assert status_of(nodes.b, meanwhile) == 200
+        body = b'{"jti": "revoked-meanwhile", "forget_after_s": 4102444800}'
+        assert http_json(nodes.a.port, "POST", "/_cellgate/revocations", ADMIN, body)[0] == 200
+        assert status_of(nodes.a, meanwhile) == 401
+        state = http_json(nodes.a.port, "GET", "/_cellgate/state", ADMIN)[2]["redis"]
+        assert not state["up"] and state["refused_quota_checks"] >= 1
+        assert state["local_quota_checks"] >= 1
+
+        # Restarted empty: the nodes write back what they know; the other node learns the
+        # revocation made meanwhile, and money moves again.
+        nodes.redis.start()
+        wait_until("meanwhile reaches b", lambda: status_of(nodes.b, meanwhile) == 401)
+        wait_until(
+            "Redis holds both",
+            lambda: nodes.redis.command("ZCARD", "cellgate:revoked:tokens") == "2",
+        )
+        wait_until(
+            "money moves again",
+            lambda: status_of(nodes.a, payer, "POST", "/api/transfers") == 200,
+        )
+        # Node b logged what it heard: restarted while Redis is gone, it still refuses both.
+        nodes.b.stop()
+        nodes.redis.stop()
+        nodes.b = start_gateway(nodes.b.config_path)
+        for token in (before, meanwhile):
+            assert status_of(nodes.b, token) == 401
+    finally:
+        stop_nodes(nodes)
+
+
+def test_leased_quotas_admit_at_most_a_lease_per_node_beyond_the_burst(
+    demo_config: Path, tmp_path: Path
+):
+    nodes = start_nodes(demo_config, tmp_path, 'redis_quotas = "leased"\nredis_lease = 5\n')
+    try:
+        token = bearer("c-retail-eu")
+        statuses = [status_of(node, token) for _ in range(40) for node in nodes.both()]
+        # Leases are counted in Redis when taken, so a burst admits exactly the burst (each
+        # node spends what it took); unspent leases could add at most (5 - 1) a node later.
+        assert 30 <= statuses.count(200) <= 30 + 2 * 4, statuses
+        assert statuses.count(200) + statuses.count(429) == len(statuses)
+    finally:
+        stop_nodes(nodes)
+
+
+@pytest.mark.parametrize(
+    ("state", "error"),
+    [
+        ('redis = "http://127.0.0.1:6379"', "state.redis: 'http://127.0.0.1:6379' is not"),
+        ('redis = "redis://x"\nredis_lease = 0', "state.redis_lease"),
+        ('redis = "redis://x"\nredis_quotas = "sometimes"', "state.redis_quotas"),
+        ('redis = "redis://x"\nredis_unavailable = "open"', "state.redis_unavailable"),
+        ('redis = "redis://x"\nredis_timeout_ms = 0', "state.redis_timeout_ms"),
+    ],
+)
+def test_bad_redis_settings_are_errors_naming_the_field(demo_config: Path, state: str, error: str):
+    text = demo_config.read_text() + f"\n[state]\n{state}\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, demo_config.parent)
+    assert error in str(raised.value)
+
+
+def test_check_config_accepts_a_redis_it_cannot_reach_yet(demo_config: Path, tmp_path: Path):
+    text = demo_config.read_text() + '\n[state]\nredis = "redis://127.0.0.1:1/0"\n'
+    config = demo_variant(demo_config, tmp_path, text)
+    checked = subprocess.run(
+        [sys.executable, "-m", "cellgate.cli", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
