@@ -1,7 +1,8 @@
 """End-to-end load: cellgate against nginx and HAProxy 2.6 in front of the same two cells, with wrk.
 
 Two nginx processes stand in for two cells (GET /api/... answers a small JSON body). In front of
-them, one peer at a time, each with one worker / one thread (--workers N for N):
+them, one peer at a time, each with one worker / one thread (--workers N for N; not
+cellgate-zone-2w, always two, nor the Redis peers, one per node):
 
   direct    wrk straight at cell bench-1: the ceiling, no proxy at all
   granian   granian serving an RSGI app that answers a constant JSON body from Python, with no
@@ -20,25 +21,37 @@ them, one peer at a time, each with one worker / one thread (--workers N for N):
             the audit trail (only with --only): to price the trail in each durability mode
   cellgate-zone  the rules on, revocations, quotas and cell load in the shared-memory zone
             even with one worker (only with --only): the zone's price against in-process state
+  cellgate-zone-2w  the same with always two workers, whatever --workers says (only with
+            --only): next to cellgate and cellgate-zone, one run shows one worker in-process,
+            one with the zone and two sharing it
+  cellgate-redis-exact, cellgate-redis-leased  two nodes (two `cellgate serve`, one worker
+            each, on ports of their own) sharing one redis-server started for the peer, the
+            rules on and every request's quota checked in Redis, one atomic script per request
+            (exact) or per lease of 10 requests (leased) (only with --only): wrk drives both
+            nodes at once, half the connections each; the price of state shared across nodes
   cellgate-mtls  the rules on, both cells replaced by nginx cells that speak only TLS and
             require a client certificate (a throwaway CA made for the run); the gateway's
             connections to them pooled as plain ones are (only with --only): the price of mTLS
 
 wrk (-t1 -c64 by default, a short warm-up before each measured run) rotates 1,000 tokens for
 1,000 customers and requests GET /api/accounts. Everything runs on 127.0.0.1; everything started is
-stopped at the end, also on errors and Ctrl-C.
+stopped at the end, also on errors and Ctrl-C (a Redis peer's redis-server with the peer).
 
     python benches/e2e_load.py                                   # five peers, 10 s each
     python benches/e2e_load.py --only direct,nginx,haproxy --duration 3
     python benches/e2e_load.py --only haproxy,cellgate --loop rloop --json results.json
     python benches/e2e_load.py --only haproxy,cellgate --rounds 5   # medians of 5 interleaved runs
     python benches/e2e_load.py --workers 4 --cell-workers 4 --threads 4 --connections 256
+    python benches/e2e_load.py --only cellgate,cellgate-zone,cellgate-zone-2w   # 1 worker, zone, 2
+    python benches/e2e_load.py --only cellgate,cellgate-redis-exact,cellgate-redis-leased
 
 On a shared, noisy machine use --rounds: each round measures every peer once, in turn, so drift
 hits all peers alike; the table then shows each peer's medians over the rounds.
 
 Needs nginx, haproxy (2.6+) and wrk (scripts/install-bench-deps.sh installs them on Debian), pyjwt,
-and for the cellgate peer an installed cellgate (or --cellgate-cmd).
+for the cellgate peers an installed cellgate (or --cellgate-cmd), and for the Redis peers
+redis-server (scripts/install-test-deps.sh installs it) and cellgate's Python package (for
+cellgate.redis_server).
 """
 
 from __future__ import annotations
@@ -65,8 +78,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
+
+if TYPE_CHECKING:
+    from cellgate.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "e2e"
@@ -84,6 +101,9 @@ PEERS = (
     "cellgate-audit-strict",
     "cellgate-mtls",
     "cellgate-zone",
+    "cellgate-zone-2w",
+    "cellgate-redis-exact",
+    "cellgate-redis-leased",
 )
 #: Measured unless --only says otherwise.
 DEFAULT_PEERS = ("direct", "granian", "nginx", "haproxy", "cellgate")
@@ -101,7 +121,21 @@ PEER_LABELS = {
     "cellgate-audit-strict": "cellgate, audit trail strict",
     "cellgate-mtls": "cellgate, cells over mTLS",
     "cellgate-zone": "cellgate, state in the node's zone",
+    "cellgate-zone-2w": "cellgate, zone, 2 workers",
+    "cellgate-redis-exact": "cellgate 2 nodes, redis exact",
+    "cellgate-redis-leased": "cellgate 2 nodes, redis leased",
 }
+#: Peers whose worker count is fixed, whatever --workers says (the Redis peers' is per node).
+WORKERS = {"cellgate-zone-2w": 2, "cellgate-redis-exact": 1, "cellgate-redis-leased": 1}
+#: The peers with their state in the node's shared-memory zone.
+ZONE = ("cellgate-zone", "cellgate-zone-2w")
+#: The two-node peers and how each counts quotas in the redis-server the nodes share.
+REDIS_QUOTAS = {"cellgate-redis-exact": "exact", "cellgate-redis-leased": "leased"}
+#: Requests one lease takes (`[state] redis_lease`, the leased peer).
+REDIS_LEASE = 10
+#: The Redis peers' nodes: each is a `cellgate serve` of its own, with its own port, home
+#: directory and `[state] directory`.
+REDIS_NODES = ("a", "b")
 #: The audit durability of each audited peer.
 AUDIT = {"cellgate-audit-buffered": "buffered", "cellgate-audit-strict": "strict"}
 #: DER of an Ed25519 PKCS#8 private key up to its 32-byte seed (RFC 8410).
@@ -155,8 +189,19 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-    #: The peer's processes' CPU time (user + system) over the measured run, per request.
+    #: The peer's processes' CPU time (user + system) over the measured run, per request (for
+    #: the Redis peers, both nodes' together; not the redis-server's).
     cpu_us_per_request: float | None = None
+    #: The Redis peers: the redis-server's own CPU time (user + system) over the measured run,
+    #: per request, as its INFO cpu reports it.
+    redis_cpu_us_per_request: float | None = None
+    #: The Redis peers: quota scripts (EVALSHA and EVAL) Redis ran over the measured run, per
+    #: request: 1 in exact mode, down to 1/lease in leased mode.
+    redis_calls_per_request: float | None = None
+    #: The Redis peers: the times a node took Redis to be down (its log's "is unreachable"
+    #: lines) from its start to the end of the measured run.
+    redis_outages: int | None = None
+    #: wrk's numbers; with two nodes, combined (see combine_wrk) with each node's under "nodes".
     wrk: dict = field(default_factory=dict)
 
 
@@ -662,18 +707,26 @@ def start_cellgate(
     fixtures: Fixtures,
     args: argparse.Namespace,
     tls: BenchTls | None = None,
+    node: str = "",
+    redis_url: str | None = None,
 ) -> tuple:
-    """Writes the cellgate configuration and runs `cellgate serve` with --workers workers (the
-    cells over mTLS with `tls`)."""
-    home = workdir / peer
-    home.mkdir(exist_ok=True)
+    """Writes the cellgate configuration and runs `cellgate serve` with --workers workers (or
+    the peer's own number, WORKERS), the cells over mTLS with `tls`; for a Redis peer, node
+    `node` of the peer, in a home directory of its own, sharing state through `redis_url`."""
+    home = workdir / peer / node if node else workdir / peer
+    home.mkdir(parents=True, exist_ok=True)
     config_path = home / "cellgate.toml"
     rules = peer != "cellgate-plain"
     config = cellgate_config(
         fixtures.secret, cell_ports, fixtures.profiles_path, rules, SIGNING.get(peer), tls
     )
-    if peer == "cellgate-zone":
+    if peer in ZONE:
         config += '\n[state]\nzone = "on"\n'
+    if peer in REDIS_QUOTAS:
+        if redis_url is None or not node:
+            raise BenchError(f"{peer}: a node of a Redis peer needs its name and the Redis URL")
+        shutil.rmtree(home / f"state-{node}", ignore_errors=True)
+        config += redis_state_table(peer, node, redis_url)
     if peer in AUDIT:
         der = ED25519_PKCS8_PREFIX + secrets.token_bytes(32)
         pem = base64.encodebytes(der).decode()
@@ -689,7 +742,7 @@ def start_cellgate(
     argv = [
         *shlex.split(args.cellgate_cmd),
         *("serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)),
-        *("--workers", str(args.workers)),
+        *("--workers", str(WORKERS.get(peer, args.workers))),
     ]
     if args.loop:
         argv += ["--loop", args.loop]
@@ -699,18 +752,40 @@ def start_cellgate(
     argv[0] = os.path.abspath(found)  # cellgate runs in its own directory
     print(f"  cellgate: {shlex.join(argv)}", flush=True)
     log = home / "cellgate.log"
-    return procs.start(peer, argv, log, cwd=home), log
+    return procs.start(f"{peer}-{node}" if node else peer, argv, log, cwd=home), log
+
+
+def redis_state_table(peer: str, node: str, redis_url: str) -> str:
+    """The `[state]` table of node `node` of a Redis peer: no zone (one worker), a revocation
+    log of its own, and the quotas (RULES' retail quota, far above the load, so it refuses
+    nothing but checks every request) counted in the Redis at `redis_url`, the peer's way.
+
+    `redis_unavailable = "refuse"`: a request whose quota could not be checked in Redis (no
+    answer within `redis_timeout_ms`, and then every request for `redis_retry_ms`) is refused
+    503 quota_unavailable and counted in the errors. The default, `refuse_money_paths`, would
+    pass the bench's GETs on the node's own limits instead, unseen, and the peer would no longer
+    measure what it is named after."""
+    mode = REDIS_QUOTAS[peer]
+    lease = f"redis_lease = {REDIS_LEASE}\n" if mode == "leased" else ""
+    return (
+        f'\n[state]\nzone = "off"\ndirectory = "state-{node}"\n'
+        f'redis = {json.dumps(redis_url)}\nredis_quotas = "{mode}"\n{lease}'
+        'redis_unavailable = "refuse"\n'
+    )
 
 
 # -- load ----------------------------------------------------------------------------------------
 
 
-def run_wrk(port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixtures) -> dict:
-    """One wrk run against 127.0.0.1:port; returns the numbers its done() hook printed."""
-    argv = [
+def wrk_argv(
+    port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixtures, connections: int
+) -> list[str]:
+    """wrk's command line for one run against 127.0.0.1:port with `connections` connections
+    and --threads threads (no more threads than connections: wrk refuses that)."""
+    return [
         find_tool("wrk"),
-        f"-t{args.threads}",
-        f"-c{args.connections}",
+        f"-t{min(args.threads, connections)}",
+        f"-c{connections}",
         f"-d{duration_s}s",
         "--timeout",
         "5s",
@@ -720,20 +795,93 @@ def run_wrk(port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixt
         "--",
         str(fixtures.tokens_path),
     ]
+
+
+def run_wrk(port: int, duration_s: int, args: argparse.Namespace, fixtures: Fixtures) -> dict:
+    """One wrk run against 127.0.0.1:port; returns the numbers its done() hook printed."""
+    return run_wrks([port], duration_s, args, fixtures)[0]
+
+
+def run_wrks(
+    ports: list[int], duration_s: int, args: argparse.Namespace, fixtures: Fixtures
+) -> list[dict]:
+    """One wrk run against each of `ports`, all started together, with --connections split
+    evenly between them (the same threads, duration, timeout and script otherwise); returns
+    the numbers each one's done() hook printed, in the order of `ports`."""
+    share, rest = divmod(args.connections, len(ports))
+    limit_s = duration_s + 30
+    started: list[subprocess.Popen] = []
+    outputs: list[tuple[str, str]] = []
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=duration_s + 30,
-            preexec_fn=args.pin.confine(load=True) if args.pin else None,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration_s + 30}s") from None
-    match = re.search(r"^E2E_RESULT (\{.*\})$", done.stdout, re.MULTILINE)
-    if done.returncode != 0 or match is None:
-        raise BenchError(f"wrk failed (status {done.returncode}):\n{done.stdout}{done.stderr}")
-    return json.loads(match.group(1))
+        for i, port in enumerate(ports):
+            argv = wrk_argv(port, duration_s, args, fixtures, share + (i < rest))
+            started.append(
+                subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    preexec_fn=args.pin.confine(load=True) if args.pin else None,
+                )
+            )
+        deadline = time.monotonic() + limit_s
+        for proc in started:
+            try:
+                outputs.append(proc.communicate(timeout=max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"wrk did not finish within {limit_s}s") from None
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    numbers = []
+    for port, proc, (stdout, stderr) in zip(ports, started, outputs, strict=True):
+        match = re.search(r"^E2E_RESULT (\{.*\})$", stdout, re.MULTILINE)
+        if proc.returncode != 0 or match is None:
+            raise BenchError(
+                f"wrk against :{port} failed (status {proc.returncode}):\n{stdout}{stderr}"
+            )
+        numbers.append(json.loads(match.group(1)))
+    return numbers
+
+
+#: The counts of a wrk run, which the runs against several nodes add up.
+WRK_COUNTS = (
+    "requests",
+    "bytes",
+    "connect_errors",
+    "read_errors",
+    "write_errors",
+    "timeouts",
+    "status_errors",
+)
+
+
+def combine_wrk(runs: list[dict]) -> dict:
+    """The numbers of wrk runs made together against the nodes of one peer, as one run's (one
+    run: its numbers as they are). The counts are added up, the duration is the longest, the
+    mean latency is weighted by requests and `nodes` holds each run's numbers.
+
+    Each latency percentile (p50, p90, p99) and the maximum is the WORST of the runs': the runs'
+    histograms cannot be merged from their percentiles, but the worst is an upper bound of the
+    combined figure (no more than 1% of either run's requests took longer than its own p99, so
+    no more than 1% of all of them took longer than the worse p99), and the two nodes carry
+    about the same load, so it is close to it. The table's p50 and p99 for a two-node peer are
+    these bounds."""
+    if len(runs) == 1:
+        return runs[0]
+    combined: dict = {key: sum(run[key] for run in runs) for key in WRK_COUNTS}
+    combined["duration_us"] = max(run["duration_us"] for run in runs)
+    for key in ("p50_us", "p90_us", "p99_us", "max_us"):
+        combined[key] = max(run[key] for run in runs)
+    requests = combined["requests"]
+    combined["mean_us"] = (
+        sum(run["mean_us"] * run["requests"] for run in runs) / requests if requests else 0.0
+    )
+    combined["nodes"] = runs
+    return combined
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -750,33 +898,70 @@ def group_cpu_s(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def redis_stats(server: RedisServer) -> tuple[float, int]:
+    """The redis-server's CPU time so far (user + system, seconds, from INFO cpu) and the
+    scripts it has run (EVALSHA and EVAL calls, from INFO commandstats: cellgate's quota
+    checks; redis-rs sends EVALSHA, and EVAL once a script is missing)."""
+    from cellgate.redis_server import RedisError
+
+    try:
+        info = server.command("INFO", "cpu")
+        stats = server.command("INFO", "commandstats")
+    except (OSError, RedisError) as err:
+        raise BenchError(f"redis-server on port {server.port}: INFO failed: {err}") from None
+    if not isinstance(info, str) or not isinstance(stats, str):
+        raise BenchError(f"redis-server on port {server.port}: INFO answered no text")
+    cpu = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    try:
+        cpu_s = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    except (KeyError, ValueError):
+        raise BenchError(f"redis-server on port {server.port}: no CPU times in INFO cpu") from None
+    calls = sum(
+        int(match.group(1))
+        for match in re.finditer(r"^cmdstat_eval(?:sha)?:calls=(\d+)", stats, re.MULTILINE)
+    )
+    return cpu_s, calls
+
+
 def measure(
     peer: str,
-    port: int,
+    ports: list[int],
     args: argparse.Namespace,
     fixtures: Fixtures,
-    pgid: int | None = None,
+    pgids: tuple[int, ...] = (),
+    redis: RedisServer | None = None,
 ) -> Result:
-    """A warm-up run (unless --warmup 0), then the measured run; with `pgid`, also the CPU time
-    that process group spent per request."""
+    """A warm-up run (unless --warmup 0), then the measured run, each against every one of
+    `ports` at once (run_wrks, combine_wrk); with `pgids`, also the CPU time those process
+    groups spent together per request, and with `redis` the redis-server's own CPU time and
+    scripts per request (apart: not in the gateway's CPU per request)."""
     if args.warmup > 0:
-        run_wrk(port, args.warmup, args, fixtures)
-    cpu_before = group_cpu_s(pgid) if pgid is not None else 0.0
-    numbers = run_wrk(port, args.duration, args, fixtures)
-    cpu_s = group_cpu_s(pgid) - cpu_before if pgid is not None else None
+        run_wrks(ports, args.warmup, args, fixtures)
+    cpu_before = sum(group_cpu_s(pgid) for pgid in pgids)
+    redis_before = redis_stats(redis) if redis is not None else None
+    runs = run_wrks(ports, args.duration, args, fixtures)
+    cpu_s = sum(group_cpu_s(pgid) for pgid in pgids) - cpu_before if pgids else None
+    redis_after = redis_stats(redis) if redis is not None else None
+    numbers = combine_wrk(runs)
+    requests = numbers["requests"]
     socket_errors = sum(
         numbers[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
     )
+    redis_cpu_us = redis_calls = None
+    if redis_before is not None and redis_after is not None and requests:
+        redis_cpu_us = (redis_after[0] - redis_before[0]) * 1e6 / requests
+        redis_calls = (redis_after[1] - redis_before[1]) / requests
     return Result(
         peer=peer,
         label=PEER_LABELS[peer],
-        requests_per_s=numbers["requests"] / (numbers["duration_us"] / 1e6),
+        # The nodes' rates added up (each wrk's over its own duration).
+        requests_per_s=sum(run["requests"] / (run["duration_us"] / 1e6) for run in runs),
         p50_ms=numbers["p50_us"] / 1000,
         p99_ms=numbers["p99_us"] / 1000,
         errors=socket_errors + numbers["status_errors"],
-        cpu_us_per_request=(
-            cpu_s * 1e6 / numbers["requests"] if cpu_s is not None and numbers["requests"] else None
-        ),
+        cpu_us_per_request=(cpu_s * 1e6 / requests if cpu_s is not None and requests else None),
+        redis_cpu_us_per_request=redis_cpu_us,
+        redis_calls_per_request=redis_calls,
         wrk=numbers,
     )
 
@@ -792,7 +977,9 @@ def run_peer(
     """Starts one peer in front of the cells, checks it, measures it and stops it."""
     if peer == "direct":
         cell = next(proc for name, proc, _log in procs.running if name == "cell-1")
-        return measure(peer, cell_ports[0], args, fixtures, pgid=cell.pid)
+        return measure(peer, [cell_ports[0]], args, fixtures, pgids=(cell.pid,))
+    if peer in REDIS_QUOTAS:
+        return run_redis_peer(peer, procs, workdir, cell_ports, fixtures, args)
     port = free_port()
     extra: list[subprocess.Popen] = []
     if peer == "nginx":
@@ -837,11 +1024,115 @@ def run_peer(
         wait_ready(PEER_LABELS[peer], proc, log, port, "/api/accounts", fixtures.tokens[0])
         if peer not in ("nginx", "granian"):
             check_auth(peer, port, fixtures)
-        return measure(peer, port, args, fixtures, pgid=proc.pid)
+        return measure(peer, [port], args, fixtures, pgids=(proc.pid,))
     finally:
         procs.stop(proc)
         for cell in extra:
             procs.stop(cell)
+
+
+def count_in_log(path: Path, text: str) -> int:
+    """How many times `text` occurs in a log file (0 when there is none)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").count(text)
+    except OSError:
+        return 0
+
+
+#: What a node logs when it takes Redis to be down (cellgate's state link).
+REDIS_UNREACHABLE = "is unreachable"
+
+
+def check_redis_quota(name: str, port: int, token: str, server: RedisServer) -> None:
+    """Refuses to measure a node whose quota checks do not reach Redis: a request of a customer
+    the node has not seen yet (so holds no lease for) must get 200 and run a quota script."""
+    before = redis_stats(server)[1]
+    status = http_status(port, "/api/accounts", token)
+    scripts = redis_stats(server)[1] - before
+    if status != 200 or scripts < 1:
+        raise BenchError(
+            f"{name}: GET /api/accounts for a customer it had not seen: {status} with"
+            f" {scripts} quota script(s) run in Redis, expected 200 with at least one"
+        )
+    print(f"  {name}: quota checked in Redis ({scripts} script(s) for one request)", flush=True)
+
+
+@dataclass(frozen=True)
+class RedisNode:
+    """One node of a Redis peer, started."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    port: int
+    #: The REDIS_UNREACHABLE lines its log held before it started (the log grows over rounds).
+    unreachable_before: int
+
+
+def run_redis_peer(
+    peer: str,
+    procs: Processes,
+    workdir: Path,
+    cell_ports: list[int],
+    fixtures: Fixtures,
+    args: argparse.Namespace,
+) -> Result:
+    """Starts a redis-server in the peer's work directory and the peer's two nodes
+    (REDIS_NODES) in front of the cells, sharing it; checks both nodes, measures both at once
+    and stops the nodes, then the redis-server, however it ends."""
+    from cellgate.redis_server import RedisServer, RedisServerFailed, RedisServerMissing
+
+    home = workdir / peer
+    server = RedisServer(home / "redis")
+    nodes: list[RedisNode] = []
+    try:
+        try:
+            server.start()
+        except (RedisServerMissing, RedisServerFailed) as err:
+            raise BenchError(f"{peer}: {err}") from None
+        print(f"  redis-server: {server.url} ({server.log_file})", flush=True)
+        for name in REDIS_NODES:
+            port = free_port()
+            while port in cell_ports or any(port == node.port for node in nodes):
+                port = free_port()
+            logged = count_in_log(home / name / "cellgate.log", REDIS_UNREACHABLE)
+            proc, log = start_cellgate(
+                peer,
+                procs,
+                workdir,
+                port,
+                cell_ports,
+                fixtures,
+                args,
+                node=name,
+                redis_url=server.url,
+            )
+            nodes.append(RedisNode(f"{peer} node {name}", proc, log, port, logged))
+        for i, node in enumerate(nodes):
+            wait_ready(
+                node.name, node.proc, node.log, node.port, "/api/accounts", fixtures.tokens[0]
+            )
+            check_auth(node.name, node.port, fixtures)
+            # A customer of its own for each node, which wrk's warm-up has not sent yet.
+            check_redis_quota(node.name, node.port, fixtures.tokens[-1 - i], server)
+        result = measure(
+            peer,
+            [node.port for node in nodes],
+            args,
+            fixtures,
+            pgids=tuple(node.proc.pid for node in nodes),
+            redis=server,
+        )
+        result.redis_outages = sum(
+            count_in_log(node.log, REDIS_UNREACHABLE) - node.unreachable_before for node in nodes
+        )
+        return result
+    finally:
+        try:
+            for node in reversed(nodes):
+                procs.stop(node.proc)
+        finally:
+            server.stop()
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -891,6 +1182,12 @@ def median_of(runs: list[Result]) -> Result:
     if len(runs) == 1:
         return runs[0]
     cpus = [r.cpu_us_per_request for r in runs if r.cpu_us_per_request is not None]
+
+    def median_or_none(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    outages = [r.redis_outages for r in runs if r.redis_outages is not None]
     return Result(
         peer=runs[0].peer,
         label=runs[0].label,
@@ -899,6 +1196,9 @@ def median_of(runs: list[Result]) -> Result:
         p99_ms=statistics.median(r.p99_ms for r in runs),
         errors=sum(r.errors for r in runs),
         cpu_us_per_request=statistics.median(cpus) if cpus else None,
+        redis_cpu_us_per_request=median_or_none([r.redis_cpu_us_per_request for r in runs]),
+        redis_calls_per_request=median_or_none([r.redis_calls_per_request for r in runs]),
+        redis_outages=sum(outages) if outages else None,
         wrk={"rounds_requests_per_s": [round(r.requests_per_s) for r in runs]},
     )
 
@@ -926,6 +1226,24 @@ def print_table(results: list[Result], failed: dict[str, str]) -> None:
     for r in results:
         if "rounds_requests_per_s" in r.wrk:
             print(f"{r.label:<30} req/s by round: {r.wrk['rounds_requests_per_s']}")
+    for r in results:
+        if r.redis_calls_per_request is not None:
+            print(f"{r.label:<30} {redis_note(r)}")
+    if any(r.peer in REDIS_QUOTAS for r in results):
+        print(
+            "(two-node rows: req/s and errors summed over both nodes, p50 and p99 the worse"
+            " node's, CPU us/req both nodes' processes without the redis-server's)"
+        )
+
+
+def redis_note(r: Result) -> str:
+    """A Redis peer's redis-server figures, as one line."""
+    cpu = r.redis_cpu_us_per_request
+    return (
+        f"redis-server: {f'{cpu:.1f}' if cpu is not None else '-'} us CPU per request"
+        f" (not in CPU us/req), {r.redis_calls_per_request:.2f} quota scripts per request,"
+        f" {r.redis_outages if r.redis_outages is not None else '-'} times taken to be down"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -948,7 +1266,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of warm-up before each measured run, 0 for none (default: %(default)s)",
     )
     parser.add_argument(
-        "--connections", type=int, default=64, help="wrk connections (default: %(default)s)"
+        "--connections",
+        type=int,
+        default=64,
+        help="wrk connections; the Redis peers' split between their two nodes, each driven by"
+        " a wrk of its own with --threads threads (default: %(default)s)",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default: %(default)s)")
     parser.add_argument(
@@ -956,7 +1278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="worker processes or threads of every peer: cellgate's and granian's --workers,"
-        " nginx's worker_processes, HAProxy's nbthread (default: %(default)s)",
+        " nginx's worker_processes, HAProxy's nbthread; not cellgate-zone-2w's (always 2) nor"
+        " the Redis peers' (1 per node) (default: %(default)s)",
     )
     parser.add_argument(
         "--cell-workers",
@@ -1012,6 +1335,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup must be between 0 and 60 seconds")
     if args.threads < 1 or args.connections < args.threads:
         parser.error("--threads must be at least 1 and --connections at least --threads")
+    if args.connections < len(REDIS_NODES) and any(p in REDIS_QUOTAS for p in args.peers):
+        parser.error(f"--connections must be at least {len(REDIS_NODES)} for the Redis peers")
     return args
 
 
@@ -1066,6 +1391,11 @@ def main(argv: list[str] | None = None) -> int:
                     + (
                         f", {result.cpu_us_per_request:.1f} us CPU per request"
                         if result.cpu_us_per_request is not None
+                        else ""
+                    )
+                    + (
+                        f"; {redis_note(result)}"
+                        if result.redis_calls_per_request is not None
                         else ""
                     ),
                     flush=True,
