@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from audit_trails import records, write_signing_key
 from cellgate.config import ConfigError, parse_config
 from cellgate.demo.launch import demo_admin_token, demo_token
 from cellgate.redis_server import RedisServer
@@ -51,6 +52,11 @@ def node_config(demo_config: Path, directory: Path, redis: RedisServer, state: s
         count=1,
     )
     text += f'\n[state]\nredis = "{redis.url}"\nredis_retry_ms = 200\n{state}'
+    directory.mkdir(parents=True, exist_ok=True)
+    write_signing_key(directory / "audit.pem")
+    text += (
+        '\n[audit]\ndirectory = "trail"\nsigning_key_file = "audit.pem"\ndurability = "strict"\n'
+    )
     return demo_variant(demo_config, directory, text)
 
 
@@ -112,6 +118,16 @@ def test_a_customers_burst_holds_exactly_across_two_nodes(nodes: Nodes):
     assert [status_of(node, token) for node in nodes.both()] == [429, 429]
     state = http_json(nodes.a.port, "GET", "/_cellgate/state", ADMIN)[2]
     assert state["scope"] == "cluster" and state["redis"]["up"]
+    # Each answer is recorded; a request Redis found over the quota went to no cell.
+    mine = [
+        r
+        for r in records(nodes.a.config_path.parent / "trail")
+        if r.get("customer") == "c-retail-us"
+    ]
+    assert len(mine) == 41
+    limited = [r for r in mine if r.get("reason") == "rate_limited"]
+    assert len(limited) == 41 - statuses[0::2].count(200)
+    assert all(r["outcome"] == "refused" and r.get("cell") is None for r in limited), limited[0]
 
 
 def test_a_revocation_on_one_node_refuses_on_the_other_within_100_ms(nodes: Nodes):
