@@ -77,7 +77,10 @@ fn forwarded_headers() -> HeaderMap {
 fn state_pieces() {
     use _core::auth::{Revocations, StepUpProof, Verified};
     use _core::ratelimit::{Quota, QuotaSettings, RateLimiter};
-    use _core::state::{QuotaStore, RevocationStore, Zone, ZoneQuotas, ZoneRevocations, ZoneSizes};
+    use _core::state::{
+        Customer, QuotaStore, RevocationStore, StateKey, Zone, ZoneQuotas, ZoneRevocations,
+        ZoneSizes,
+    };
     use std::sync::Arc;
 
     let settings = QuotaSettings {
@@ -86,7 +89,14 @@ fn state_pieces() {
         burst: 1_000_000,
     };
     let quota = Quota::new("bench", &settings, "bench").expect("quota");
-    let customers: Vec<String> = (0..1000).map(|i| format!("c-bench-{i}")).collect();
+    // Keyed once, as a verified token keeps its customer's key.
+    let customers: Vec<(String, StateKey)> = (0..1000)
+        .map(|i| format!("c-bench-{i}"))
+        .map(|id| {
+            let key = StateKey::of(&id);
+            (id, key)
+        })
+        .collect();
     let path = format!(
         "{}/cellgate-bench-{}.zone",
         std::env::temp_dir().display(),
@@ -113,13 +123,17 @@ fn state_pieces() {
         quota_ns.push(median_ns(1_000_000, || {
             i = (i + 1) % customers.len();
             now_us += 1;
-            black_box(store.check(&customers[i], &quota, now_us));
+            let (id, key) = &customers[i];
+            let customer = Customer { id, key: *key };
+            black_box(store.check(customer, &quota, now_us));
         }));
     }
     let verified = Verified {
         customer: "c-bench-1".into(),
+        customer_key: StateKey::of("c-bench-1"),
         cache_until_s: u64::MAX,
         jti: Some("jti-bench-1".into()),
+        jti_key: Some(StateKey::of("jti-bench-1")),
         issued_at_s: Some(1.0e9),
         step_up: StepUpProof::default(),
     };

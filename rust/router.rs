@@ -272,6 +272,7 @@ impl Router {
                 catalog,
                 verifier: {
                     verifier.use_revocations(stores.revocations);
+                    verifier.limit_token_lifetime(settings.state.max_token_lifetime_s);
                     verifier
                 },
                 profiles: RwLock::new(profiles),

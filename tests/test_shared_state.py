@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cellgate import _core
-from cellgate.config import build_router, load_config
+from cellgate.config import build_router, load_config, parse_config
 from cellgate.demo.launch import demo_admin_token, demo_token
 from harness import Gateway, http_json, start_gateway
 
@@ -133,3 +133,26 @@ def test_a_process_killed_mid_update_leaves_a_zone_the_others_keep_using(
     ]
     admitted = sum(decision.ok for decision in decisions)
     assert 60 <= admitted <= 61
+
+
+def test_with_a_token_lifetime_limit_a_longer_lived_token_cannot_outlast_a_cut_off(
+    demo_config: Path,
+):
+    # A cut-off is forgotten max_token_lifetime_s after its time; a token living longer, or not
+    # saying when it was issued, would be accepted again after that: such tokens are refused.
+    text = demo_config.read_text() + "\n[state]\nmax_token_lifetime_s = 3600\n"
+    config = parse_config(text, demo_config.parent)
+    router = build_router(config)
+    now = int(time.time())
+
+    def decided(**claims):
+        token = demo_token("c-corp-us", **claims)
+        return router.decide("GET", "/api/accounts", f"Bearer {token}", "127.0.0.1")
+
+    within = decided(ttl_s=3000)
+    assert within.ok, within.detail
+    long_lived = decided(ttl_s=12 * 3600)
+    assert (long_lived.status, long_lived.reason) == (401, "malformed")
+    assert "max_token_lifetime_s = 3600" in long_lived.detail
+    backdated = decided(ttl_s=600, iat=now - 7200)
+    assert not backdated.ok and backdated.reason == "malformed"

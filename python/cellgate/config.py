@@ -435,7 +435,8 @@ class StateConfig(_Section):
     #: Where lasting state is kept (the revocation log), relative to the configuration file.
     directory: str = "state"
     #: The longest any accepted token is valid (``exp - iat`` plus leeway): a customer cut-off
-    #: this old refuses nothing more and is forgotten. None: kept until lifted.
+    #: this old refuses nothing more and is forgotten, and tokens valid longer (or without
+    #: ``iat`` or ``exp``) are refused. None: cut-offs kept until lifted.
     max_token_lifetime_s: Positive | None = None
     #: Redis shared by every node (``redis://[user:password@]host[:port][/db]`` or
     #: ``redis+unix:///path``): revocations, quotas and breaker openings across nodes. None:

@@ -51,6 +51,8 @@ pub struct Verifier {
     leeway_s: u64,
     customer_claim: String,
     require_exp: bool,
+    /// `[state] max_token_lifetime_s`: the longest a token may be valid.
+    max_lifetime_s: Option<u64>,
     cache_ttl_s: u64,
     step_up: StepUpSettings,
     cache: TokenCache,
@@ -72,6 +74,7 @@ impl Verifier {
             leeway_s: settings.leeway_s,
             customer_claim: settings.customer_claim.clone(),
             require_exp: settings.require_exp,
+            max_lifetime_s: None,
             cache_ttl_s: settings.cache_ttl_s,
             step_up: settings.step_up.clone(),
             cache: TokenCache::new(settings.cache_size),
@@ -87,6 +90,12 @@ impl Verifier {
     /// Consults `revocations` from now on (the configured store: this worker's or the node's).
     pub fn use_revocations(&mut self, revocations: Arc<dyn RevocationStore>) {
         self.revocations = revocations;
+    }
+
+    /// Refuses tokens valid for longer than `max_lifetime_s` (`exp - iat` plus leeway), and,
+    /// with a limit, tokens without `iat` or `exp`.
+    pub fn limit_token_lifetime(&mut self, max_lifetime_s: Option<u64>) {
+        self.max_lifetime_s = max_lifetime_s;
     }
 
     /// Whether `verified` proves step-up authentication at `now_s` (what `step_up` judges,
@@ -267,6 +276,27 @@ impl Verifier {
                 return Err(refuse(Reason::Malformed, "claims: exp is required"))
             }
             _ => {}
+        }
+        if let Some(max_s) = self.max_lifetime_s {
+            // A customer cut-off is forgotten `max_s` after its time: no token accepted may
+            // outlive that, or one issued before the cut-off would be accepted again.
+            let (Some(iat), Some(exp)) = (claims.iat, claims.exp) else {
+                return Err(refuse(
+                    Reason::Malformed,
+                    "claims: iat and exp are required ([state] max_token_lifetime_s is set)",
+                ));
+            };
+            if exp - iat + leeway > max_s as f64 {
+                return Err(refuse(
+                    Reason::Malformed,
+                    format!(
+                        "claims: valid for {} s (exp - iat, leeway {} s included), longer than \
+                         [state] max_token_lifetime_s = {max_s}",
+                        exp - iat + leeway,
+                        self.leeway_s
+                    ),
+                ));
+            }
         }
         if let Some(nbf) = claims.nbf {
             if now + leeway < nbf {
@@ -467,6 +497,27 @@ mod tests {
         assert_eq!(reason(&v, &token(&num_sub), 500), Reason::MissingCustomer);
         let no_exp = GOOD.replace(r#""exp":1000,"#, "");
         assert_eq!(reason(&v, &token(&no_exp), 500), Reason::Malformed);
+    }
+
+    #[test]
+    fn with_a_lifetime_limit_tokens_must_say_when_they_were_issued_and_not_outlive_it() {
+        let mut v = Verifier::build(&settings()).unwrap();
+        v.limit_token_lifetime(Some(900));
+        // exp - iat + leeway: 800 + 10 fits in 900; 900 + 10 does not.
+        let fits = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"iat":200"#);
+        assert!(v.verify(&token(&fits), 500).is_ok());
+        let too_long = GOOD.replace(r#""nbf":100"#, r#""nbf":100,"iat":100"#);
+        let refusal = v.verify(&token(&too_long), 500).unwrap_err();
+        assert_eq!(refusal.reason, Reason::Malformed);
+        assert!(
+            refusal.detail.contains("max_token_lifetime_s = 900"),
+            "{}",
+            refusal.detail
+        );
+        // Without iat a cut-off could not tell when the token was issued, nor how long it lives.
+        assert_eq!(reason(&v, &token(GOOD), 500), Reason::Malformed);
+        v.limit_token_lifetime(None);
+        assert!(v.verify(&token(GOOD), 500).is_ok());
     }
 
     #[test]
