@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Installs what benches/e2e_load.py drives: nginx, haproxy and wrk, from Debian's packages.
-# Idempotent: a tool already on PATH (or in an sbin directory) is skipped, and apt-get update runs
-# at most once, only when something is missing. Runs apt-get as root, through sudo when needed.
+# Installs what benches/e2e_load.py drives: nginx, haproxy and wrk (and valgrind), from Debian's
+# packages; its Redis peers also need redis-server (scripts/install-test-deps.sh).
 #
 # Usage: bash scripts/install-bench-deps.sh
 #
@@ -9,49 +8,4 @@
 # use them (it runs its own instances on free loopback ports). To stop them:
 #   sudo systemctl disable --now nginx haproxy
 set -euo pipefail
-
-TOOLS=(nginx haproxy wrk valgrind)
-
-have() {
-  PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1
-}
-
-missing=()
-for tool in "${TOOLS[@]}"; do
-  if have "$tool"; then
-    echo "present: $tool"
-  else
-    missing+=("$tool")
-  fi
-done
-
-if [ "${#missing[@]}" -eq 0 ]; then
-  echo "nothing to install"
-  exit 0
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-bench-deps: apt-get not found; install ${missing[*]} with this system's packager" >&2
-  exit 1
-fi
-
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-  as_root=(sudo)
-else
-  echo "install-bench-deps: run as root (or install sudo) to install ${missing[*]}" >&2
-  exit 1
-fi
-
-echo "installing: ${missing[*]}"
-${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update
-${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-
-for tool in "${missing[@]}"; do
-  if ! have "$tool"; then
-    echo "install-bench-deps: $tool is still missing after apt-get install" >&2
-    exit 1
-  fi
-done
-echo "installed: ${missing[*]}"
+exec bash "$(dirname "$0")/install-packages.sh" install-bench-deps nginx haproxy wrk valgrind

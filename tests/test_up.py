@@ -43,15 +43,13 @@ def free_port_run(length: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def run_up_once(demo_dir: Path) -> None:
-    """Runs `cellgate up` in ``demo_dir`` until its curl lines work (the retail customer's and
-    the hnw customer's, served over mTLS), then stops it with SIGTERM; the demo's audit trail
-    then verifies and holds the requests."""
+def start_up(demo_dir: Path, *extra: str) -> tuple[subprocess.Popen, int, int, list[str]]:
+    """Starts `cellgate up` in ``demo_dir`` on free ports; returns it, the gateway's port, the
+    first cell's port and what it printed, once it has printed everything."""
     port, cell_base = free_port(), free_port_run(DEMO_CELLS)
-    command = [sys.executable, "-m", "cellgate.cli", "up", "--port", str(port)]
     up = subprocess.Popen(
         [
-            *command,
+            *(sys.executable, "-m", "cellgate.cli", "up", *extra, "--port", str(port)),
             *("--cell-port-base", str(cell_base), "--log-level", "warning"),
             *("--demo-dir", str(demo_dir)),
         ],
@@ -59,12 +57,31 @@ def run_up_once(demo_dir: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    printed: list[str] = []
+    while not any(line.startswith("# live cell state") for line in printed):
+        line = up.stdout.readline()
+        if not line:
+            up.kill()
+            up.wait()
+            up.stdout.close()
+            raise AssertionError("cellgate up ended early:\n" + "".join(printed))
+        printed.append(line)
+    return up, port, cell_base, printed
+
+
+def stop_up(up: subprocess.Popen) -> None:
+    if up.poll() is None:
+        up.kill()
+        up.wait()
+    up.stdout.close()
+
+
+def run_up_once(demo_dir: Path) -> None:
+    """Runs `cellgate up` in ``demo_dir`` until its curl lines work (the retail customer's and
+    the hnw customer's, served over mTLS), then stops it with SIGTERM; the demo's audit trail
+    then verifies and holds the requests."""
+    up, port, cell_base, printed = start_up(demo_dir)
     try:
-        printed = []
-        while not any(line.startswith("# live cell state") for line in printed):
-            line = up.stdout.readline()
-            assert line, "cellgate up ended early:\n" + "".join(printed)
-            printed.append(line)
         curls = [line for line in printed if line.startswith(f"curl -s http://127.0.0.1:{port}")]
         assert len(curls) == 7, "one curl line per demo customer"
         customers = [line for line in printed if line.startswith("# c-")]
@@ -99,10 +116,7 @@ def run_up_once(demo_dir: Path) -> None:
         customers_seen = {r.get("customer") for r in records(trail)}
         assert {"c-retail-us", "c-hnw-us"} <= customers_seen
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        up.stdout.close()
+        stop_up(up)
 
 
 def test_cellgate_up_serves_the_demo_and_keeps_its_certificates(tmp_path: Path):
@@ -124,23 +138,8 @@ def test_cellgate_up_serves_the_demo_and_keeps_its_certificates(tmp_path: Path):
 
 
 def test_cellgate_up_with_redis_shares_state_through_its_own_redis(tmp_path: Path):
-    port, cell_base = free_port(), free_port_run(DEMO_CELLS)
-    up = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "cellgate.cli", "up", "--redis", "--port", str(port)),
-            *("--cell-port-base", str(cell_base), "--log-level", "warning"),
-            *("--demo-dir", str(tmp_path / "demo")),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up, port, _, printed = start_up(tmp_path / "demo", "--redis")
     try:
-        printed = []
-        while not any(line.startswith("# live cell state") for line in printed):
-            line = up.stdout.readline()
-            assert line, "cellgate up ended early:\n" + "".join(printed)
-            printed.append(line)
         (shared,) = [line for line in printed if "state shared through redis://" in line]
         redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", shared)[1])
         admin = {"Authorization": f"Bearer {demo_admin_token()}"}
@@ -162,7 +161,4 @@ def test_cellgate_up_with_redis_shares_state_through_its_own_redis(tmp_path: Pat
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", redis_port)) != 0, "the demo's Redis outlived up"
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        up.stdout.close()
+        stop_up(up)

@@ -63,75 +63,24 @@ impl SharedRevocation {
     }
 }
 
-/// What travels on the channel.
+/// What travels on the channel: a revocation or lift (tagged by `op` as the log writes it), or
+/// one of the signals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Change {
+    Revocation(SharedRevocation),
+    Signal(Signal),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-enum Change {
-    RevokeToken {
-        jti: String,
-        forget_after_s: u64,
-    },
-    RevokeCustomer {
-        customer_id: String,
-        issued_before_s: f64,
-    },
-    LiftCustomer {
-        customer_id: String,
-    },
+enum Signal {
     BreakerOpened {
         cell: String,
         open_until_us: u64,
     },
     /// A node wrote back what it knows: reload.
     Resync,
-}
-
-impl From<SharedRevocation> for Change {
-    fn from(revocation: SharedRevocation) -> Self {
-        match revocation {
-            SharedRevocation::RevokeToken {
-                jti,
-                forget_after_s,
-            } => Change::RevokeToken {
-                jti,
-                forget_after_s,
-            },
-            SharedRevocation::RevokeCustomer {
-                customer_id,
-                issued_before_s,
-            } => Change::RevokeCustomer {
-                customer_id,
-                issued_before_s,
-            },
-            SharedRevocation::LiftCustomer { customer_id } => Change::LiftCustomer { customer_id },
-        }
-    }
-}
-
-impl Change {
-    /// The revocation or lift this change is, if it is one.
-    fn revocation(&self) -> Option<SharedRevocation> {
-        Some(match self {
-            Change::RevokeToken {
-                jti,
-                forget_after_s,
-            } => SharedRevocation::RevokeToken {
-                jti: jti.clone(),
-                forget_after_s: *forget_after_s,
-            },
-            Change::RevokeCustomer {
-                customer_id,
-                issued_before_s,
-            } => SharedRevocation::RevokeCustomer {
-                customer_id: customer_id.clone(),
-                issued_before_s: *issued_before_s,
-            },
-            Change::LiftCustomer { customer_id } => SharedRevocation::LiftCustomer {
-                customer_id: customer_id.clone(),
-            },
-            Change::BreakerOpened { .. } | Change::Resync => return None,
-        })
-    }
 }
 
 /// A change as published: who made it, and what.
@@ -231,16 +180,16 @@ impl Exchange {
     /// Notes a revocation or lift made on this worker, and publishes it.
     pub fn made(&self, revocation: SharedRevocation) {
         self.learn(&revocation);
-        let _ = self.outbox.send(revocation.into());
+        let _ = self.outbox.send(Change::Revocation(revocation));
     }
 
     /// Publishes that a breaker of cell `cell` opened until `open_until_us`.
     pub fn breaker_opened(&self, cell: usize, open_until_us: u64) {
         if let Some(id) = self.cell_ids.get(cell) {
-            let _ = self.outbox.send(Change::BreakerOpened {
+            let _ = self.outbox.send(Change::Signal(Signal::BreakerOpened {
                 cell: id.clone(),
                 open_until_us,
-            });
+            }));
         }
     }
 
@@ -317,21 +266,17 @@ impl Exchange {
             return false;
         }
         self.link.counters.received.fetch_add(1, Relaxed);
-        if let Some(revocation) = envelope.change.revocation() {
-            self.apply_heard(revocation);
-            return false;
-        }
         match envelope.change {
-            Change::BreakerOpened {
+            Change::Revocation(revocation) => self.apply_heard(revocation),
+            Change::Signal(Signal::BreakerOpened {
                 cell,
                 open_until_us,
-            } => {
+            }) => {
                 if let Some(index) = self.cell_ids.iter().position(|id| *id == cell) {
                     self.load.opened_until(index, open_until_us);
                 }
             }
-            Change::Resync => return true,
-            _ => {}
+            Change::Signal(Signal::Resync) => return true,
         }
         false
     }
@@ -371,7 +316,8 @@ impl Exchange {
         }
         self.write_back(&mut connection).await?;
         self.reload(&mut connection).await?;
-        self.send(&mut connection, Change::Resync).await?;
+        self.send(&mut connection, Change::Signal(Signal::Resync))
+            .await?;
         link.counters.resyncs.fetch_add(1, Relaxed);
         let mut messages = pubsub.into_on_message();
         loop {
@@ -396,8 +342,8 @@ impl Exchange {
     /// could not be sent is kept for the next session.
     async fn send(&self, connection: &mut ConnectionManager, change: Change) -> Result<(), String> {
         let mut pipe = redis::pipe();
-        if let Some(revocation) = change.revocation() {
-            self.write(&mut pipe, &revocation);
+        if let Change::Revocation(revocation) = &change {
+            self.write(&mut pipe, revocation);
         }
         pipe.cmd("PUBLISH")
             .arg(&self.names.channel)
@@ -409,7 +355,8 @@ impl Exchange {
                 Ok(())
             }
             Err(why) => {
-                if !matches!(change, Change::Resync | Change::BreakerOpened { .. }) {
+                // Signals are of the moment; revocations and lifts are sent next session.
+                if let Change::Revocation(_) = change {
                     lock(&self.unsent).push(change);
                 }
                 Err(why)
@@ -545,4 +492,38 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_travel_as_one_flat_object_tagged_by_op() {
+        let change = Change::Revocation(SharedRevocation::RevokeCustomer {
+            customer_id: "c-1".into(),
+            issued_before_s: 1.5,
+        });
+        let sent = serde_json::to_value(Envelope {
+            node: "n",
+            change: &change,
+        })
+        .unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"node": "n", "op": "revoke_customer", "customer_id": "c-1", "issued_before_s": 1.5})
+        );
+        let opened = r#"{"node": "m", "op": "breaker_opened", "cell": "a", "open_until_us": 7}"#;
+        let heard: Heard = serde_json::from_str(opened).unwrap();
+        assert!(matches!(
+            heard.change,
+            Change::Signal(Signal::BreakerOpened {
+                open_until_us: 7,
+                ..
+            })
+        ));
+        let resync: Heard = serde_json::from_str(r#"{"node": "m", "op": "resync"}"#).unwrap();
+        assert!(matches!(resync.change, Change::Signal(Signal::Resync)));
+        assert!(serde_json::from_str::<Heard>(r#"{"node": "m", "op": "other"}"#).is_err());
+    }
 }
