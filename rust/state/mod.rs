@@ -8,6 +8,7 @@
 
 mod key;
 mod load;
+mod process;
 pub mod redis;
 mod zone;
 mod zone_load;

@@ -11,21 +11,21 @@
 //! quotas   quota_slots slots:      key_hi, key_lo, tat_ns, 0
 //! cells    cell_slots slots:       down, open_until_us, 0, 0
 //! held     cell_slots rows of worker_slots words: slots held on the cell by each worker record
-//! workers  worker_slots words:     the pid owning each worker record, 0 when free
+//! workers  worker_slots words:     the process owning each worker record, 0 when free
 //! ```
 //!
 //! A cell's in-flight count is the sum of its row of `held`: each word is written by the one
 //! process owning that worker record, so a worker killed while holding slots leaves them in
-//! its own words, which the next worker to find its pid gone zeroes (`zone_load`).
+//! its own words, which the next worker to find it gone zeroes (`zone_load`).
 //!
-//! A key is the first 128 bits of the SHA-256 of the jti or customer id, with the top word's
-//! lowest bit set so that 0 means an empty slot: keys are compared by 127 bits, never by a short
+//! A key is the first 128 bits of the SHA-256 of the jti or customer id (`StateKey`, hashed once
+//! per verified token), with the top word's lowest bit set so that 0 means an empty slot: keys are compared by 127 bits, never by a short
 //! hash. A key lives in one of the `WINDOW` slots from its home slot; there are no tombstones.
 //!
 //! Readers never lock and never wait: a slot is read as `key_hi`, the rest, `key_hi` again, and
 //! trusted only if both match. Writers that add or remove a slot take the zone's one writer
-//! lock, which holds the pid of its holder: a waiter takes it over from a holder that no longer
-//! exists, so a worker killed holding it wedges nothing. A writer empties a slot's `key_hi`
+//! lock, which holds its holder's identity (pid and start time, `process`): a waiter takes it
+//! over from a holder that no longer runs, so a worker killed holding it wedges nothing. A writer empties a slot's `key_hi`
 //! first and writes it last, so a writer killed mid-write leaves an empty slot. A customer's
 //! GCRA state changes without the lock, by compare-and-swap on its `tat_ns`.
 
@@ -158,15 +158,6 @@ fn check_sizes(sizes: &ZoneSizes) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn process_exists(pid: u64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only asks whether the process exists.
-    let answer = unsafe { libc::kill(pid, 0) };
-    answer == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 impl Zone {
     /// Creates (or replaces) the zone file at `path` with these table sizes, all slots empty.
     pub fn create(path: &str, sizes: ZoneSizes) -> Result<Zone, String> {
@@ -288,7 +279,7 @@ impl Zone {
         self.word(held + cell * self.worker_slots + worker)
     }
 
-    /// The pid owning worker record `worker` (0: free).
+    /// The process owning worker record `worker` (`process::me`'s identity; 0: free).
     pub(super) fn worker_word(&self, worker: usize) -> &AtomicU64 {
         assert!(worker < self.worker_slots);
         let workers = self.load_start() + self.cell_slots * (CELL_WORDS + self.worker_slots);
@@ -441,7 +432,7 @@ impl Zone {
 
     /// Takes the writer lock, taking it over from a holder that has died.
     pub(super) fn lock(&self) -> WriterGuard<'_> {
-        let me = u64::from(std::process::id());
+        let me = super::process::me();
         let writer = self.word(H_WRITER);
         let mut spins: u32 = 0;
         loop {
@@ -449,7 +440,7 @@ impl Zone {
                 Ok(_) => return WriterGuard(self),
                 Err(holder) => {
                     spins = spins.wrapping_add(1);
-                    if holder != me && spins.is_multiple_of(64) && !process_exists(holder) {
+                    if holder != me && spins.is_multiple_of(64) && !super::process::alive(holder) {
                         if writer.compare_exchange(holder, me, SeqCst, SeqCst).is_ok() {
                             self.word(H_LOCK_TAKEOVERS).fetch_add(1, SeqCst);
                             return WriterGuard(self);

@@ -1,16 +1,18 @@
 //! Each cell's load in the zone: every worker counts the slots it holds on a cell in its own
 //! word of the cell's row (its worker record), so a cell's in-flight count is the row's sum and
 //! a worker killed holding slots leaves them in words no one else writes. The first worker to
-//! find a record's pid gone zeroes those words and frees the record: at start (when granian
-//! respawns a worker, the new one sweeps), and every second while the node runs.
+//! find a record's process gone (`process`: its pid and start time, so a reused pid is not
+//! taken for it) zeroes those words and frees the record: at start (when granian respawns a
+//! worker, the new one sweeps), and every second while the node runs.
 //!
-//! A record is taken by compare-and-swap on its pid word, from 0, or from a dead pid by a
+//! A record is taken by compare-and-swap on its owner word, from 0, or from a dead owner by a
 //! sweeper, which zeroes the words and then stores 0; a sweeper killed in between leaves its
-//! own dead pid there, and the next sweeper takes over. Health is one word per cell, 0 when
+//! own dead identity there, and the next sweeper takes over. Health is one word per cell, 0 when
 //! the cell is up, written by whoever probes (see `health`); a breaker opening is another, the
 //! microsecond until which some worker's breaker for the cell refuses, raised to the maximum.
 
-use super::zone::{process_exists, Zone, H_PROBER, H_RECLAIMED_SLOTS, H_RECLAIMED_WORKERS};
+use super::process;
+use super::zone::{Zone, H_PROBER, H_RECLAIMED_SLOTS, H_RECLAIMED_WORKERS};
 use super::{LoadStore, Scope};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
@@ -23,7 +25,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub struct ZoneLoad {
     zone: Arc<Zone>,
     record: usize,
-    pid: u64,
+    /// This process's identity (pid and start time), held in its worker record.
+    identity: u64,
 }
 
 impl std::fmt::Debug for ZoneLoad {
@@ -38,16 +41,16 @@ impl std::fmt::Debug for ZoneLoad {
 /// Frees every worker record whose process is gone, giving back the slots it held; returns
 /// how many slots were given back.
 pub fn sweep(zone: &Zone) -> u64 {
-    let me = u64::from(std::process::id());
+    let me = process::me();
     let (cells, workers) = zone.load_sizes();
     let mut given_back = 0;
     for record in 0..workers {
         let owner = zone.worker_word(record);
-        let pid = owner.load(SeqCst);
-        if pid == 0 || pid == me || process_exists(pid) {
+        let holder = owner.load(SeqCst);
+        if holder == 0 || holder == me || process::alive(holder) {
             continue;
         }
-        if owner.compare_exchange(pid, me, SeqCst, SeqCst).is_err() {
+        if owner.compare_exchange(holder, me, SeqCst, SeqCst).is_err() {
             continue; // another sweeper took it
         }
         for cell in 0..cells {
@@ -71,11 +74,11 @@ impl ZoneLoad {
             ));
         }
         sweep(&zone);
-        let pid = u64::from(std::process::id());
+        let identity = process::me();
         let record = (0..worker_slots)
             .find(|&record| {
                 zone.worker_word(record)
-                    .compare_exchange(0, pid, SeqCst, SeqCst)
+                    .compare_exchange(0, identity, SeqCst, SeqCst)
                     .is_ok()
             })
             .ok_or_else(|| {
@@ -84,7 +87,11 @@ impl ZoneLoad {
         for cell in 0..cell_slots {
             zone.held_word(cell, record).store(0, SeqCst);
         }
-        let load = Arc::new(ZoneLoad { zone, record, pid });
+        let load = Arc::new(ZoneLoad {
+            zone,
+            record,
+            identity,
+        });
         let weak: Weak<ZoneLoad> = Arc::downgrade(&load);
         let _ = std::thread::Builder::new()
             .name("cellgate-zone-sweep".into())
@@ -110,10 +117,10 @@ impl Drop for ZoneLoad {
         for cell in 0..cells {
             self.zone.held_word(cell, self.record).store(0, SeqCst);
         }
-        let _ = self
-            .zone
-            .worker_word(self.record)
-            .compare_exchange(self.pid, 0, SeqCst, SeqCst);
+        let _ =
+            self.zone
+                .worker_word(self.record)
+                .compare_exchange(self.identity, 0, SeqCst, SeqCst);
     }
 }
 
@@ -157,7 +164,8 @@ impl LoadStore for ZoneLoad {
     }
 
     fn may_probe(&self, now_s: u64, lease_s: u64) -> bool {
-        probe_lease(&self.zone, self.pid, now_s, lease_s)
+        // The lease word has room for a bare pid (and a lapse time), which lapses by itself.
+        probe_lease(&self.zone, u64::from(std::process::id()), now_s, lease_s)
     }
 
     fn scope(&self) -> Scope {
@@ -174,7 +182,7 @@ pub fn probe_lease(zone: &Zone, pid: u64, now_s: u64, lease_s: u64) -> bool {
     loop {
         let current = word.load(SeqCst);
         let (holder, until_s) = (current >> 32, current & 0xffff_ffff);
-        let free = holder == 0 || until_s < now_s & 0xffff_ffff || !process_exists(holder);
+        let free = holder == 0 || until_s < now_s & 0xffff_ffff || !process::alive(holder);
         if holder != pid && !free {
             return false;
         }

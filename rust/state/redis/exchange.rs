@@ -305,6 +305,10 @@ impl Exchange {
         let mut pubsub = link.run(link.client.get_async_pubsub()).await?;
         link.run(pubsub.subscribe(&self.names.channel)).await?;
         let mut connection = link.connection();
+        // After Redis restarted, the command connection's first command finds it broken and
+        // has it reconnect: let that be this PING, not a request's quota check.
+        let ping = redis::cmd("PING");
+        let _ = tokio::time::timeout(link.timeout, connection.send_packed_command(&ping)).await;
         // What changed here while Redis was away goes first: a lift made meanwhile must not be
         // undone by reloading the cut-off Redis still holds.
         let unsent = std::mem::take(&mut *lock(&self.unsent));
