@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,6 +204,35 @@ def test_redis_stopped_and_restarted_mid_run_refuses_money_paths_and_loses_no_re
             assert status_of(nodes.b, token) == 401
     finally:
         stop_nodes(nodes)
+
+
+#: A script that keeps Redis busy (it answers no one) for half a second.
+BUSY_REDIS = (
+    "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] "
+    "while true do t = redis.call('TIME') "
+    "if t[1] * 1000000 + t[2] - start > 500000 then return 1 end end"
+)
+
+
+def test_a_stalled_redis_costs_a_request_its_short_timeout_and_stalls_nothing_else(nodes: Nodes):
+    payer = bearer("c-corp-us")
+    busy = threading.Thread(target=nodes.redis.command, args=("EVAL", BUSY_REDIS, "0"))
+    busy.start()
+    try:
+        time.sleep(0.05)
+        started = time.monotonic()
+        # A quota Redis cannot check within redis_timeout_ms (50): not a money path, so the
+        # node's own limits answer; a money path is refused. Long before Redis is free again.
+        assert status_of(nodes.a, payer) == 200
+        assert status_of(nodes.a, payer, "POST", "/api/transfers") == 503
+        assert http_json(nodes.a.port, "GET", "/_cellgate/health")[0] == 200
+        assert time.monotonic() - started < 0.35
+    finally:
+        busy.join()
+    wait_until(
+        "money moves again",
+        lambda: status_of(nodes.a, payer, "POST", "/api/transfers") == 200,
+    )
 
 
 def test_leased_quotas_admit_at_most_a_lease_per_node_beyond_the_burst(
