@@ -259,3 +259,22 @@ source = "customers.jsonl"
 """
     )
     return path
+
+
+def own_demo_cell(demo_config: Path, cell_id: str) -> tuple[int, subprocess.Popen, str]:
+    """A demo cell ``cell_id`` of the test's own (no other gateway reaches it): its port, its
+    process, and the demo configuration's text pointed at it."""
+    port = free_port()
+    own = start_cell(cell_id, port)
+    text = re.sub(
+        rf'(id = "{re.escape(cell_id)}"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
+        rf"\g<1>{port}",
+        demo_config.read_text(),
+    )
+    return port, own, text
+
+
+def stop_cell(cell: subprocess.Popen) -> None:
+    cell.terminate()
+    cell.wait(timeout=10)
+    cell.stdout.close()

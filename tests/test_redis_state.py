@@ -20,7 +20,7 @@ from audit_trails import records, write_signing_key
 from cellgate.config import ConfigError, parse_config
 from cellgate.demo.launch import demo_admin_token, demo_token
 from cellgate.redis_server import RedisServer
-from harness import Gateway, demo_variant, http_json, start_gateway
+from harness import Gateway, demo_variant, http_json, own_demo_cell, start_gateway, stop_cell
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,13 +43,16 @@ class Nodes:
         return self.a, self.b
 
 
-def node_config(demo_config: Path, directory: Path, redis: RedisServer, state: str = "") -> Path:
-    """The demo configuration as one node of a Redis-sharing pair: the retail quota slow, the
-    node's own state directory (beside its configuration), a fast retry after an outage."""
+def node_config(
+    demo_config: Path, directory: Path, redis: RedisServer, state: str = "", text: str = ""
+) -> Path:
+    """The demo configuration (or ``text``, a variant of it) as one node of a Redis-sharing
+    pair: the retail quota slow, the node's own state directory (beside its configuration) and
+    audit trail, a fast retry after an outage."""
     text = re.sub(
         r"(\[tiers\.retail\][^\[]*?)rate_limit = \{[^}]*\}",
         lambda m: m[1] + SLOW_RETAIL,
-        demo_config.read_text(),
+        text or demo_config.read_text(),
         count=1,
     )
     text += f'\n[state]\nredis = "{redis.url}"\nredis_retry_ms = 200\n{state}'
@@ -61,12 +64,12 @@ def node_config(demo_config: Path, directory: Path, redis: RedisServer, state: s
     return demo_variant(demo_config, directory, text)
 
 
-def start_nodes(demo_config: Path, root: Path, state: str = "") -> Nodes:
+def start_nodes(demo_config: Path, root: Path, state: str = "", text: str = "") -> Nodes:
     redis = RedisServer(root / "redis")
     redis.start()
-    a = start_gateway(node_config(demo_config, root / "a", redis, state))
+    a = start_gateway(node_config(demo_config, root / "a", redis, state, text))
     try:
-        b = start_gateway(node_config(demo_config, root / "b", redis, state))
+        b = start_gateway(node_config(demo_config, root / "b", redis, state, text))
     except BaseException:
         a.stop()
         redis.stop()
@@ -204,6 +207,33 @@ def test_redis_stopped_and_restarted_mid_run_refuses_money_paths_and_loses_no_re
             assert status_of(nodes.b, token) == 401
     finally:
         stop_nodes(nodes)
+
+
+def test_a_breaker_opened_on_one_node_refuses_the_cell_on_the_other(
+    demo_config: Path, tmp_path: Path
+):
+    port, own, text = own_demo_cell(demo_config, "retail-us-east-1")
+    nodes = start_nodes(demo_config, tmp_path, text=text)
+    headers = bearer("c-retail-us")
+    try:
+        # Before: node b spreads the customer over both cells.
+        answers = [http_json(nodes.b.port, "GET", "/api/accounts", headers) for _ in range(6)]
+        assert "retail-us-east-1" in {body["cell"] for _, _, body in answers}
+        assert http_json(port, "POST", "/_cell/fail?status=500")[0] == 200
+        # Only node a sees the cell fail, and its breaker opens.
+        for _ in range(12):
+            status_of(nodes.a, headers)
+        assert {c["id"]: c["breaker"] for c in nodes.a.cells()}["retail-us-east-1"] == "open"
+        assert http_json(port, "POST", "/_cell/reset")[0] == 200
+        # Node b never saw a failure, yet sends the cell nothing while it is open.
+        cells = {
+            http_json(nodes.b.port, "GET", "/api/accounts", headers)[2]["cell"] for _ in range(10)
+        }
+        assert cells == {"retail-us-east-2"}
+        assert {c["id"]: c["breaker"] for c in nodes.b.cells()}["retail-us-east-1"] == "open"
+    finally:
+        stop_nodes(nodes)
+        stop_cell(own)
 
 
 #: A script that keeps Redis busy (it answers no one) for half a second.

@@ -5,7 +5,6 @@ and slots held by a worker SIGKILLed mid-request come back once granian has resp
 from __future__ import annotations
 
 import http.client
-import re
 import socket
 import subprocess
 import time
@@ -19,11 +18,11 @@ from cellgate.demo.launch import demo_token
 from harness import (
     Gateway,
     demo_variant,
-    free_port,
     http_json,
     limited_demo_text,
-    start_cell,
+    own_demo_cell,
     start_gateway,
+    stop_cell,
     to_demo_cell,
 )
 
@@ -38,25 +37,6 @@ def limited_pair(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) ->
     gateway = start_gateway(demo_variant(demo_config, directory, text), "--workers", "2")
     yield gateway
     gateway.stop()
-
-
-def _own_retail_cell(demo_config: Path) -> tuple[int, subprocess.Popen, str]:
-    """A retail-us-east-1 of the test's own (no other gateway reaches it): its port, its
-    process, and the demo configuration pointed at it."""
-    port = free_port()
-    own = start_cell("retail-us-east-1", port)
-    text = re.sub(
-        r'(id = "retail-us-east-1"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
-        rf"\g<1>{port}",
-        demo_config.read_text(),
-    )
-    return port, own, text
-
-
-def _stop_cell(cell: subprocess.Popen) -> None:
-    cell.terminate()
-    cell.wait(timeout=10)
-    cell.stdout.close()
 
 
 def _node_in_flight(gateway: Gateway) -> int:
@@ -144,7 +124,7 @@ def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, de
 def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Path):
     # A cell of this test's own, so that no other gateway's probes reach it. The demo
     # configuration probes every 100 ms: one prober makes about 10 checks a second, two 20.
-    port, own, text = _own_retail_cell(demo_config)
+    port, own, text = own_demo_cell(demo_config, "retail-us-east-1")
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "probes", text), "--workers", "2")
     try:
         time.sleep(1.0)
@@ -157,14 +137,14 @@ def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Pa
         made = checks() - before
     finally:
         gateway.stop()
-        _stop_cell(own)
+        stop_cell(own)
     assert 15 <= made <= 45, f"{made} checks in 3 s: expected one prober's 30"
 
 
 def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
     demo_config: Path, tmp_path: Path
 ):
-    port, own, text = _own_retail_cell(demo_config)
+    port, own, text = own_demo_cell(demo_config, "retail-us-east-1")
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "breaker", text), "--workers", "2")
     headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
     try:
@@ -187,4 +167,4 @@ def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
         assert states["retail-us-east-1"] == "open"
     finally:
         gateway.stop()
-        _stop_cell(own)
+        stop_cell(own)
