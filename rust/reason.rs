@@ -26,6 +26,7 @@ pub enum Reason {
     ResponseTooLarge,
     BadPath,
     BodyTooLarge,
+    BodyIncomplete,
     ClientBodyTimeout,
     AuditUnavailable,
     Draining,
@@ -34,7 +35,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::BadSignature,
@@ -58,6 +59,7 @@ impl Reason {
         Reason::ResponseTooLarge,
         Reason::BadPath,
         Reason::BodyTooLarge,
+        Reason::BodyIncomplete,
         Reason::ClientBodyTimeout,
         Reason::AuditUnavailable,
         Reason::Draining,
@@ -72,7 +74,10 @@ impl Reason {
     /// Whether the control plane makes this refusal itself, after the core decided (the body's
     /// size and time).
     pub fn made_after_deciding(self) -> bool {
-        matches!(self, Reason::BodyTooLarge | Reason::ClientBodyTimeout)
+        matches!(
+            self,
+            Reason::BodyTooLarge | Reason::BodyIncomplete | Reason::ClientBodyTimeout
+        )
     }
 
     /// The reason code clients and audit records carry.
@@ -104,6 +109,7 @@ impl Reason {
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::Draining => "draining",
             Reason::QuotaUnavailable => "quota_unavailable",
+            Reason::BodyIncomplete => "body_incomplete",
             Reason::Internal => "internal",
         }
     }
@@ -123,7 +129,7 @@ impl Reason {
             | Reason::UnknownKid
             | Reason::MissingCustomer
             | Reason::TokenRevoked => 401,
-            Reason::BadPath => 400,
+            Reason::BadPath | Reason::BodyIncomplete => 400,
             Reason::ClientBodyTimeout => 408,
             Reason::BodyTooLarge => 413,
             Reason::StepUpRequired => 403,
@@ -169,6 +175,7 @@ impl Reason {
             Reason::AuditUnavailable => "The audit trail cannot record this request now",
             Reason::Draining => "The gateway is shutting down",
             Reason::QuotaUnavailable => "The customer's quota cannot be checked now",
+            Reason::BodyIncomplete => "The request body ended before it was whole",
             Reason::Internal => "The gateway failed internally",
         }
     }

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -86,6 +87,43 @@ def test_every_request_and_admin_action_leaves_one_record(demo_config: Path, tmp
             text = path.read_bytes()
             for secret in (TOKEN, demo_admin_token(), "body-must-not-be-recorded", key_body):
                 assert secret.encode() not in text, (path, secret[:20])
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 1000\r\n\r\n" + b'{"amount": 1',
+        b"Transfer-Encoding: chunked\r\n\r\n" + b'c\r\n{"amount": 1\r\n',
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_client_that_leaves_mid_body_still_leaves_its_record_and_nothing_is_forwarded(
+    demo_config: Path, tmp_path: Path, framing: bytes
+):
+    # A body cut short is not the request the client meant (a payment's amount cut at 1): it
+    # must not reach the cell, and the request must still be on the record.
+    config = audited_config(demo_config, tmp_path / "gw", 'durability = "strict"')
+    gateway = start_gateway(config)
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as client:
+            client.sendall(
+                b"POST /api/orders/left-mid-body HTTP/1.1\r\nHost: gw\r\n"
+                + f"Authorization: Bearer {TOKEN}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + framing
+            )
+            time.sleep(0.3)
+        # What came after still answers, and the one who left is on the record.
+        assert http_json(gateway.port, "GET", "/api/accounts", AUTH)[0] == 200
+    finally:
+        assert gateway.stop() == 0
+    trail = tmp_path / "gw" / "trail"
+    left = [r for r in records(trail) if r.get("path") == "/api/orders/left-mid-body"]
+    assert len(left) == 1, left
+    assert (left[0]["reason"], left[0]["customer"]) == ("body_incomplete", "c-corp-us")
+    assert (left[0]["outcome"], left[0]["status"]) == ("refused", 400)
+    assert left[0].get("cell") is None and left[0]["cell_status"] is None
+    assert check_trail(trail)["gaps"] == 0
 
 
 def test_buffered_records_reach_disk_in_time_with_hashed_client(demo_config: Path, tmp_path: Path):

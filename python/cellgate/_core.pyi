@@ -170,9 +170,9 @@ class Router:
         detail: str | None = None,
     ) -> Response | asyncio.Future[Response] | None:
         """Answers and records a decision that is not forwarded: its own refusal, or
-        ``body_too_large`` / ``client_body_timeout`` with ``detail``; ``client_disconnected``
-        records it as cancelled and answers None. In strict audit mode, a future of the
-        answer resolved once the record is durable."""
+        ``body_too_large`` / ``body_incomplete`` / ``client_body_timeout`` with ``detail``;
+        ``client_disconnected`` records it as cancelled and answers None. In strict audit
+        mode, a future of the answer resolved once the record is durable."""
     def replay(self, record_json: str) -> str:
         """What this configuration decides today for the request an audit record describes,
         beside what was decided then (JSON); ValueError for a line that is not a record."""

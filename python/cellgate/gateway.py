@@ -17,7 +17,7 @@ import orjson
 
 from cellgate import _core
 from cellgate.admin import ADMIN_PREFIX, AdminApi
-from cellgate.body import BodyTimeout, BodyTooLarge, read_body
+from cellgate.body import BodyCutShort, BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
 from cellgate.state import ZONE_ENV, revocation_log
 
@@ -126,8 +126,11 @@ class Gateway:
         if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
             await self._refuse(proto, decision, "body_too_large", self._too_large(length))
             return
+        expected = None if length is None else int(length)
         try:
-            body = await read_body(proto, self.max_request_bytes, self.client_body_timeout_s)
+            body = await read_body(
+                proto, self.max_request_bytes, self.client_body_timeout_s, expected
+            )
         except BodyTooLarge as too_large:
             what = f"the body, {too_large.read_bytes} bytes read so far,"
             await self._refuse(proto, decision, "body_too_large", self._too_large(what))
@@ -135,6 +138,11 @@ class Gateway:
         except BodyTimeout as timeout:
             detail = self._body_timeout(timeout.read_bytes)
             await self._refuse(proto, decision, "client_body_timeout", detail)
+            return
+        except BodyCutShort as cut:
+            # Whoever is left (if anyone) hears why; the cell hears nothing of a part-request.
+            detail = f"the body ended after {cut.read_bytes} bytes, before it was whole"
+            await self._refuse(proto, decision, "body_incomplete", detail)
             return
         except Exception:
             # The client went away mid-body: nobody is left to answer.

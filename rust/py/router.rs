@@ -382,7 +382,7 @@ impl PyRouter {
     }
 
     /// Answers a decision that is not forwarded, and records it: its own refusal (`reason`
-    /// None), or one the control plane made after deciding (`body_too_large`,
+    /// None), or one the control plane made after deciding (`body_too_large`, `body_incomplete`,
     /// `client_body_timeout`, with `detail`), giving the cell slot back. Returns the problem
     /// triple, or in strict audit mode the future of it; None for `client_disconnected` (nobody
     /// is left to answer).
@@ -395,7 +395,11 @@ impl PyRouter {
         reason: Option<&str>,
         detail: Option<&str>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let draft = decision.take_draft();
+        let mut draft = decision.take_draft();
+        if let Some(record) = draft.as_mut().and_then(Draft::record) {
+            // Refused here, it was sent to no cell.
+            record.cell = None;
+        }
         let refusal = match (reason, &decision.verdict) {
             (None, Verdict::Refused(refusal)) => refusal.clone(),
             (None, Verdict::Routed { .. }) => {
