@@ -130,6 +130,8 @@ pub struct Exchange {
     outbox: mpsc::UnboundedSender<Change>,
     pending: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
     started: AtomicBool,
+    /// Whether a session is subscribed and has reloaded (what this worker knows is current).
+    subscribed: AtomicBool,
     stop: Arc<Notify>,
 }
 
@@ -157,6 +159,7 @@ impl Exchange {
             outbox,
             pending: Mutex::new(Some(pending)),
             started: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
             stop: Arc::new(Notify::new()),
         })
     }
@@ -198,9 +201,9 @@ impl Exchange {
         std::mem::take(&mut *lock(&self.heard))
     }
 
-    /// Whether the subscription is up.
+    /// Whether the subscription is up (and what Redis held was loaded).
     pub fn subscribed(&self) -> bool {
-        self.started.load(Relaxed) && !self.link.is_down()
+        self.subscribed.load(Relaxed)
     }
 
     /// Adds `revocation` to the ledger; says whether it told the ledger something new.
@@ -284,13 +287,15 @@ impl Exchange {
     async fn run(self: Arc<Self>, mut pending: mpsc::UnboundedReceiver<Change>) {
         loop {
             let stopped = self.stop.clone();
-            tokio::select! {
+            let ended = tokio::select! {
                 biased;
-                () = stopped.notified() => return,
-                ended = self.session(&mut pending) => match ended {
-                    Ok(()) => return,
-                    Err(why) => self.link.failed(&why),
-                },
+                () = stopped.notified() => None,
+                ended = self.session(&mut pending) => Some(ended),
+            };
+            self.subscribed.store(false, Relaxed);
+            match ended {
+                None | Some(Ok(())) => return,
+                Some(Err(why)) => self.link.failed(&why),
             }
             tokio::select! {
                 () = self.stop.notified() => return,
@@ -323,6 +328,7 @@ impl Exchange {
         self.send(&mut connection, Change::Signal(Signal::Resync))
             .await?;
         link.counters.resyncs.fetch_add(1, Relaxed);
+        self.subscribed.store(true, Relaxed);
         let mut messages = pubsub.into_on_message();
         loop {
             tokio::select! {
