@@ -7,6 +7,7 @@ the rest) and loses no revocation, not even one made while it was gone."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +19,9 @@ from pathlib import Path
 import pytest
 from audit_trails import records, write_signing_key
 from cellgate.config import ConfigError, parse_config
+from cellgate.demo.certs import demo_certificates
 from cellgate.demo.launch import demo_admin_token, demo_token
-from cellgate.redis_server import RedisServer
+from cellgate.redis_server import RedisServer, RedisTls
 from harness import Gateway, demo_variant, http_json, own_demo_cell, start_gateway, stop_cell
 
 pytestmark = pytest.mark.timeout(180)
@@ -280,6 +282,49 @@ def test_leased_quotas_admit_at_most_a_lease_per_node_beyond_the_burst(
         stop_nodes(nodes)
 
 
+def test_a_node_reaches_redis_over_mutual_tls(demo_config: Path, tmp_path: Path):
+    certificates = demo_certificates(tmp_path / "tls")
+    tls = RedisTls(
+        ca_file=certificates.ca_file,
+        cert_file=certificates.cell_cert_file,
+        key_file=certificates.cell_key_file,
+        client_cert_file=certificates.gateway_cert_file,
+        client_key_file=certificates.gateway_key_file,
+    )
+    with RedisServer(tmp_path / "redis", tls=tls) as redis:
+        assert redis.url.startswith("rediss://")
+        # Redis speaks only TLS, and only to a client with a certificate of its CA.
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as plain:
+            plain.sendall(b"*1\r\n$4\r\nPING\r\n")
+            try:
+                answer = plain.recv(64)
+            except ConnectionResetError:
+                answer = b""
+            assert b"PONG" not in answer
+        files = (
+            f'redis_tls_ca_file = "{certificates.ca_file}"\n'
+            f'redis_tls_cert_file = "{certificates.gateway_cert_file}"\n'
+            f'redis_tls_key_file = "{certificates.gateway_key_file}"\n'
+        )
+        node = start_gateway(node_config(demo_config, tmp_path / "node", redis, files))
+        try:
+            wait_until("subscribed over TLS", lambda: subscribed(node))
+            assert status_of(node, bearer("c-corp-us"), "POST", "/api/transfers") == 200
+            assert redis.command("KEYS", "cellgate:quota:*"), "the quota was checked in Redis"
+        finally:
+            node.stop()
+        # A node that trusts another CA does not take this Redis for the one it wants.
+        other_ca = demo_certificates(tmp_path / "other-tls").ca_file
+        wrong = files.replace(str(certificates.ca_file), str(other_ca))
+        node = start_gateway(node_config(demo_config, tmp_path / "wrong", redis, wrong))
+        try:
+            answer = http_json(node.port, "POST", "/api/transfers", bearer("c-corp-us"), b"{}")
+            assert (answer[0], answer[2]["reason"]) == (503, "quota_unavailable")
+            assert not subscribed(node)
+        finally:
+            node.stop()
+
+
 @pytest.mark.parametrize(
     ("state", "error"),
     [
@@ -288,6 +333,9 @@ def test_leased_quotas_admit_at_most_a_lease_per_node_beyond_the_burst(
         ('redis = "redis://x"\nredis_quotas = "sometimes"', "state.redis_quotas"),
         ('redis = "redis://x"\nredis_unavailable = "open"', "state.redis_unavailable"),
         ('redis = "redis://x"\nredis_timeout_ms = 0', "state.redis_timeout_ms"),
+        ('redis = "redis://x"\nredis_tls_ca_file = "ca.pem"', "but state.redis is not rediss://"),
+        ('redis = "rediss://x"\nredis_tls_cert_file = "c.pem"', "state.redis_tls_cert_file: give"),
+        ('redis = "rediss://x"\nredis_tls_ca_file = "none.pem"', "state.redis_tls_ca_file: cannot"),
     ],
 )
 def test_bad_redis_settings_are_errors_naming_the_field(demo_config: Path, state: str, error: str):

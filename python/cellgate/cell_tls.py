@@ -20,7 +20,7 @@ __all__ = ["tls_settings"]
 _FILES = (("ca_file", "ca_pem"), ("cert_file", "cert_pem"), ("key_file", "key_pem"))
 
 
-def _read_pem(base_dir: str, name: str, where: str, errors: list[str]) -> str | None:
+def read_pem(base_dir: str, name: str, where: str, errors: list[str]) -> str | None:
     """The text of the PEM file ``name`` (relative to ``base_dir``), or None after adding why it
     cannot be read."""
     file = Path(base_dir, name)
@@ -52,7 +52,7 @@ def tls_settings(
     for field, pem in _FILES:
         name = getattr(tls, field)
         if name is not None:
-            texts[pem] = _read_pem(base_dir, name, f"{path}.{field}", errors)
+            texts[pem] = read_pem(base_dir, name, f"{path}.{field}", errors)
     if len(errors) > before or scheme != "https":
         return None
     settings = {**texts, "server_name": tls.server_name, "min_version": tls.min_version}

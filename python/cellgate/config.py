@@ -20,7 +20,7 @@ import msgspec
 
 from cellgate import _core
 from cellgate._validate import field_value, validate
-from cellgate.cell_tls import tls_settings
+from cellgate.cell_tls import read_pem, tls_settings
 from cellgate.keys import Algorithm, jwks_keys, key_settings, secret
 from cellgate.signing_keys import pem_private_key, signer_settings
 from cellgate.timezones import compile_zones
@@ -461,6 +461,12 @@ class StateConfig(_Section):
     redis_unavailable: Literal["refuse_money_paths", "refuse", "local"] = "refuse_money_paths"
     #: The prefix of cellgate's Redis keys and channel.
     redis_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]+$")] = "cellgate"
+    #: For a ``rediss://`` URL: the CA bundle to trust (PEM; none: the system's roots), and the
+    #: client certificate and key to present (PEM, both or neither), relative to the
+    #: configuration file.
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
 
 
 class Config(_Section):
@@ -491,6 +497,8 @@ class Config(_Section):
     compiled_audit: dict[str, Any] | None = None
     #: Each cell's compiled TLS settings, its files' text (None for a plain cell), read once.
     compiled_tls: list[dict[str, Any] | None] = []
+    #: TLS to Redis, its files' text (None without a ``rediss://`` URL), read once.
+    compiled_redis_tls: dict[str, str] | None = None
 
     _internal_fields: ClassVar[tuple[str, ...]] = (
         "base_dir",
@@ -498,6 +506,7 @@ class Config(_Section):
         "compiled_signers",
         "compiled_audit",
         "compiled_tls",
+        "compiled_redis_tls",
     )
 
 
@@ -613,7 +622,6 @@ def _check_semantics(
     if _table(raw, "audit") is not None:
         audit = _audit_settings(raw["audit"], base_dir, errors)
     _check_compliance(raw, errors)
-    _check_state(raw, errors)
     breaker = validate(_table(raw, "breaker", {}), BreakerConfig, [], "breaker")
     if breaker is not None:
         errors.extend(breaker.problems("breaker"))
@@ -756,6 +764,7 @@ def config_from_table(
     errors: list[str] = []
     config = validate(raw, Config, errors)
     keys, signers, tls, audit = _check_semantics(raw, str(base_dir), errors)
+    redis_tls = _check_state(raw, str(base_dir), errors)
     if errors or config is None:
         raise ConfigError(errors + _profile_errors(raw, str(base_dir)), source)
     return msgspec.structs.replace(
@@ -765,6 +774,7 @@ def config_from_table(
         compiled_signers=signers,
         compiled_audit=audit,
         compiled_tls=tls,
+        compiled_redis_tls=redis_tls,
     )
 
 
@@ -875,14 +885,15 @@ def compile_settings(
         "state": {
             "zone": state_zone,
             "max_token_lifetime_s": config.state.max_token_lifetime_s,
-            "redis": _redis_settings(config.state),
+            "redis": _redis_settings(config.state, config.compiled_redis_tls),
         },
     }
     return msgspec.json.encode(settings)
 
 
-def _redis_settings(state: StateConfig) -> dict[str, Any] | None:
-    """The core's Redis settings; None without ``[state] redis``."""
+def _redis_settings(state: StateConfig, tls: dict[str, str] | None) -> dict[str, Any] | None:
+    """The core's Redis settings (``tls``: the TLS files' text); None without ``[state]
+    redis``."""
     if state.redis is None:
         return None
     return {
@@ -894,20 +905,54 @@ def _redis_settings(state: StateConfig) -> dict[str, Any] | None:
         "lease_ms": state.redis_lease_ms,
         "unavailable": state.redis_unavailable,
         "prefix": state.redis_prefix,
+        "tls": tls,
     }
 
 
-_REDIS_URL = re.compile(r"^(redis://[^\s/]*(/\d+)?|redis\+unix:///\S+)$")
+_REDIS_URL = re.compile(r"^(rediss?://[^\s/]*(/\d+)?|redis\+unix:///\S+)$")
+_REDIS_TLS_FILES = (
+    ("redis_tls_ca_file", "ca_pem"),
+    ("redis_tls_cert_file", "cert_pem"),
+    ("redis_tls_key_file", "key_pem"),
+)
 
 
-def _check_state(raw: dict[str, Any], errors: list[str]) -> None:
-    """``[state] redis`` must be a URL the core can connect to."""
-    url = field_value(_table(raw, "state", {}), StateConfig, "redis")
+def _check_state(raw: dict[str, Any], base_dir: str, errors: list[str]) -> dict[str, str] | None:
+    """``[state] redis`` must be a URL the core can connect to; for a ``rediss://`` one, its TLS
+    files are read: returns their text by the core's names (None without TLS)."""
+    state = _table(raw, "state", {})
+    url = field_value(state, StateConfig, "redis")
     if isinstance(url, str) and not _REDIS_URL.match(url):
         errors.append(
-            f"state.redis: {url!r} is not redis://[user:password@]host[:port][/db]"
+            f"state.redis: {url!r} is not redis[s]://[user:password@]host[:port][/db]"
             " or redis+unix:///path"
         )
+        return None
+    given = {
+        field: name
+        for field, _ in _REDIS_TLS_FILES
+        if isinstance(name := field_value(state, StateConfig, field), str)
+    }
+    over_tls = isinstance(url, str) and url.startswith("rediss://")
+    if given and not over_tls:
+        errors.append(f"state.{next(iter(given))}: given, but state.redis is not rediss://")
+        return None
+    if not over_tls:
+        return None
+    if ("redis_tls_cert_file" in given) != ("redis_tls_key_file" in given):
+        errors.append(
+            "state.redis_tls_cert_file: give it and state.redis_tls_key_file together"
+            " (a client certificate and its key)"
+        )
+        return None
+    texts = {
+        pem: read_pem(base_dir, given[field], f"state.{field}", errors)
+        for field, pem in _REDIS_TLS_FILES
+        if field in given
+    }
+    if None in texts.values():
+        return None
+    return {pem: text for pem, text in texts.items() if text is not None}
 
 
 def _compile_risk(risk: RiskConfig, zone_names: Iterable[str]) -> dict[str, Any]:

@@ -5,6 +5,9 @@ installs it) with no persistence, keeping its working directory and log in a dir
 caller's choosing. The port is chosen once, so a server that is stopped and started again comes
 back at the same URL, empty: nothing survives a restart.
 
+Given :class:`RedisTls`, it serves TLS only (``rediss://``) and requires a client certificate
+from the CA it is given.
+
 It speaks just enough RESP over a raw socket to tell when the server is ready and to send a
 test the odd command (:meth:`RedisServer.command`); cellgate itself talks to Redis through its
 Rust core, so no Python Redis client is needed.
@@ -15,9 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, TypeAlias
@@ -29,6 +34,7 @@ __all__ = [
     "RedisServer",
     "RedisServerFailed",
     "RedisServerMissing",
+    "RedisTls",
     "find_redis_server",
 ]
 
@@ -40,6 +46,32 @@ READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class RedisTls:
+    """TLS for the server: its certificate and key, the CA its clients' certificates must come
+    from, and a client certificate and key of that CA for :class:`RedisServer`'s own checks."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+    def arguments(self) -> list[str]:
+        return [
+            "--tls-cert-file", str(self.cert_file),
+            "--tls-key-file", str(self.key_file),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "yes",
+        ]  # fmt: skip
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.client_cert_file), str(self.client_key_file))
+        return context
+
 
 # A decoded RESP2 reply: a simple or bulk string, an integer as its decimal string, a list of
 # replies for an array, or None for a nil reply.
@@ -119,14 +151,16 @@ def _read_reply(stream: BinaryIO) -> RedisReply:
     raise ConnectionError(f"not a RESP reply: {line[:80]!r}")
 
 
-def _send_command(port: int, args: tuple[str, ...]) -> RedisReply:
-    """Sends one command to the Redis on ``127.0.0.1:port`` over a fresh connection."""
-    with (
-        socket.create_connection((HOST, port), timeout=COMMAND_TIMEOUT_S) as sock,
-        sock.makefile("rb") as stream,
-    ):
-        sock.sendall(_encode_command(args))
-        return _read_reply(stream)
+def _send_command(
+    port: int, args: tuple[str, ...], tls: ssl.SSLContext | None = None
+) -> RedisReply:
+    """Sends one command to the Redis on ``127.0.0.1:port`` over a fresh connection (over TLS
+    with ``tls``)."""
+    with socket.create_connection((HOST, port), timeout=COMMAND_TIMEOUT_S) as plain:
+        sock = plain if tls is None else tls.wrap_socket(plain, server_hostname=HOST)
+        with sock, sock.makefile("rb") as stream:
+            sock.sendall(_encode_command(args))
+            return _read_reply(stream)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -146,9 +180,13 @@ class RedisServer:
     collected, or when the interpreter exits, is killed.
     """
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, tls: RedisTls | None = None
+    ) -> None:
         self.directory = Path(directory).resolve()
         self._port = _free_port() if port is None else port
+        self._tls = tls
+        self._client_tls = None if tls is None else tls.client_context()
         self._process: subprocess.Popen[bytes] | None = None
         self._reaper: weakref.finalize[[subprocess.Popen[bytes]], RedisServer] | None = None
 
@@ -158,7 +196,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self._port}/0"
+        scheme = "redis" if self._tls is None else "rediss"
+        return f"{scheme}://{HOST}:{self._port}/0"
 
     @property
     def log_file(self) -> Path:
@@ -180,9 +219,12 @@ class RedisServer:
         executable = find_redis_server()
         self.directory.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        listen = ["--port", str(self._port)]
+        if self._tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self._port), *self._tls.arguments()]
         argv = [
             executable,
-            "--port", str(self._port),
+            *listen,
             "--bind", HOST,
             "--save", "",
             "--appendonly", "no",
@@ -227,9 +269,9 @@ class RedisServer:
         """Whether the Redis on :attr:`port` answers PING and is process ``pid``: another
         server that holds the port must not pass for ours."""
         try:
-            if _send_command(self._port, ("PING",)) != "PONG":
+            if self.command("PING") != "PONG":
                 return False
-            info = _send_command(self._port, ("INFO", "server"))
+            info = self.command("INFO", "server")
         except (OSError, RedisError):
             return False
         return isinstance(info, str) and f"process_id:{pid}\r\n" in info
@@ -279,7 +321,7 @@ class RedisServer:
         """Sends one command (``server.command("ZCARD", "cellgate:revoked:tokens")``) over a
         fresh connection and returns its decoded reply (see :data:`RedisReply`); an error reply
         raises :class:`RedisError`."""
-        return _send_command(self._port, args)
+        return _send_command(self._port, args, self._client_tls)
 
     def __enter__(self) -> RedisServer:
         self.start()

@@ -9,7 +9,7 @@
 use super::RedisSettings;
 use crate::runtime::runtime;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::{Client, ClientTlsConfig, RedisError, TlsCertificates};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -55,7 +55,7 @@ impl Link {
     /// A link to `settings.url`, connected lazily (refused when the URL is not one redis-rs
     /// reads).
     pub fn open(settings: &RedisSettings) -> Result<Link, String> {
-        let client = Client::open(settings.url.as_str()).map_err(|err| format!("redis: {err}"))?;
+        let client = client(settings).map_err(|err| format!("redis: {err}"))?;
         let timeout = Duration::from_millis(settings.timeout_ms);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -148,6 +148,26 @@ impl Link {
     fn elapsed_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
+}
+
+/// The client for `settings.url`: over TLS for `rediss://`, with the configured trust and
+/// client certificate.
+fn client(settings: &RedisSettings) -> Result<Client, RedisError> {
+    let Some(tls) = &settings.tls else {
+        return Client::open(settings.url.as_str());
+    };
+    let client_tls = match (&tls.cert_pem, &tls.key_pem) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: cert.as_bytes().to_vec(),
+            client_key: key.as_bytes().to_vec(),
+        }),
+        _ => None,
+    };
+    let certificates = TlsCertificates {
+        client_tls,
+        root_cert: tls.ca_pem.as_ref().map(|ca| ca.as_bytes().to_vec()),
+    };
+    Client::build_with_tls(settings.url.as_str(), certificates)
 }
 
 /// `url` with any password replaced by `***`.

@@ -79,6 +79,22 @@ pub struct RedisSettings {
     pub unavailable: Unavailable,
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// For a `rediss://` URL: the CA bundle to trust (none: the system's roots) and the client
+    /// certificate and key to present, as PEM text (the control plane reads the files).
+    #[serde(default)]
+    pub tls: Option<RedisTlsSettings>,
+}
+
+/// TLS to Redis, as PEM text.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsSettings {
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    #[serde(default)]
+    pub cert_pem: Option<String>,
+    #[serde(default)]
+    pub key_pem: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {
