@@ -17,6 +17,7 @@ use crate::state::{Admission, Customer, QuotaStore, StateKey};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 const GCRA: &str = include_str!("gcra.lua");
 /// Leases held before expired ones are swept.
@@ -30,6 +31,29 @@ struct Lease {
     reset_s: u64,
 }
 
+/// The worker's leases, and the customers whose lease is being asked for: a request that finds
+/// none waits for that answer instead of asking again, so that requests arriving together do
+/// not each take a lease (and leave all but one unspent, refusing the customer early).
+#[derive(Default)]
+struct Leases {
+    held: HashMap<StateKey, Lease>,
+    asking: HashMap<StateKey, watch::Receiver<()>>,
+}
+
+/// Ends an ask for a lease, however it ends (answered, failed, or dropped with its request):
+/// its waiters wake and find the lease, or ask themselves.
+struct Asking {
+    shared: Arc<Shared>,
+    key: StateKey,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        self.shared.leases().asking.remove(&self.key);
+    }
+}
+
 struct Shared {
     link: Arc<Link>,
     local: Arc<dyn QuotaStore>,
@@ -41,7 +65,7 @@ struct Shared {
     /// Whether Redis's clock decides (the router's is the system's): every node then agrees.
     server_clock: bool,
     script: redis::Script,
-    leases: Mutex<HashMap<StateKey, Lease>>,
+    leases: Mutex<Leases>,
 }
 
 /// Each customer's GCRA state, in Redis.
@@ -68,7 +92,7 @@ impl RedisQuotas {
                 prefix: settings.prefix.clone(),
                 server_clock: matches!(clock, Clock::System),
                 script: redis::Script::new(GCRA),
-                leases: Mutex::new(HashMap::new()),
+                leases: Mutex::default(),
             }),
         }
     }
@@ -79,40 +103,75 @@ impl Shared {
         format!("{}:quota:{key}", self.prefix)
     }
 
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Spends one request of a lease held for `key`, if there is one still valid.
     fn spend_lease(&self, key: StateKey, quota: &Quota, now_us: u64) -> Option<Verdict> {
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        let lease = leases.get_mut(&key)?;
-        if lease.left == 0 || lease.until_us <= now_us {
-            leases.remove(&key);
-            return None;
-        }
-        lease.left -= 1;
-        Some(Verdict::Allowed {
-            limit: quota.burst(),
-            remaining: lease.left,
-            reset_s: lease.reset_s,
-        })
+        spend(&mut self.leases().held, key, quota, now_us)
     }
 
     fn keep_lease(&self, key: StateKey, left: u32, now_us: u64, reset_s: u64) {
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if leases.len() >= SWEEP_LEASES_AT {
-            leases.retain(|_, lease| lease.until_us > now_us);
+        let held = &mut self.leases().held;
+        if held.len() >= SWEEP_LEASES_AT {
+            held.retain(|_, lease| lease.until_us > now_us);
         }
         // Requests taken by two asks at once add up, to at most a lease less the one spent.
-        let held = leases
+        let unspent = held
             .get(&key)
             .filter(|lease| lease.until_us > now_us)
             .map_or(0, |lease| lease.left);
-        leases.insert(
+        held.insert(
             key,
             Lease {
-                left: held.saturating_add(left).min(self.lease - 1),
+                left: unspent.saturating_add(left).min(self.lease - 1),
                 until_us: now_us + self.lease_us,
                 reset_s,
             },
         );
+    }
+
+    /// Leased mode: a request of the lease held, or the wait for one being asked for, or an ask.
+    fn admit_leased(
+        self: &Arc<Self>,
+        customer: Customer<'_>,
+        quota: &Quota,
+        now_us: u64,
+        moves_money: bool,
+    ) -> Admission {
+        let mut leases = self.leases();
+        if let Some(verdict) = spend(&mut leases.held, customer.key, quota, now_us) {
+            return Admission::Now(verdict);
+        }
+        let (id, key, quota) = (customer.id.to_owned(), customer.key, quota.clone());
+        if let Some(answer) = leases.asking.get(&key) {
+            let mut answer = answer.clone();
+            drop(leases);
+            let shared = self.clone();
+            return Admission::Later(Box::pin(async move {
+                // Resolves when the ask ends (its sender is dropped), or at the timeout.
+                let _ = tokio::time::timeout(shared.link.timeout, answer.changed()).await;
+                match shared.spend_lease(key, &quota, now_us) {
+                    Some(verdict) => Ok(verdict),
+                    None => shared.ask(id, key, quota, now_us, moves_money).await,
+                }
+            }));
+        }
+        let (done, answer) = watch::channel(());
+        leases.asking.insert(key, answer);
+        drop(leases);
+        let asking = Asking {
+            shared: self.clone(),
+            key,
+            _done: done,
+        };
+        let shared = self.clone();
+        Admission::Later(Box::pin(async move {
+            let verdict = shared.ask(id, key, quota, now_us, moves_money).await;
+            drop(asking);
+            verdict
+        }))
     }
 
     /// The answer while Redis cannot be reached: the node's own limits, or a refusal.
@@ -251,9 +310,7 @@ impl QuotaStore for RedisQuotas {
             };
         }
         if shared.mode == QuotaMode::Leased {
-            if let Some(verdict) = shared.spend_lease(customer.key, quota, now_us) {
-                return Admission::Now(verdict);
-            }
+            return shared.admit_leased(customer, quota, now_us, moves_money);
         }
         Admission::Later(Box::pin(shared.clone().ask(
             customer.id.to_owned(),
@@ -263,4 +320,24 @@ impl QuotaStore for RedisQuotas {
             moves_money,
         )))
     }
+}
+
+/// Spends one request of the lease `held` has for `key`, if one is still valid.
+fn spend(
+    held: &mut HashMap<StateKey, Lease>,
+    key: StateKey,
+    quota: &Quota,
+    now_us: u64,
+) -> Option<Verdict> {
+    let lease = held.get_mut(&key)?;
+    if lease.left == 0 || lease.until_us <= now_us {
+        held.remove(&key);
+        return None;
+    }
+    lease.left -= 1;
+    Some(Verdict::Allowed {
+        limit: quota.burst(),
+        remaining: lease.left,
+        reset_s: lease.reset_s,
+    })
 }

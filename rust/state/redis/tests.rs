@@ -232,6 +232,34 @@ fn a_lease_spends_locally_and_admits_at_most_a_lease_per_node_beyond_the_exact_r
 }
 
 #[test]
+fn requests_arriving_together_share_one_lease_instead_of_each_taking_one() {
+    let server = Server::start("lease-together");
+    let clock = Clock::manual(T0);
+    let mut leased = settings(&server.url());
+    leased.quotas = QuotaMode::Leased;
+    leased.lease = 5;
+    let a = node(&leased, &clock);
+    let q = quota(60, 60, 20);
+    let dave = Customer::new("dave");
+    // Five requests decided before any answer came back: one asks Redis, four wait for it.
+    let waiting: Vec<_> = (0..5)
+        .map(|_| match a.quotas.admit(dave, &q, T0, true) {
+            Admission::Later(later) => runtime().spawn(later),
+            _ => panic!("no lease yet: every one waits"),
+        })
+        .collect();
+    for answer in waiting {
+        assert!(runtime().block_on(answer).unwrap().unwrap().is_allowed());
+    }
+    // One lease of 5 taken from Redis, all of it spent: the TAT moved by 5 intervals of 1 s.
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let key = format!("cellgate:quota:{}", dave.key);
+    let tat: u64 = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+    assert_eq!(tat, T0 + 5 * S);
+}
+
+#[test]
 fn an_unreachable_redis_refuses_money_paths_and_limits_the_rest_locally() {
     let dir = std::env::temp_dir().join(format!("cellgate-redis-none-{}", std::process::id()));
     let url = format!("redis+unix://{}/absent.sock", dir.display());
