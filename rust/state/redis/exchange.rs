@@ -12,6 +12,7 @@
 
 use super::link::Link;
 use super::RedisSettings;
+use crate::auth::revocations::cutoff_forget_after_s;
 use crate::clock::Clock;
 use crate::runtime::runtime;
 use crate::state::{LoadStore, RevocationStore};
@@ -330,8 +331,11 @@ impl Exchange {
         link.counters.resyncs.fetch_add(1, Relaxed);
         self.subscribed.store(true, Relaxed);
         let mut messages = pubsub.into_on_message();
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        housekeeping.tick().await;
         loop {
             tokio::select! {
+                _ = housekeeping.tick() => self.forget_expired(&mut connection).await?,
                 message = messages.next() => {
                     let Some(message) = message else {
                         return Err("the subscription was closed".into());
@@ -418,16 +422,59 @@ impl Exchange {
         }
     }
 
+    /// Drops from the ledger what refuses nothing any more: tokens past their forget time,
+    /// cut-offs older than the longest token lifetime.
+    fn prune_ledger(&self, now_s: u64) -> Vec<String> {
+        let mut ledger = lock(&self.ledger);
+        ledger
+            .tokens
+            .retain(|_, forget_after_s| *forget_after_s > now_s);
+        let Some(lifetime_s) = self.max_token_lifetime_s else {
+            return Vec::new();
+        };
+        let outlived: Vec<String> = ledger
+            .cutoffs
+            .iter()
+            .filter(|(_, before_s)| outlived(**before_s, lifetime_s, now_s))
+            .map(|(customer, _)| customer.clone())
+            .collect();
+        for customer in &outlived {
+            ledger.cutoffs.remove(customer);
+        }
+        outlived
+    }
+
+    /// Drops from the ledger and from Redis what refuses nothing any more, so that neither
+    /// grows for as long as a session lasts.
+    pub(super) async fn forget_expired(
+        &self,
+        connection: &mut ConnectionManager,
+    ) -> Result<(), String> {
+        let now_s = self.clock.now_us() / 1_000_000;
+        let outlived = self.prune_ledger(now_s);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&self.names.tokens)
+            .arg("-inf")
+            .arg(now_s)
+            .ignore();
+        if !outlived.is_empty() {
+            pipe.cmd("HDEL")
+                .arg(&self.names.cutoffs)
+                .arg(&outlived)
+                .ignore();
+        }
+        self.link.run(pipe.query_async::<()>(connection)).await
+    }
+
     /// Writes every revocation this worker knows back to Redis (which may have restarted
-    /// empty), dropping the tokens that expired.
+    /// empty), dropping what refuses nothing any more.
     async fn write_back(&self, connection: &mut ConnectionManager) -> Result<(), String> {
         let now_s = self.clock.now_us() / 1_000_000;
+        self.prune_ledger(now_s);
         let mut pipe = redis::pipe();
         {
-            let mut ledger = lock(&self.ledger);
-            ledger
-                .tokens
-                .retain(|_, forget_after_s| *forget_after_s > now_s);
+            let ledger = lock(&self.ledger);
             for (jti, forget_after_s) in &ledger.tokens {
                 self.write(
                     &mut pipe,
@@ -478,7 +525,7 @@ impl Exchange {
         for (customer_id, issued_before_s) in cutoffs {
             let outlived = self
                 .max_token_lifetime_s
-                .is_some_and(|life| issued_before_s.ceil() as u64 + life <= now_s);
+                .is_some_and(|life| outlived(issued_before_s, life, now_s));
             if !outlived {
                 self.apply_heard(SharedRevocation::RevokeCustomer {
                     customer_id,
@@ -488,6 +535,15 @@ impl Exchange {
         }
         Ok(())
     }
+}
+
+/// How often a session drops from the ledger and from Redis what refuses nothing any more.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a cut-off at `before_s` refuses nothing at `now_s` (no token issued before it can
+/// still be valid, none living longer than `lifetime_s`).
+fn outlived(before_s: f64, lifetime_s: u64, now_s: u64) -> bool {
+    cutoff_forget_after_s(before_s, Some(lifetime_s)) <= now_s
 }
 
 /// This worker's name on the channel (its own messages come back to it): host, pid and a

@@ -72,13 +72,17 @@ fn settings(url: &str) -> RedisSettings {
 
 /// A node: in-process stores shared through Redis, on a manual clock.
 fn node(settings: &RedisSettings, clock: &Clock) -> Cluster {
+    node_with_lifetime(settings, clock, None)
+}
+
+fn node_with_lifetime(settings: &RedisSettings, clock: &Clock, lifetime_s: Option<u64>) -> Cluster {
     let local = Local {
         revocations: Arc::new(Revocations::default()),
         quotas: Box::new(RateLimiter::new()),
         load: Arc::new(InProcessLoad::new(3)),
         cell_ids: vec!["a".into(), "b".into(), "c".into()],
         clock: clock.clone(),
-        max_token_lifetime_s: None,
+        max_token_lifetime_s: lifetime_s,
     };
     Cluster::new(settings, local).unwrap()
 }
@@ -179,6 +183,39 @@ fn a_redis_restarted_empty_gets_back_every_revocation_and_one_made_meanwhile_rea
             .unwrap_or(0)
             == 2
     });
+}
+
+#[test]
+fn what_refuses_nothing_any_more_leaves_redis_while_a_session_lasts() {
+    let server = Server::start("housekeeping");
+    let clock = Clock::manual(1_000 * S);
+    let a = node_with_lifetime(&settings(&server.url()), &clock, Some(600));
+    subscribed(&[&a]);
+    a.revocations.revoke_token("short", 2_000, 1_000);
+    a.revocations.revoke_token("long", 9_000, 1_000);
+    a.revocations.revoke_customer("old", 1_000.0, 1_000);
+    a.revocations.revoke_customer("new", 2_500.0, 1_000);
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let counts = |con: &mut redis::Connection| -> (u64, u64) {
+        let tokens = redis::cmd("ZCARD")
+            .arg("cellgate:revoked:tokens")
+            .query(con)
+            .unwrap();
+        let cutoffs = redis::cmd("HLEN")
+            .arg("cellgate:revoked:customers")
+            .query(con)
+            .unwrap();
+        (tokens, cutoffs)
+    };
+    wait_until("all four in Redis", || counts(&mut con) == (2, 2));
+    // At 3000 s the short token is past its forget time and the old cut-off past 1000 + 600.
+    clock.set_us(3_000 * S);
+    let exchange = &a.exchange;
+    runtime()
+        .block_on(exchange.forget_expired(&mut exchange.link.connection()))
+        .unwrap();
+    assert_eq!(counts(&mut con), (1, 1));
 }
 
 #[test]
