@@ -4,6 +4,7 @@ use crate::clock::Clock;
 use crate::router::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::io::Read;
 
 pub const SECRET: &[u8] = b"unit-test-secret-unit-test-secret";
 
@@ -54,4 +55,20 @@ pub fn token(customer: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET);
     let tag = ring::hmac::sign(&key, input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
+/// Reads from a test server's `stream` until `buf` holds a whole request head, and removes it
+/// (bodies are not read); false when the peer closed or failed first.
+pub fn read_request_head(stream: &mut impl Read, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            return true;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }

@@ -249,6 +249,7 @@ pub async fn read_answer(
 mod tests {
     use super::*;
     use crate::cells::{CellLoad, CellTimeouts, Encryption};
+    use crate::testing::read_request_head;
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -319,16 +320,10 @@ mod tests {
     fn answer_requests(mut stream: Box<dyn Stream>, answer: fn(usize) -> Reply) {
         let mut served = 0;
         let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
         loop {
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
+            if !read_request_head(&mut stream, &mut buf) {
+                return;
             }
-            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-            buf.drain(..end);
             let (reply, close) = match answer(served) {
                 Reply::Answer(reply) => (reply, false),
                 Reply::AnswerAndClose(reply) => (reply, true),

@@ -260,8 +260,8 @@ mod tests {
     use crate::forward::request::{build_request, Outbound};
     use crate::router::{client_address, RequestFacts};
     use crate::settings::CoreSettings;
-    use crate::testing::{token, PROFILES_JSONL, SETTINGS_JSON};
-    use std::io::{Read, Write};
+    use crate::testing::{read_request_head, token, PROFILES_JSONL, SETTINGS_JSON};
+    use std::io::Write;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -294,15 +294,10 @@ mod tests {
                 let count = count.clone();
                 thread::spawn(move || {
                     let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
                     loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        if !read_request_head(&mut stream, &mut buf) {
+                            return;
                         }
-                        buf.clear();
                         let seen = count.fetch_add(1, Ordering::SeqCst);
                         let status = match behaviour {
                             Cell::Answers(status) => status,
