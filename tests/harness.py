@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,24 @@ def to_demo_cell(
             certificates.ca_file, certificates.gateway_cert_file, certificates.gateway_key_file
         )
     return http_json(cells.ports[cell_id], method, path, headers, body, tls=tls)
+
+
+def burst_through_slow_cells(
+    cells: DemoCells, cell_ids: tuple[str, ...], port: int, headers: dict, count: int = 12
+) -> list:
+    """``count`` requests at once, each on its own connection, to the gateway on ``port``
+    while the cells ``cell_ids`` answer only after 1.5 s (so every forward stays in flight);
+    their answers, as :func:`http_json` gives them. The cells answer at once again after."""
+    for cell in cell_ids:
+        assert to_demo_cell(cells, cell, "POST", "/_cell/slow?ms=1500")[0] == 200
+    try:
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(
+                pool.map(lambda _: http_json(port, "GET", "/api/accounts", headers), range(count))
+            )
+    finally:
+        for cell in cell_ids:
+            to_demo_cell(cells, cell, "POST", "/_cell/reset")
 
 
 @dataclass

@@ -7,12 +7,18 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import demo_token
-from harness import Gateway, demo_variant, http_json, limited_demo_text, start_gateway, to_demo_cell
+from harness import (
+    Gateway,
+    burst_through_slow_cells,
+    demo_variant,
+    http_json,
+    limited_demo_text,
+    start_gateway,
+)
 
 US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
 
@@ -28,20 +34,8 @@ def limited(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def test_max_in_flight_holds_under_a_burst(limited: Gateway, demo_cells_running):
-    for cell in US_EAST:
-        status, _, _ = to_demo_cell(demo_cells_running, cell, "POST", "/_cell/slow?ms=1500")
-        assert status == 200
-    try:
-        headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
-
-        def one(_: int):
-            return http_json(limited.port, "GET", "/api/accounts", headers)
-
-        with ThreadPoolExecutor(max_workers=12) as pool:
-            answers = list(pool.map(one, range(12)))
-    finally:
-        for cell in US_EAST:
-            to_demo_cell(demo_cells_running, cell, "POST", "/_cell/reset")
+    headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
+    answers = burst_through_slow_cells(demo_cells_running, US_EAST, limited.port, headers)
     served = Counter(body["cell"] for status, _, body in answers if status == 200)
     refused = [body for status, _, body in answers if status != 200]
     # Four cells of us-east take the retail customer (two by fallback), two at a time each.
