@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cellgate.demo.launch import DemoCells, demo_cells, render_demo_config
-from harness import Gateway, free_port, start_gateway
+from harness import Gateway, free_port, own_demo_cell, start_gateway, stop_cell
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,12 @@ def gateway(demo_config: Path) -> Iterator[Gateway]:
     gw = start_gateway(demo_config)
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def own_retail_cell(demo_config: Path) -> Iterator[tuple[int, str]]:
+    """A retail-us-east-1 of the test's own (no other gateway reaches it): its port and the
+    demo configuration's text pointed at it; stopped after the test, however it ends."""
+    port, cell, text = own_demo_cell(demo_config, "retail-us-east-1")
+    yield port, text
+    stop_cell(cell)

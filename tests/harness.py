@@ -283,14 +283,15 @@ source = "customers.jsonl"
 def own_demo_cell(demo_config: Path, cell_id: str) -> tuple[int, subprocess.Popen, str]:
     """A demo cell ``cell_id`` of the test's own (no other gateway reaches it): its port, its
     process, and the demo configuration's text pointed at it."""
-    port = free_port()
-    own = start_cell(cell_id, port)
-    text = re.sub(
+    text, pointed = re.subn(
         rf'(id = "{re.escape(cell_id)}"[^\[]*?endpoint = "http://127\.0\.0\.1:)\d+',
-        rf"\g<1>{port}",
+        lambda m: m[1] + "{port}",
         demo_config.read_text(),
     )
-    return port, own, text
+    assert pointed == 1, f"{cell_id} is not a plain http:// cell of the demo configuration"
+    port = free_port()
+    own = start_cell(cell_id, port)
+    return port, own, text.replace("{port}", str(port))
 
 
 def stop_cell(cell: subprocess.Popen) -> None:

@@ -20,9 +20,7 @@ from harness import (
     demo_variant,
     http_json,
     limited_demo_text,
-    own_demo_cell,
     start_gateway,
-    stop_cell,
 )
 
 US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
@@ -109,10 +107,12 @@ def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, de
     assert (status, body["cell"]) == (200, "corp-us-east-1")
 
 
-def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Path):
+def test_one_worker_of_the_node_probes_the_cells(
+    demo_config: Path, tmp_path: Path, own_retail_cell: tuple[int, str]
+):
     # A cell of this test's own, so that no other gateway's probes reach it. The demo
     # configuration probes every 100 ms: one prober makes about 10 checks a second, two 20.
-    port, own, text = own_demo_cell(demo_config, "retail-us-east-1")
+    port, text = own_retail_cell
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "probes", text), "--workers", "2")
     try:
         time.sleep(1.0)
@@ -125,14 +125,13 @@ def test_one_worker_of_the_node_probes_the_cells(demo_config: Path, tmp_path: Pa
         made = checks() - before
     finally:
         gateway.stop()
-        stop_cell(own)
     assert 15 <= made <= 45, f"{made} checks in 3 s: expected one prober's 30"
 
 
 def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
-    demo_config: Path, tmp_path: Path
+    demo_config: Path, tmp_path: Path, own_retail_cell: tuple[int, str]
 ):
-    port, own, text = own_demo_cell(demo_config, "retail-us-east-1")
+    port, text = own_retail_cell
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "breaker", text), "--workers", "2")
     headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
     try:
@@ -155,4 +154,3 @@ def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
         assert states["retail-us-east-1"] == "open"
     finally:
         gateway.stop()
-        stop_cell(own)

@@ -70,9 +70,15 @@ def start_up(demo_dir: Path, *extra: str) -> tuple[subprocess.Popen, int, int, l
 
 
 def stop_up(up: subprocess.Popen) -> None:
+    """Stops `cellgate up` as a user does (so it stops its cells and its Redis), killing it
+    only if it will not stop."""
     if up.poll() is None:
-        up.kill()
-        up.wait()
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
     up.stdout.close()
 
 
