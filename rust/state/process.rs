@@ -29,11 +29,24 @@ pub(super) fn alive(identity: u64) -> bool {
         return pid_exists(identity);
     }
     let pid = identity & PID_MASK;
-    pid_exists(pid) && identity_of(pid) == Some(identity)
+    if !pid_exists(pid) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => identity_in(&stat, pid) == Some(identity),
+        // Gone between the two looks; any other failure to read (no descriptors left, say)
+        // proves nothing, and a live holder taken for dead would lose its lock or its slots.
+        Err(err) => err.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 fn identity_of(pid: u64) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    identity_in(&stat, pid)
+}
+
+/// The identity of `pid` from the text of its `/proc/<pid>/stat`.
+fn identity_in(stat: &str, pid: u64) -> Option<u64> {
     // Fields after the command, which is in parentheses and may hold spaces or parentheses.
     let fields = &stat[stat.rfind(')')? + 1..];
     // starttime is field 22; the first after the command is field 3.

@@ -123,11 +123,16 @@ pub struct Zone {
 }
 
 /// The zone's writer lock, released on drop.
-pub(super) struct WriterGuard<'a>(&'a Zone);
+/// The writer lock, held by the identity in its second field.
+pub(super) struct WriterGuard<'a>(&'a Zone, u64);
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
-        self.0.word(H_WRITER).store(0, SeqCst);
+        // Only if still ours: a holder taken for dead must not free its successor's lock.
+        let _ = self
+            .0
+            .word(H_WRITER)
+            .compare_exchange(self.1, 0, SeqCst, SeqCst);
     }
 }
 
@@ -437,13 +442,13 @@ impl Zone {
         let mut spins: u32 = 0;
         loop {
             match writer.compare_exchange(0, me, SeqCst, SeqCst) {
-                Ok(_) => return WriterGuard(self),
+                Ok(_) => return WriterGuard(self, me),
                 Err(holder) => {
                     spins = spins.wrapping_add(1);
                     if holder != me && spins.is_multiple_of(64) && !super::process::alive(holder) {
                         if writer.compare_exchange(holder, me, SeqCst, SeqCst).is_ok() {
                             self.word(H_LOCK_TAKEOVERS).fetch_add(1, SeqCst);
-                            return WriterGuard(self);
+                            return WriterGuard(self, me);
                         }
                     } else if spins > 16 {
                         std::thread::yield_now();
@@ -564,6 +569,18 @@ pub(super) mod tests {
         assert_eq!(zone.counters().lock_takeovers, 1);
         drop(zone.lock());
         assert_eq!(zone.counters().lock_takeovers, 1);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_holder_taken_for_dead_does_not_free_its_successors_lock() {
+        let path = temp_path("lock-successor");
+        let zone = Zone::create(&path, sizes(64, 64)).unwrap();
+        let mine = zone.lock();
+        // Another process took the lock over while this one looked dead.
+        zone.leave_locked_by(7);
+        drop(mine);
+        assert_eq!(zone.word(H_WRITER).load(SeqCst), 7);
         std::fs::remove_file(&path).unwrap();
     }
 
