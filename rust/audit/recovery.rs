@@ -155,9 +155,10 @@ pub fn resume(dir: &Path) -> io::Result<ChainState> {
         state.prev = hash;
     }
     let torn = bytes.len() - intact;
-    if intact == 0 && covered.is_none() {
+    if intact == 0 && covered.is_none() && !bytes.contains(&b'\n') {
         // A segment the worker before opened and died in before a whole record: at most a torn
         // fragment of a record never acknowledged. Its name is the one the next segment takes.
+        // (A first line that is whole but does not parse or chain is evidence: kept, a gap.)
         fs::remove_file(dir.join(name))?;
         eprintln!("cellgate audit: removed {name}, which held no whole record ({torn} bytes)");
         return Ok(state);
@@ -199,6 +200,28 @@ mod tests {
         let state = resume(&dir).unwrap();
         assert_eq!((state.seq, state.recovery.is_none()), (0, true));
         assert!(segment::list(&dir).unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_segment_whose_whole_first_line_is_damaged_is_kept_as_a_gap() {
+        let dir = scratch("damaged-first");
+        let second = format!(
+            "{{\"v\":1,\"chain\":0,\"seq\":2,\"time\":\"2026-12-01T21:00:00.000000Z\",\"prev\":\"{}\",\"event\":\"admin\"}}",
+            "0".repeat(64)
+        );
+        let name = "000000000001-20261201T21.jsonl";
+        fs::write(
+            dir.join(name),
+            format!("{{\"v\":1,\"seq\":1,damaged\n{second}\n"),
+        )
+        .unwrap();
+        let state = resume(&dir).unwrap();
+        assert!(
+            dir.join(name).exists(),
+            "the records after the damaged line are kept"
+        );
+        assert!(state.recovery.is_some_and(|r| r.gap.is_some()));
         fs::remove_dir_all(dir).unwrap();
     }
 
