@@ -218,10 +218,18 @@ fn decide_today(
         "risk_factors": risk.map(|r| r.fired_kinds().map(|k| k.code()).collect::<Vec<_>>()),
     });
     let set = |today: &mut Value, key: &str, value: Value| today[key] = value;
-    // The quota was live state: a recorded 429 stands.
-    if recorded.reason.as_deref() == Some(Reason::RateLimited.code()) {
-        set(&mut today, "outcome", "refused".into());
-        set(&mut today, "reason", Reason::RateLimited.code().into());
+    // A refusal the record cannot decide again stands: the quota and its store were live
+    // state, and the body's refusals (or a client gone) came after the decision.
+    let standing = recorded.reason.as_deref().is_some_and(|code| {
+        code == "client_disconnected"
+            || Reason::from_code(code).is_some_and(|reason| {
+                matches!(reason, Reason::RateLimited | Reason::QuotaUnavailable)
+                    || reason.made_after_deciding()
+            })
+    });
+    if standing {
+        set(&mut today, "outcome", recorded.outcome.clone().into());
+        set(&mut today, "reason", recorded.reason.clone().into());
         set(&mut today, "cell", Value::Null);
         return today;
     }

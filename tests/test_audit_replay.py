@@ -47,6 +47,13 @@ def test_replay_agrees_on_an_unchanged_configuration_and_names_a_change(
     not_replayable = replay(config, record["anonymous"])
     assert not_replayable.returncode == 3 and "missing_token" in not_replayable.stdout
 
+    # Refusals made after the decision (the body), or by live state (a quota's store), stand.
+    for reason, status in (("body_incomplete", 400), ("quota_unavailable", 503)):
+        refused = {**record["routed"], "outcome": "refused", "reason": reason, "status": status}
+        refused["cell"] = None
+        stands = replay(config, refused)
+        assert stands.returncode == 0, (reason, stands.stdout + stands.stderr)
+
     # Today c-corp-us is a retail customer: another tier, so another cell.
     customers = tmp_path / "gw" / "customers.jsonl"
     lines = customers.read_text().splitlines()

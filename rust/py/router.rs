@@ -395,32 +395,33 @@ impl PyRouter {
         reason: Option<&str>,
         detail: Option<&str>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let mut draft = decision.take_draft();
-        if let Some(record) = draft.as_mut().and_then(Draft::record) {
-            // Refused here, it was sent to no cell.
-            record.cell = None;
-        }
+        // Checked before the draft is taken: a call refused here leaves the decision whole.
         let refusal = match (reason, &decision.verdict) {
-            (None, Verdict::Refused(refusal)) => refusal.clone(),
+            (None, Verdict::Refused(refusal)) => Some(refusal.clone()),
             (None, Verdict::Routed { .. }) => {
                 return Err(PyValueError::new_err(
                     "a routed decision is refused only with a reason",
                 ))
             }
-            (Some("client_disconnected"), _) => {
-                decision.take_route();
-                // Dropped as it stands: cancelled.
-                drop(draft);
-                return Ok(None);
-            }
+            (Some("client_disconnected"), _) => None,
             (Some(code), _) => {
                 let reason = Reason::from_code(code)
                     .filter(|reason| reason.made_after_deciding())
                     .ok_or_else(|| PyValueError::new_err(format!("reason: unknown {code:?}")))?;
-                Refusal::new(reason, detail.unwrap_or(reason.title()))
+                Some(Refusal::new(reason, detail.unwrap_or(reason.title())))
             }
         };
+        let mut draft = decision.take_draft();
+        if let Some(record) = draft.as_mut().and_then(Draft::record) {
+            // Refused here, it was sent to no cell.
+            record.cell = None;
+        }
         decision.take_route();
+        let Some(refusal) = refusal else {
+            // The client is gone: the draft is dropped as it stands, cancelled.
+            drop(draft);
+            return Ok(None);
+        };
         let request_id = decision.request_id.as_str();
         self.answer_refusal(py, bridge, draft, refusal, request_id, Some(decision.trace))
             .map(Some)
