@@ -142,6 +142,21 @@ def test_a_customers_burst_holds_exactly_across_two_nodes(nodes: Nodes):
     assert all(r["outcome"] == "refused" and r.get("cell") is None for r in limited), limited[0]
 
 
+def test_requests_whose_bodies_never_come_still_count_against_the_quota(nodes: Nodes):
+    # Counted at the decision, as a node's own store counts: a client cannot spend cell slots
+    # past its quota by never finishing its bodies.
+    token = demo_token("c-retail-eu")
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", nodes.a.port), timeout=5) as client:
+            client.sendall(
+                f"POST /api/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n"
+                'Content-Length: 100\r\n\r\n{"a"'.encode()
+            )
+            client.shutdown(socket.SHUT_WR)  # the body ends short
+            assert client.recv(64).startswith(b"HTTP/1.1 400")  # body_incomplete
+    assert status_of(nodes.b, bearer("c-retail-eu")) == 429
+
+
 def test_a_revocation_on_one_node_refuses_on_the_other_within_100_ms(nodes: Nodes):
     took = []
     for i in range(5):

@@ -60,8 +60,6 @@ impl PyRouter {
         outbound: Outbound<'_>,
         mut draft: Option<Draft>,
     ) -> PyResult<Py<PyAny>> {
-        // The cell's time starts now: reading the client's body is not the cell's slowness.
-        route.started_us = self.core.clock().now_us();
         let tier = self.core.catalog().tier_name(route.tier);
         let request = build_request(&route, tier, outbound, &request_id);
         let trace = route.trace;
@@ -70,9 +68,15 @@ impl PyRouter {
         let client = self.client.clone();
         let cancel = bridge.cancellation(&future);
         let work = async move {
-            let settled = core.settle_rate(&mut route).await;
+            let settled = match request {
+                Ok(request) => core.settle_rate(&mut route).await.map(|()| request),
+                Err(refusal) => Err(refusal),
+            };
+            // The cell's time starts now: reading the client's body, or waiting for a quota's
+            // verdict, is not the cell's slowness.
+            route.started_us = core.clock().now_us();
             let fields = core.rate_fields(route.rate);
-            let (result, sent) = match request.and_then(|request| settled.map(|()| request)) {
+            let (result, sent) = match settled {
                 Ok(request) => {
                     let (result, attempts, cell) =
                         retry::forward(&core, &client, route, request, &request_id).await;

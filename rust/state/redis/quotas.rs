@@ -15,6 +15,7 @@ use crate::reason::{Reason, Refusal};
 use crate::runtime::runtime;
 use crate::state::{Admission, Customer, QuotaStore, StateKey};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -149,14 +150,14 @@ impl Shared {
             let mut answer = answer.clone();
             drop(leases);
             let shared = self.clone();
-            return Admission::Later(Box::pin(async move {
+            return started(async move {
                 // Resolves when the ask ends (its sender is dropped), or at the timeout.
                 let _ = tokio::time::timeout(shared.link.timeout, answer.changed()).await;
                 match shared.spend_lease(key, &quota, now_us) {
                     Some(verdict) => Ok(verdict),
                     None => shared.ask(id, key, quota, now_us, moves_money).await,
                 }
-            }));
+            });
         }
         let (done, answer) = watch::channel(());
         leases.asking.insert(key, answer);
@@ -167,11 +168,11 @@ impl Shared {
             _done: done,
         };
         let shared = self.clone();
-        Admission::Later(Box::pin(async move {
+        started(async move {
             let verdict = shared.ask(id, key, quota, now_us, moves_money).await;
             drop(asking);
             verdict
-        }))
+        })
     }
 
     /// The answer while Redis cannot be reached: the node's own limits, or a refusal.
@@ -312,13 +313,13 @@ impl QuotaStore for RedisQuotas {
         if shared.mode == QuotaMode::Leased {
             return shared.admit_leased(customer, quota, now_us, moves_money);
         }
-        Admission::Later(Box::pin(shared.clone().ask(
+        started(shared.clone().ask(
             customer.id.to_owned(),
             customer.key,
             quota.clone(),
             now_us,
             moves_money,
-        )))
+        ))
     }
 }
 
@@ -340,4 +341,19 @@ fn spend(
         remaining: lease.left,
         reset_s: lease.reset_s,
     })
+}
+
+/// A verdict Redis gives later, asked now: the ask runs on the worker's runtime from the moment
+/// of the decision, so it counts whatever becomes of the request (a body that never comes, a
+/// client gone) and overlaps the body's reading, as a local store counts at once.
+fn started(ask: impl Future<Output = Result<Verdict, Refusal>> + Send + 'static) -> Admission {
+    let task = runtime().spawn(ask);
+    Admission::Later(Box::pin(async move {
+        task.await.unwrap_or_else(|_| {
+            Err(Refusal::new(
+                Reason::Internal,
+                "the quota check in Redis ended before answering",
+            ))
+        })
+    }))
 }
