@@ -84,7 +84,9 @@ class RevocationLog:
                     jti, forget = str(entry["jti"]), int(entry["forget_after_s"])
                     tokens[jti] = max(forget, tokens.get(jti, 0))
                 elif op == "revoke_customer":
-                    customers[str(entry["customer_id"])] = float(entry["issued_before_s"])
+                    # The later cut-off stands, as the core keeps it (a lift clears it first).
+                    customer, before = str(entry["customer_id"]), float(entry["issued_before_s"])
+                    customers[customer] = max(before, customers.get(customer, before))
                 elif op == "lift_customer":
                     customers.pop(str(entry["customer_id"]), None)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

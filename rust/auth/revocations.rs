@@ -115,14 +115,20 @@ impl Revocations {
     /// has expired anyway.
     pub fn revoke_token(&self, jti: &str, forget_after_s: u64, now_s: u64) {
         self.change(now_s, |set| {
-            set.by_jti.insert(jti.into(), forget_after_s);
+            let forget = set.by_jti.entry(jti.into()).or_insert(forget_after_s);
+            *forget = (*forget).max(forget_after_s);
         });
     }
 
     /// Revokes every token of `customer` issued before `issued_before_s`.
     pub fn revoke_customer(&self, customer: &str, issued_before_s: f64, now_s: u64) {
         self.change(now_s, |set| {
-            set.customers.insert(customer.into(), issued_before_s);
+            // The later cut-off stands, as on every other node (lift first to move it back).
+            let before = set
+                .customers
+                .entry(customer.into())
+                .or_insert(issued_before_s);
+            *before = before.max(issued_before_s);
         });
     }
 

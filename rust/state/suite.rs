@@ -69,11 +69,16 @@ pub(super) fn revocation_behaviour(
     assert!(!refused(store, &token("bob", None, Some(600.0))));
     assert!(!refused(store, &token("carol", None, Some(1.0))));
     assert_eq!(store.counts().customers, 1);
-    // A later cut-off replaces the earlier one.
+    // A later cut-off replaces the earlier one; an earlier one moves nothing back, on either
+    // handle (every node keeps the later one).
     store.revoke_customer("bob", 700.0, now_s);
     settle();
     assert!(refused(other, &token("bob", None, Some(650.0))));
     assert_eq!(other.counts().customers, 1);
+    store.revoke_customer("bob", 650.0, now_s);
+    settle();
+    assert!(refused(store, &token("bob", None, Some(680.0))));
+    assert!(refused(other, &token("bob", None, Some(680.0))));
     assert!(store.lift_customer("bob", now_s));
     settle();
     assert!(!other.lift_customer("bob", now_s));

@@ -48,6 +48,10 @@ impl RevocationStore for ZoneRevocations {
         let key = key_of(jti);
         let guard = self.zone.lock();
         self.zone.word(H_REVOKED_EVER).store(1, SeqCst);
+        let forget_after_s = match self.zone.find(Table::Tokens, key) {
+            Some((_, known_s, _)) => forget_after_s.max(known_s),
+            None => forget_after_s,
+        };
         // A full window drops the entry that expires soonest.
         let (slot, _) = self.zone.place(
             &guard,
@@ -62,8 +66,13 @@ impl RevocationStore for ZoneRevocations {
 
     fn revoke_customer(&self, customer: &str, issued_before_s: f64, now_s: u64) {
         let key = key_of(customer);
-        let forget_after_s = cutoff_forget_after_s(issued_before_s, self.max_token_lifetime_s);
         let guard = self.zone.lock();
+        // The later cut-off stands, as on every other node (lift first to move it back).
+        let issued_before_s = match self.zone.find(Table::Cutoffs, key) {
+            Some((_, before_bits, _)) => issued_before_s.max(f64::from_bits(before_bits)),
+            None => issued_before_s,
+        };
+        let forget_after_s = cutoff_forget_after_s(issued_before_s, self.max_token_lifetime_s);
         self.zone.word(H_REVOKED_EVER).store(1, SeqCst);
         let (slot, _) = self.zone.place(
             &guard,
