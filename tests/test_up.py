@@ -168,3 +168,19 @@ def test_cellgate_up_with_redis_shares_state_through_its_own_redis(tmp_path: Pat
             assert probe.connect_ex(("127.0.0.1", redis_port)) != 0, "the demo's Redis outlived up"
     finally:
         stop_up(up)
+
+
+def test_cellgate_up_with_redis_but_no_redis_server_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from cellgate import cli, redis_server
+
+    def missing() -> str:
+        raise redis_server.RedisServerMissing(
+            "redis-server: not found; bash scripts/install-test-deps.sh"
+        )
+
+    monkeypatch.setattr(redis_server, "find_redis_server", missing)
+    assert cli.main(["up", "--redis", "--demo-dir", str(tmp_path / "demo")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("cellgate up: --redis: redis-server: not found")

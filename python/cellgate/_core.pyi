@@ -217,8 +217,9 @@ class Router:
         """Starts the exchange with the other nodes through Redis (with ``[state] redis``)."""
     def stop_sharing(self) -> None: ...
     def load_revocations(self, entries_json: bytes) -> int:
-        """Loads revocation log entries (a JSON array) without publishing them; ValueError for
-        a bad entry."""
+        """Loads revocation log entries (a JSON array) without publishing them (with a zone,
+        which holds them already, only for writing back to Redis); ValueError for a bad
+        entry."""
     def take_heard_revocations(self) -> bytes:
         """The revocations heard from other nodes since the last call, a JSON array of log
         entries."""

@@ -267,10 +267,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     cells = DemoCells(ports, directory)
     redis = None
     if args.redis:
-        from cellgate.redis_server import RedisServer
+        from cellgate.redis_server import RedisServer, RedisServerFailed, RedisServerMissing
 
         redis = RedisServer(directory / "redis")
-        redis.start()
+        try:
+            redis.start()
+        except (RedisServerMissing, RedisServerFailed) as err:
+            print(f"cellgate up: --redis: {err}", file=sys.stderr)
+            return 2
         print(f"cellgate up: state shared through {redis.url} (a throwaway redis-server)")
     print(
         f"cellgate up: starting {len(ports)} demo cells on ports "

@@ -800,14 +800,15 @@ impl PyRouter {
     }
 
     /// Loads revocation log entries (a JSON array of `{"op": "revoke_token" | "revoke_customer"
-    /// | "lift_customer", ...}`) into this router's state without publishing them; with Redis
-    /// they are also written back to it when the exchange (re)connects. Returns how many.
+    /// | "lift_customer", ...}`) into this router's state without publishing them (with a zone,
+    /// which holds them already, only into what Redis is told); with Redis they are also written
+    /// back to it when the exchange (re)connects. Returns how many.
     fn load_revocations(&self, entries_json: &[u8]) -> PyResult<usize> {
         let entries: Vec<SharedRevocation> = serde_json::from_slice(entries_json)
             .map_err(|err| PyValueError::new_err(format!("revocation entries: {err}")))?;
         let now_s = self.core.clock().now_us() / 1_000_000;
         match self.core.exchange() {
-            Some(exchange) => exchange.load(&entries),
+            Some(exchange) => exchange.load(&entries, self.core.state_zone().is_none()),
             None => {
                 let store = self.core.verifier().revocations();
                 for entry in &entries {

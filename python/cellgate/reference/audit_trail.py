@@ -36,9 +36,9 @@ to make the same ones to write the same bytes:
   after it). A torn tail of ``digests.jsonl`` (no newline: an entry cut short, never valid) is cut
   off first. A segment file holding no whole record (the crash came before its first line was
   whole) is removed, because its name is the one the next segment takes (within the same hour);
-  the recovery digest then closes the segment before it, with ``torn_bytes`` 0. (The Rust writer
-  keeps such a segment and closes it with a digest covering nothing, ``gap`` giving its torn
-  bytes; verify accepts both, and this writer resumes after either.)
+  the recovery digest then closes the segment before it, with ``torn_bytes`` 0, as the Rust
+  writer does. (The Rust writer keeps a segment whose first line is whole but damaged, its
+  recovery digest covering nothing and ``gap`` giving its bytes.)
 - A retention entry is written before its segments are deleted, so a crash in between leaves
   segments that are merely still there.
 """

@@ -240,11 +240,16 @@ impl Exchange {
 
     /// Loads revocations this node already holds (its revocation log, read at start) into the
     /// node's store and the ledger, to write back to Redis; nothing is published.
-    pub fn load(&self, revocations: &[SharedRevocation]) {
+    /// With `apply` false the node's store holds them already (the zone, which `cellgate
+    /// serve` loaded before the workers started): only the ledger learns them, so a respawned
+    /// worker does not put back a cut-off another node has lifted since.
+    pub fn load(&self, revocations: &[SharedRevocation], apply: bool) {
         let now_s = self.clock.now_us() / 1_000_000;
         for revocation in revocations {
             self.learn(revocation);
-            revocation.apply(&*self.revocations, now_s);
+            if apply {
+                revocation.apply(&*self.revocations, now_s);
+            }
         }
     }
 
