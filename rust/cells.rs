@@ -101,11 +101,6 @@ impl CellLoad {
     pub fn opened_until(&self, until_us: u64) {
         self.store.opened_until(self.index, until_us);
     }
-
-    /// Who a change reaches.
-    pub fn scope(&self) -> crate::state::Scope {
-        self.store.scope()
-    }
 }
 
 /// One cell: what it serves, where it is, and its live load.

@@ -255,8 +255,6 @@ class Zone:
         """Revoked tokens and customers, evictions per table, lock takeovers and sizes."""
     def hammer(self, seconds: float) -> int:
         """Tests only: a tight loop of zone updates for ``seconds``."""
-    def in_flight(self) -> list[int]:
-        """Every cell's in-flight count over the whole node, by cell position."""
     def hold(self, cell: int, slots: int, seconds: float) -> None:
         """Tests only: holds ``slots`` in-flight slots on cell ``cell`` for ``seconds``."""
 

@@ -83,15 +83,6 @@ impl PyZone {
         zone_counters(py, &self.zone, &self.revocations)
     }
 
-    /// Every cell's in-flight count over the whole node, by cell position.
-    fn in_flight(&self) -> Vec<u32> {
-        let (cells, _) = self.zone.load_sizes();
-        match ZoneLoad::new(self.zone.clone(), cells) {
-            Ok(load) => (0..cells).map(|cell| load.in_flight(cell)).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
     /// Tests only: takes `slots` in-flight slots on cell `cell` as a worker of its own, and
     /// holds them for `seconds` (so that a process killed meanwhile dies holding them).
     fn hold(&self, py: Python<'_>, cell: usize, slots: u32, seconds: f64) -> PyResult<()> {
