@@ -10,7 +10,7 @@
 //! ([`Exchange::take_heard`]), which appends them to the node's revocation log so that a restart
 //! without Redis still refuses them.
 
-use super::link::Link;
+use super::link::{Link, BULK_TIMEOUT};
 use super::RedisSettings;
 use crate::auth::revocations::cutoff_forget_after_s;
 use crate::clock::Clock;
@@ -315,11 +315,12 @@ impl Exchange {
         let link = &self.link;
         let mut pubsub = link.run(link.client.get_async_pubsub()).await?;
         link.run(pubsub.subscribe(&self.names.channel)).await?;
-        let mut connection = link.connection();
-        // After Redis restarted, the command connection's first command finds it broken and
+        // After Redis restarted, the requests' connection's first command finds it broken and
         // has it reconnect: let that be this PING, not a request's quota check.
         let ping = redis::cmd("PING");
-        let _ = tokio::time::timeout(link.timeout, connection.send_packed_command(&ping)).await;
+        let mut requests = link.connection();
+        let _ = tokio::time::timeout(link.timeout, requests.send_packed_command(&ping)).await;
+        let mut connection = link.bulk_connection();
         // What changed here while Redis was away goes first: a lift made meanwhile must not be
         // undone by reloading the cut-off Redis still holds.
         let unsent = std::mem::take(&mut *lock(&self.unsent));
@@ -368,7 +369,11 @@ impl Exchange {
             .arg(&self.names.channel)
             .arg(self.envelope(&change))
             .ignore();
-        match self.link.run(pipe.query_async::<()>(connection)).await {
+        match self
+            .link
+            .run_within(BULK_TIMEOUT, pipe.query_async::<()>(connection))
+            .await
+        {
             Ok(()) => {
                 self.link.counters.published.fetch_add(1, Relaxed);
                 Ok(())
@@ -469,7 +474,9 @@ impl Exchange {
                 .arg(&outlived)
                 .ignore();
         }
-        self.link.run(pipe.query_async::<()>(connection)).await
+        self.link
+            .run_within(BULK_TIMEOUT, pipe.query_async::<()>(connection))
+            .await
     }
 
     /// Writes every revocation this worker knows back to Redis (which may have restarted
@@ -504,7 +511,9 @@ impl Exchange {
             .arg("-inf")
             .arg(now_s)
             .ignore();
-        self.link.run(pipe.query_async::<()>(connection)).await
+        self.link
+            .run_within(BULK_TIMEOUT, pipe.query_async::<()>(connection))
+            .await
     }
 
     /// Applies every revocation Redis holds that this worker did not know.
@@ -520,7 +529,10 @@ impl Exchange {
             .cmd("HGETALL")
             .arg(&self.names.cutoffs);
         type Held = (Vec<(String, f64)>, HashMap<String, f64>);
-        let (tokens, cutoffs) = self.link.run(pipe.query_async::<Held>(connection)).await?;
+        let (tokens, cutoffs) = self
+            .link
+            .run_within(BULK_TIMEOUT, pipe.query_async::<Held>(connection))
+            .await?;
         for (jti, forget_after_s) in tokens {
             self.apply_heard(SharedRevocation::RevokeToken {
                 jti,

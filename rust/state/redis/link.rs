@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The limit of the exchange's bulk work (writing back, reloading, forgetting revocations).
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the link has seen, for the state report.
 #[derive(Debug, Default)]
 pub struct LinkCounters {
@@ -40,6 +43,9 @@ pub struct Link {
     /// Made on first use, on the worker's runtime: a router built before granian forks its
     /// workers (to check the configuration) must not start the runtime there.
     manager: OnceLock<ConnectionManager>,
+    /// The exchange's own connection, with the bulk limit: its write-backs and reloads neither
+    /// wait behind nor hold up the requests' quota checks.
+    bulk: OnceLock<ConnectionManager>,
     pub timeout: Duration,
     retry: Duration,
     /// The URL without its password, for messages.
@@ -66,6 +72,7 @@ impl Link {
             client,
             config,
             manager: OnceLock::new(),
+            bulk: OnceLock::new(),
             timeout,
             retry: Duration::from_millis(settings.retry_ms),
             shown_url: shown(&settings.url),
@@ -76,16 +83,27 @@ impl Link {
         })
     }
 
-    /// A handle on the connection for one command or pipeline (on the worker's runtime).
+    /// A handle on the requests' connection for one command or pipeline.
     pub fn connection(&self) -> ConnectionManager {
         self.manager
-            .get_or_init(|| {
-                let _entered = runtime().enter();
-                // Only resubscription without a push sender can fail, which is not asked for.
-                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                    .expect("a connection manager without resubscription")
-            })
+            .get_or_init(|| self.manager_with(self.timeout))
             .clone()
+    }
+
+    /// A handle on the exchange's connection (commands limited to `BULK_TIMEOUT`).
+    pub fn bulk_connection(&self) -> ConnectionManager {
+        self.bulk
+            .get_or_init(|| self.manager_with(BULK_TIMEOUT))
+            .clone()
+    }
+
+    /// A connection made lazily on the worker's runtime, answering within `limit`.
+    fn manager_with(&self, limit: Duration) -> ConnectionManager {
+        let _entered = runtime().enter();
+        let config = self.config.clone().set_response_timeout(Some(limit));
+        // Only resubscription without a push sender can fail, which is not asked for.
+        ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .expect("a connection manager without resubscription")
     }
 
     /// Whether Redis may be asked now (it is up, or its down time is over).
@@ -105,10 +123,21 @@ impl Link {
         &self,
         command: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, String> {
-        let result = match tokio::time::timeout(self.timeout, command).await {
+        self.run_within(self.timeout, command).await
+    }
+
+    /// `run` with a limit of its own: for the exchange's bulk work (writing back and reloading
+    /// every revocation), which a large set can make longer than a request's timeout; on
+    /// [`Link::bulk_connection`].
+    pub async fn run_within<T>(
+        &self,
+        limit: Duration,
+        command: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, String> {
+        let result = match tokio::time::timeout(limit, command).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
         };
         match &result {
             Ok(_) => self.answered(),

@@ -213,7 +213,7 @@ fn what_refuses_nothing_any_more_leaves_redis_while_a_session_lasts() {
     clock.set_us(3_000 * S);
     let exchange = &a.exchange;
     runtime()
-        .block_on(exchange.forget_expired(&mut exchange.link.connection()))
+        .block_on(exchange.forget_expired(&mut exchange.link.bulk_connection()))
         .unwrap();
     assert_eq!(counts(&mut con), (1, 1));
 }
