@@ -30,6 +30,9 @@ struct Lease {
     left: u32,
     until_us: u64,
     reset_s: u64,
+    /// What Redis still held for the customer when the lease was taken: with `left`, what the
+    /// answer's RateLimit field reports.
+    in_redis: u32,
 }
 
 /// The worker's leases, and the customers whose lease is being asked for: a request that finds
@@ -113,7 +116,15 @@ impl Shared {
         spend(&mut self.leases().held, key, quota, now_us)
     }
 
-    fn keep_lease(&self, key: StateKey, left: u32, now_us: u64, reset_s: u64) {
+    /// Keeps `left` requests of a lease just taken; returns how many the lease holds now.
+    fn keep_lease(
+        &self,
+        key: StateKey,
+        left: u32,
+        now_us: u64,
+        reset_s: u64,
+        in_redis: u32,
+    ) -> u32 {
         let held = &mut self.leases().held;
         if held.len() >= SWEEP_LEASES_AT {
             held.retain(|_, lease| lease.until_us > now_us);
@@ -123,14 +134,17 @@ impl Shared {
             .get(&key)
             .filter(|lease| lease.until_us > now_us)
             .map_or(0, |lease| lease.left);
+        let left = unspent.saturating_add(left).min(self.lease - 1);
         held.insert(
             key,
             Lease {
-                left: unspent.saturating_add(left).min(self.lease - 1),
+                left,
                 until_us: now_us + self.lease_us,
                 reset_s,
+                in_redis,
             },
         );
+        left
     }
 
     /// Leased mode: a request of the lease held, or the wait for one being asked for, or an ask.
@@ -238,11 +252,18 @@ impl Shared {
             .await;
         match answer {
             Ok((taken, tat_us, redis_now_us)) => {
-                let verdict = verdict_in_micros(&quota, taken, tat_us, redis_now_us);
-                if taken > 1 {
-                    if let Verdict::Allowed { reset_s, .. } = verdict {
-                        self.keep_lease(key, (taken - 1) as u32, now_us, reset_s);
-                    }
+                let mut verdict = verdict_in_micros(&quota, taken, tat_us, redis_now_us);
+                if let (
+                    true,
+                    Verdict::Allowed {
+                        remaining, reset_s, ..
+                    },
+                ) = (taken > 1, &mut verdict)
+                {
+                    // What Redis still holds, and what this worker holds of the lease.
+                    let held =
+                        self.keep_lease(key, (taken - 1) as u32, now_us, *reset_s, *remaining);
+                    *remaining = remaining.saturating_add(held).min(quota.burst());
                 }
                 Ok(verdict)
             }
@@ -338,7 +359,7 @@ fn spend(
     lease.left -= 1;
     Some(Verdict::Allowed {
         limit: quota.burst(),
-        remaining: lease.left,
+        remaining: lease.in_redis.saturating_add(lease.left).min(quota.burst()),
         reset_s: lease.reset_s,
     })
 }

@@ -7,6 +7,7 @@ use super::*;
 use crate::auth::Revocations;
 use crate::clock::Clock;
 use crate::ratelimit::RateLimiter;
+use crate::ratelimit::Verdict;
 use crate::runtime::runtime;
 use crate::state::suite::{quota, quota_behaviour, revocation_behaviour, token, S, T0};
 use crate::state::Scope;
@@ -232,9 +233,18 @@ fn a_lease_spends_locally_and_admits_at_most_a_lease_per_node_beyond_the_exact_r
     let Admission::Later(first) = a.quotas.admit(alice, &q, T0, true) else {
         panic!("the first request asks Redis");
     };
-    assert!(runtime().block_on(first).unwrap().is_allowed());
-    for _ in 0..4 {
-        assert!(matches!(a.quotas.admit(alice, &q, T0, true), Admission::Now(v) if v.is_allowed()));
+    // Each answer's RateLimit remaining counts what Redis holds and what the lease holds:
+    // 20 less the 1, 2, ... spent.
+    let remaining = |verdict: Verdict| match verdict {
+        Verdict::Allowed { remaining, .. } => remaining,
+        Verdict::Limited { .. } => panic!("limited"),
+    };
+    assert_eq!(remaining(runtime().block_on(first).unwrap()), 19);
+    for spent in 2..=5 {
+        let Admission::Now(verdict) = a.quotas.admit(alice, &q, T0, true) else {
+            panic!("spent from the lease");
+        };
+        assert_eq!(remaining(verdict), 20 - spent);
     }
     assert!(matches!(
         a.quotas.admit(alice, &q, T0, true),
