@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from audit_trails import audited_config, check_trail, records
 from cellgate.demo.launch import demo_admin_token, demo_token
-from harness import http_json, start_gateway
+from harness import http_json, start_gateway, to_demo_cell
 
 TOKEN = demo_token("c-corp-us")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -124,6 +124,32 @@ def test_a_client_that_leaves_mid_body_still_leaves_its_record_and_nothing_is_fo
     assert (left[0]["outcome"], left[0]["status"]) == ("refused", 400)
     assert left[0].get("cell") is None and left[0]["cell_status"] is None
     assert check_trail(trail)["gaps"] == 0
+
+
+def test_a_client_that_leaves_while_its_cell_answers_is_recorded_cancelled_with_the_cell(
+    demo_config: Path, tmp_path: Path, demo_cells_running
+):
+    config = audited_config(demo_config, tmp_path / "gw", 'durability = "strict"')
+    gateway = start_gateway(config)
+    assert (
+        to_demo_cell(demo_cells_running, "corp-us-east-1", "POST", "/_cell/slow?ms=1500")[0] == 200
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as client:
+            client.sendall(
+                b"GET /api/accounts/left-waiting HTTP/1.1\r\nHost: gw\r\n"
+                + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+            )
+            time.sleep(0.5)
+        time.sleep(0.5)  # the next sweep finds the client gone and cancels the forward
+    finally:
+        to_demo_cell(demo_cells_running, "corp-us-east-1", "POST", "/_cell/reset")
+        assert gateway.stop() == 0
+    trail = tmp_path / "gw" / "trail"
+    left = [r for r in records(trail) if r.get("path") == "/api/accounts/left-waiting"]
+    assert len(left) == 1, left
+    assert (left[0]["outcome"], left[0]["reason"]) == ("cancelled", "client_disconnected")
+    assert left[0]["cell"] == "corp-us-east-1", "it was on its way to its cell"
 
 
 def test_buffered_records_reach_disk_in_time_with_hashed_client(demo_config: Path, tmp_path: Path):

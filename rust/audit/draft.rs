@@ -101,10 +101,6 @@ impl Draft {
                     true => RecordOutcome::Failed,
                     false => RecordOutcome::Refused,
                 };
-                if !sent {
-                    // Chosen, but never sent (over a quota Redis decided, or unsignable).
-                    record.cell = None;
-                }
                 record.reason = Some(refusal.reason.code());
             }
         }

@@ -78,6 +78,10 @@ impl PyRouter {
             let fields = core.rate_fields(route.rate);
             let (result, sent) = match settled {
                 Ok(request) => {
+                    // On its way to its cell: recorded with it from now, should it be cancelled.
+                    if let Some(record) = draft.as_mut().and_then(Draft::record) {
+                        record.cell = Some(route.cell().index);
+                    }
                     let (result, attempts, cell) =
                         retry::forward(&core, &client, route, request, &request_id).await;
                     if let Some(record) = draft.as_mut().and_then(Draft::record) {
@@ -124,7 +128,7 @@ impl PyRouter {
     }
 
     /// The request's audit record under way (with a ticket): what the decision learnt, and its
-    /// cell or its refusal.
+    /// refusal (its cell is recorded once the request leaves for it).
     fn draft(
         &self,
         ticket: Option<Ticket>,
@@ -132,18 +136,13 @@ impl PyRouter {
         request_id: &RequestId,
         arrived_us: u64,
         notes: Notes,
-        decided: Result<&Route, &Refusal>,
+        decided: Result<(), &Refusal>,
     ) -> Option<Draft> {
         let clock = self.core.clock().clone();
         let mut draft = Draft::new(ticket?, ingress, request_id.as_str(), arrived_us, clock);
         draft.note(notes);
-        match decided {
-            Ok(route) => {
-                if let Some(record) = draft.record() {
-                    record.cell = Some(route.cell().index);
-                }
-            }
-            Err(refusal) => draft.refused(refusal),
+        if let Err(refusal) = decided {
+            draft.refused(refusal);
         }
         Some(draft)
     }
@@ -319,7 +318,7 @@ impl PyRouter {
             &request_id,
             arrived_us,
             notes,
-            decided.as_ref(),
+            decided.as_ref().map(|_| ()),
         );
         let verdict = match decided {
             Ok(route) => {
@@ -415,11 +414,7 @@ impl PyRouter {
                 Some(Refusal::new(reason, detail.unwrap_or(reason.title())))
             }
         };
-        let mut draft = decision.take_draft();
-        if let Some(record) = draft.as_mut().and_then(Draft::record) {
-            // Refused here, it was sent to no cell.
-            record.cell = None;
-        }
+        let draft = decision.take_draft();
         decision.take_route();
         let Some(refusal) = refusal else {
             // The client is gone: the draft is dropped as it stands, cancelled.
@@ -482,7 +477,7 @@ impl PyRouter {
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|path| Ok((path, self.core.decide_ingress(&ingress, &mut notes)?)));
-        let routed = decided.as_ref().map(|(_, route)| route);
+        let routed = decided.as_ref().map(|_| ());
         let draft = self.draft(ticket, &ingress, &request_id, arrived_us, notes, routed);
         let (path, route) = match decided {
             Ok(decided) => decided,
