@@ -3,6 +3,7 @@
 //! (hyper-rustls) to an `https://` cell, one request and its answer within the request timeout.
 
 use super::answer::{answer_headers, Answer};
+use super::connect::ConnectWithin;
 use super::dns::CachingResolver;
 use super::tls::{tls_error, CellTls};
 use crate::cells::Cell;
@@ -35,7 +36,7 @@ pub struct CellClient {
 #[derive(Clone)]
 pub enum PooledClient {
     Plain(Client<HttpConnector<CachingResolver>, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector<CachingResolver>>, Full<Bytes>>),
+    Tls(Client<ConnectWithin<HttpsConnector<HttpConnector<CachingResolver>>>, Full<Bytes>>),
 }
 
 impl PooledClient {
@@ -51,8 +52,8 @@ impl PooledClient {
 
 /// A pooled client with `connect` and `pool_idle` timeouts, keeping at most `max_idle` idle
 /// connections per cell, resolving names through `resolver` (its answers shared by clones);
-/// with `tls`, every connection is TLS (the connect timeout bounds the TCP connection, the
-/// handshake is bounded by the forward's own deadlines).
+/// with `tls`, every connection is TLS (the connect timeout bounds the TCP connection and the
+/// handshake together).
 pub fn pooled_client(
     resolver: &CachingResolver,
     connect: Duration,
@@ -78,7 +79,7 @@ pub fn pooled_client(
         .with_server_name_resolver(FixedServerNameResolver::new(tls.server_name.clone()))
         .enable_http1()
         .wrap_connector(connector);
-    PooledClient::Tls(builder.build(https))
+    PooledClient::Tls(builder.build(ConnectWithin::new(https, connect)))
 }
 
 impl CellClient {
@@ -605,6 +606,39 @@ mod tests {
             1,
             "one handshake, then pooled"
         );
+    }
+
+    #[test]
+    fn a_cell_that_stalls_the_handshake_was_never_sent_the_request() {
+        // It accepts TCP and then says nothing: the connect timeout (500 ms here) bounds the
+        // handshake too, and the attempt fails as a connect failure, not a slow answer.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            thread::sleep(Duration::from_secs(5));
+            drop(held);
+        });
+        let (harness, cell) = tls_harness(port, &mtls_settings());
+        let request = Request::get(format!("{}/api/x", cell.origin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let started = Instant::now();
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        let failed = harness
+            .runtime
+            .block_on(harness.client.attempt(&cell, request, until))
+            .unwrap_err();
+        let Failed::NotSent(refusal) = failed else {
+            panic!("a stalled handshake sent nothing: {failed:?}");
+        };
+        assert_eq!(refusal.reason, Reason::CellUnreachable);
+        assert!(
+            refusal.detail.contains("no connection within 500 ms"),
+            "{}",
+            refusal.detail
+        );
+        assert!(started.elapsed() < Duration::from_millis(1500));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod connect;
 pub mod dns;
 pub mod headers;
 pub mod probe;
