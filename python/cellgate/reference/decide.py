@@ -234,14 +234,18 @@ class ReferenceRouter:
         self.cell(cell_id).healthy = healthy
 
     def revoke_token(self, jti: str, forget_after_s: int) -> None:
-        """Refuses tokens with ``jti``; entries past their time are forgotten on each change."""
+        """Refuses tokens with ``jti`` until the later of its forget times; entries past their
+        time are forgotten on each change."""
         self._forget_revoked_tokens()
-        self.verifier.revoked_jti[jti] = forget_after_s
+        known = self.verifier.revoked_jti
+        known[jti] = max(forget_after_s, known.get(jti, forget_after_s))
 
     def revoke_customer(self, customer_id: str, issued_before_s: float) -> None:
-        """Refuses the customer's tokens issued before ``issued_before_s`` (or without iat)."""
+        """Refuses the customer's tokens issued before ``issued_before_s`` (or without iat); a
+        later cut-off stands against an earlier one (lift it to move it back)."""
         self._forget_revoked_tokens()
-        self.verifier.revoked_customers[customer_id] = issued_before_s
+        known = self.verifier.revoked_customers
+        known[customer_id] = max(issued_before_s, known.get(customer_id, issued_before_s))
 
     def lift_customer_revocation(self, customer_id: str) -> bool:
         """Lifts a customer's revocation; says whether there was one."""
