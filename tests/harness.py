@@ -81,6 +81,10 @@ def to_demo_cell(
     return http_json(cells.ports[cell_id], method, path, headers, body, tls=tls)
 
 
+#: The demo cells that serve the retail us-east customer (two of them by fallback).
+US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
+
+
 def burst_through_slow_cells(
     cells: DemoCells, cell_ids: tuple[str, ...], port: int, headers: dict, count: int = 12
 ) -> list:

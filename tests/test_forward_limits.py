@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cellgate.demo.launch import demo_token
 from harness import (
+    US_EAST,
     Gateway,
     burst_through_slow_cells,
     demo_variant,
@@ -19,8 +20,6 @@ from harness import (
     limited_demo_text,
     start_gateway,
 )
-
-US_EAST = ("retail-us-east-1", "retail-us-east-2", "corp-us-east-1", "hnw-us-east-1")
 
 
 @pytest.fixture(scope="module")
