@@ -345,23 +345,37 @@ def test_fail_open_serves_through_a_full_disk_and_reports_what_it_lost(
         subprocess.run(["umount", "-l", str(trail)])
 
 
+def _chains_written(trail: Path) -> set[str]:
+    """The chains that hold at least one record."""
+    return {
+        chain.name
+        for chain in trail.glob("chain-*")
+        if any(segment.stat().st_size > 0 for segment in chain.glob("*-*.jsonl"))
+    }
+
+
 def test_two_workers_write_two_chains_and_query_finds_exactly_a_customers_records(
     demo_config: Path, tmp_path: Path
 ):
     config = audited_config(demo_config, tmp_path / "gw", 'durability = "strict"')
     gateway = start_gateway(config, "--workers", "2")
     eu = {"Authorization": f"Bearer {demo_token('c-retail-eu')}"}
+    trail = tmp_path / "gw" / "trail"
     mine = set()
     try:
-        for i in range(40):
-            headers = eu if i % 3 == 0 else AUTH
+        # A worker still starting takes no connection, so send until both have written
+        # (a strict trail holds a request's record before its answer leaves).
+        deadline = time.monotonic() + 30
+        sent = 0
+        while sent < 40 or (len(_chains_written(trail)) < 2 and time.monotonic() < deadline):
+            headers = eu if sent % 3 == 0 else AUTH
             status, answered, _ = http_json(gateway.port, "GET", "/api/accounts", headers)
             assert status == 200
             if headers is eu:
                 mine.add(answered["x-request-id"])
+            sent += 1
     finally:
         assert gateway.stop() == 0
-    trail = tmp_path / "gw" / "trail"
     chains = {r["chain"] for r in records(trail)}
     assert chains == {0, 1}, "each worker keeps its own chain"
     check_trail(trail)
