@@ -18,6 +18,8 @@ from pathlib import Path
 
 from cellgate.demo.launch import MTLS_CELLS, DemoCells, demo_admin_token, demo_tls
 
+ADMIN = {"Authorization": f"Bearer {demo_admin_token()}"}
+
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
@@ -112,9 +114,7 @@ class Gateway:
     config_path: Path
 
     def cells(self) -> list[dict]:
-        status, _, body = http_json(
-            self.port, "GET", "/_cellgate/cells", {"Authorization": f"Bearer {demo_admin_token()}"}
-        )
+        status, _, body = http_json(self.port, "GET", "/_cellgate/cells", ADMIN)
         assert status == 200, body
         return body["cells"]
 
@@ -175,17 +175,30 @@ def start_gateway(config_path: Path, *extra: str) -> Gateway:
         ],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
     deadline = time.monotonic() + 30
+    answered: set[int] = set()
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"cellgate serve exited with {process.returncode}")
         try:
-            if http_json(port, "GET", "/_cellgate/health")[0] == 200:
+            if http_json(port, "GET", "/_cellgate/health")[0] != 200:
+                time.sleep(0.1)
+                continue
+            if workers == 1:
                 return Gateway(process, port, config_path)
+            # A worker still starting takes no connection: wait until each has answered.
+            status, _, state = http_json(port, "GET", "/_cellgate/state", ADMIN)
+            if status != 200:  # no admin API, or another admin secret: cannot tell workers apart
+                return Gateway(process, port, config_path)
+            answered.add(state["worker_pid"])
+            if len(answered) == workers:
+                return Gateway(process, port, config_path)
+            time.sleep(0.05)
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("cellgate serve did not come up within 30 s")
+    raise RuntimeError(f"cellgate serve did not come up with {workers} worker(s) within 30 s")
 
 
 def start_cell(cell_id: str, port: int, ledger: Path | None = None) -> subprocess.Popen:

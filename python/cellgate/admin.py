@@ -16,7 +16,7 @@ breaker openings) is the node's; with Redis, breaker openings reach every node (
                                                   or {"customer_id": "...", "issued_before_s": T}
     DELETE /_cellgate/revocations/customers/{id}  lifts a customer's revocation
     GET    /_cellgate/audit                       the audit trail's state
-    GET    /_cellgate/state                       shared state: scope, the zone's and Redis's
+    GET    /_cellgate/state                       shared state: scope, worker pid, zone, Redis
 
 Every action that changes state (a revocation, a lift), refused or not, is recorded in the audit
 trail with the admin token's ``sub`` before it takes effect; when the trail cannot take the
@@ -25,6 +25,7 @@ record the action is refused 503 ``audit_unavailable`` and nothing changes.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import jwt
@@ -120,7 +121,12 @@ class AdminApi:
             return 200, _JSON, orjson.dumps({"audit": self._router.audit})
         if path == ADMIN_PREFIX + "state" and method == "GET":
             router = self._router
-            state = {"scope": router.state_scope, "zone": router.state, "redis": router.redis}
+            state = {
+                "scope": router.state_scope,
+                "worker_pid": os.getpid(),
+                "zone": router.state,
+                "redis": router.redis,
+            }
             return 200, _JSON, orjson.dumps(state)
         if path == ADMIN_PREFIX + "cells" and method == "GET":
             return 200, _JSON, orjson.dumps({"cells": self._router.cells()})
