@@ -113,6 +113,18 @@ class Gateway:
     port: int
     config_path: Path
 
+    def workers(self) -> list[int]:
+        """The pids of granian's worker processes, the master's children."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat.parent.name))
+        return children
+
     def cells(self) -> list[dict]:
         status, _, body = http_json(self.port, "GET", "/_cellgate/cells", ADMIN)
         assert status == 200, body

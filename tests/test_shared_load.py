@@ -53,18 +53,6 @@ def test_max_in_flight_holds_across_two_workers(limited_pair: Gateway, demo_cell
     assert [_node_in_flight(limited_pair) for _ in range(10)] == [0] * 10
 
 
-def _workers_of(master: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            children.append(int(stat.parent.name))
-    return children
-
-
 def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, demo_cells_running):
     cell_port = demo_cells_running.ports["corp-us-east-1"]
     http_json(cell_port, "POST", "/_cell/hang")
@@ -80,7 +68,7 @@ def test_slots_of_workers_killed_mid_request_come_back(limited_pair: Gateway, de
         while time.monotonic() < deadline and _node_in_flight(limited_pair) < 2:
             time.sleep(0.05)
         assert _node_in_flight(limited_pair) == 2, "both forwards are held on the cell"
-        workers = _workers_of(limited_pair.process.pid)
+        workers = limited_pair.workers()
         assert len(workers) >= 2, workers
         for pid in workers:
             subprocess.run(["kill", "-KILL", str(pid)], check=True)

@@ -41,6 +41,12 @@ def test_the_zone_is_created_for_the_workers_and_removed_on_exit(demo_config: Pa
     try:
         status, _, answer = http_json(gateway.port, "GET", "/_cellgate/revocations", ADMIN)
         assert (status, answer["scope"]) == (200, "node")
+        # The harness waited until each worker had answered; each names itself.
+        answering = {
+            http_json(gateway.port, "GET", "/_cellgate/state", ADMIN)[2]["worker_pid"]
+            for _ in range(40)
+        }
+        assert answering <= set(gateway.workers()) and gateway.process.pid not in answering
         made = set(Path("/dev/shm").glob("cellgate-*.zone")) - before
         assert [zone.name for zone in made] == [f"cellgate-{gateway.process.pid}.zone"]
     finally:
