@@ -10,6 +10,7 @@ Without a zone each worker loads the log into its own state.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import time
@@ -51,17 +52,29 @@ class RevocationLog:
         """Appends ``entry`` and syncs it to disk; False when it could not be written."""
         return self.extend([entry])
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Holds the log's lock file: appends and compactions of every process on this state
+        directory take turns, so no append goes to a file a compaction is replacing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def extend(self, entries: list[dict[str, Any]]) -> bool:
         """Appends ``entries`` with one write and one sync; False when they could not be
         written."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with self._locked():
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except OSError:
             return False
         return True
@@ -105,21 +118,23 @@ class RevocationLog:
         return kept
 
     def compact(self, now_s: float, max_token_lifetime_s: int | None) -> list[dict[str, Any]]:
-        """Rewrites the log as what it still revokes (atomically) and returns that; only while
-        nothing else appends (before the workers start)."""
-        kept = self.entries(now_s, max_token_lifetime_s)
+        """Rewrites the log as what it still revokes (atomically, holding the lock against
+        appends) and returns that."""
         if not self.path.exists():
-            return kept
-        temporary = self.path.with_suffix(".jsonl.tmp")
+            return []
         try:
-            with open(temporary, "wb") as out:
-                out.writelines(orjson.dumps(entry) + b"\n" for entry in kept)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
+            with self._locked():
+                kept = self.entries(now_s, max_token_lifetime_s)
+                temporary = self.path.with_suffix(".jsonl.tmp")
+                with open(temporary, "wb") as out:
+                    out.writelines(orjson.dumps(entry) + b"\n" for entry in kept)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, self.path)
+                return kept
         except OSError:
-            pass  # left as it is: still whole, only longer
-        return kept
+            # Left as it is: still whole, only longer.
+            return self.entries(now_s, max_token_lifetime_s)
 
 
 def apply(entries: list[dict[str, Any]], target: _core.Zone) -> None:
