@@ -179,10 +179,20 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// Takes a slot on `cell`.
+    /// Takes a slot on `cell`, whatever it holds (a retry on the slot's own cell, whose old
+    /// slot goes back once the new one is taken).
     pub fn acquire(cell: Arc<Cell>) -> Self {
         cell.load.store.acquire(cell.load.index);
         InFlight { cell }
+    }
+
+    /// Takes a slot on `cell` if it holds fewer than its `max_in_flight`.
+    pub fn try_acquire(cell: &Arc<Cell>) -> Option<Self> {
+        let taken = cell
+            .load
+            .store
+            .try_acquire(cell.load.index, cell.max_in_flight);
+        taken.then(|| InFlight { cell: cell.clone() })
     }
 
     /// The cell the slot is held on.

@@ -391,7 +391,7 @@ impl Router {
         let chosen = chosen?;
         Ok(Route {
             customer: verified.customer.clone(),
-            slot: InFlight::acquire(chosen.cell),
+            slot: chosen.slot,
             permit: Some(chosen.permit),
             started_us: now_us,
             risk,
@@ -422,7 +422,9 @@ impl Router {
                 format!("{}: its breaker admits no retry now", cell.id),
             )
         })?;
-        Ok(self.routed_again(route, Chosen { cell, permit }, now_us))
+        let slot = InFlight::acquire(cell.clone());
+        let chosen = Chosen { cell, slot, permit };
+        Ok(self.routed_again(route, chosen, now_us))
     }
 
     /// The same request routed again, to the next eligible cell none of `tried` (cell indexes)
@@ -449,7 +451,7 @@ impl Router {
     fn routed_again(&self, route: &Route, chosen: Chosen, now_us: u64) -> Route {
         Route {
             customer: route.customer.clone(),
-            slot: InFlight::acquire(chosen.cell),
+            slot: chosen.slot,
             permit: Some(chosen.permit),
             started_us: now_us,
             risk: route.risk,

@@ -5,7 +5,7 @@
 
 use crate::breaker::Permit;
 use crate::catalog::Catalog;
-use crate::cells::{Cell, CellTable, Encryption};
+use crate::cells::{Cell, CellTable, Encryption, InFlight};
 use crate::compliance::{Compliance, Requirement};
 use crate::placement;
 use crate::reason::{Reason, Refusal};
@@ -93,9 +93,10 @@ pub enum Stage {
     Fallback,
 }
 
-/// The chosen cell and the breaker permit taken on it.
+/// The chosen cell, and the in-flight slot and breaker permit taken on it.
 pub struct Chosen {
     pub cell: Arc<Cell>,
+    pub slot: InFlight,
     pub permit: Permit,
 }
 
@@ -240,9 +241,13 @@ impl Selector {
             {
                 return None;
             }
-            cell.breaker.try_acquire(request.now_us).ok()
+            // The slot first: a permit is only taken where a slot is held (a slot dropped
+            // gives itself back; a half-open trial permit would be spent).
+            let slot = InFlight::try_acquire(cell)?;
+            let permit = cell.breaker.try_acquire(request.now_us).ok()?;
+            Some((slot, permit))
         })
-        .map(|(permit, cell, _, _)| Chosen { cell, permit })
+        .map(|((slot, permit), cell, _, _)| Chosen { cell, slot, permit })
         .ok_or_else(|| no_eligible_cell(request, cells, compliance, catalog))
     }
 
@@ -278,8 +283,8 @@ impl Selector {
             cells.region(request.region),
             TierPlacement::LeastLoaded,
         ));
-        // Cells whose breaker refused a permit after looking admitting (a race, or half-open
-        // full): allocated only when that happens.
+        // Cells that refused a slot or a permit after looking admitting (a race for the last
+        // slot, or half-open full): allocated only when that happens.
         let mut refused: Vec<usize> = Vec::new();
         for (stage, candidates, stage_placement) in stages.into_iter().flatten() {
             let same_tier = stage != Stage::Fallback;
@@ -339,7 +344,7 @@ fn no_eligible_cell(
                 let why = Selector::exclusion(cell, request, compliance, false)
                     .map(|e| e.describe(catalog))
                     .unwrap_or_else(|| {
-                        "refused a permit (half-open, all trial calls taken)".into()
+                        "refused a slot or a permit (its last slot or trial call taken at the same moment)".into()
                     });
                 format!("{}: {why}", cell.id)
             })

@@ -16,6 +16,10 @@ pub trait LoadStore: Send + Sync + std::fmt::Debug {
     fn in_flight(&self, cell: usize) -> u32;
     /// Takes one slot on `cell` (use [`crate::cells::InFlight`], which gives it back).
     fn acquire(&self, cell: usize);
+    /// Takes one slot on `cell` only while fewer than `max` are held, over every worker
+    /// sharing this store; false, taking none, when `max` are. Two deciders that both saw
+    /// room for one never both get it.
+    fn try_acquire(&self, cell: usize, max: u32) -> bool;
     /// Gives back a slot taken by `acquire`.
     fn release(&self, cell: usize);
     /// Whether `cell` passes its health checks.
@@ -74,6 +78,15 @@ impl LoadStore for InProcessLoad {
 
     fn acquire(&self, cell: usize) {
         self.cells[cell].in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn try_acquire(&self, cell: usize, max: u32) -> bool {
+        self.cells[cell]
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     fn release(&self, cell: usize) {

@@ -288,6 +288,37 @@ fn load_behaviour(store: &dyn LoadStore, other: &dyn LoadStore) {
         }
     });
     assert_eq!(store.in_flight(2), 0);
+    // A bounded slot: threads on both handles racing for 2 slots never hold 3 at once.
+    assert!(store.try_acquire(2, 1) && !other.try_acquire(2, 1));
+    store.release(2);
+    let holding = AtomicU32::new(0);
+    let most = AtomicU32::new(0);
+    let taken = AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let handle = if i % 2 == 0 { store } else { other };
+            let (holding, most, taken) = (&holding, &most, &taken);
+            scope.spawn(move || {
+                for _ in 0..20_000 {
+                    if handle.try_acquire(2, 2) {
+                        let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        taken.fetch_add(1, Ordering::Relaxed);
+                        std::thread::yield_now();
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        handle.release(2);
+                    }
+                }
+            });
+        }
+    });
+    assert!(most.load(Ordering::SeqCst) <= 2, "{most:?} held at once");
+    assert!(taken.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        store.in_flight(2),
+        0,
+        "every refused try gave its slot back"
+    );
 }
 
 #[test]

@@ -137,6 +137,18 @@ impl LoadStore for ZoneLoad {
         self.zone.held_word(cell, self.record).fetch_add(1, SeqCst);
     }
 
+    fn try_acquire(&self, cell: usize, max: u32) -> bool {
+        // The count is spread over the workers' words, so no one compare-and-swap can bound
+        // it: take the slot, then count. Of two that take the last slot at once, each counts
+        // the other's and gives its own back, or the later one does; never both keep it.
+        self.acquire(cell);
+        if self.in_flight(cell) <= max {
+            return true;
+        }
+        self.release(cell);
+        false
+    }
+
     fn release(&self, cell: usize) {
         let held = self.zone.held_word(cell, self.record);
         // Never below 0, even if the record was wrongly swept under a live worker.

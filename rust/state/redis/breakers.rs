@@ -34,6 +34,9 @@ impl LoadStore for RedisLoad {
     fn acquire(&self, cell: usize) {
         self.local.acquire(cell);
     }
+    fn try_acquire(&self, cell: usize, max: u32) -> bool {
+        self.local.try_acquire(cell, max)
+    }
     fn release(&self, cell: usize) {
         self.local.release(cell);
     }
