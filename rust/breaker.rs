@@ -631,6 +631,25 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker until `until_us` because another worker's breaker for the cell opened
+    /// until then: after the wait this breaker goes HALF_OPEN too, so the cell is probed by a
+    /// few trial calls, not flooded by every worker that never saw it fail. An opening that
+    /// ends no later than this breaker's own changes nothing; returns whether this one did.
+    pub fn adopt_opening(&self, until_us: u64) -> bool {
+        let mut machine = self.shared.lock();
+        let later = match machine.phase {
+            Phase::Open { half_open_at_us } => until_us > half_open_at_us,
+            Phase::Closed | Phase::HalfOpen => true,
+        };
+        if later {
+            machine.transition(Phase::Open {
+                half_open_at_us: until_us,
+            });
+            self.shared.publish(&machine);
+        }
+        later
+    }
+
     /// Whether the breaker is OPEN and still waiting at `now_us`, without taking its lock: the
     /// check made for every candidate cell of every request.
     #[inline]
@@ -887,6 +906,38 @@ mod tests {
             .map(|p| b.report(p, Outcome::Success, MS, t))
             .collect();
         assert_eq!(moved, [None, None, Some(BreakerState::Closed)]);
+    }
+
+    #[test]
+    fn an_opening_adopted_from_another_worker_ends_in_half_open_with_its_trial_calls() {
+        let b = breaker(&settings(10, 10, 50));
+        let in_flight = b.try_acquire(0).unwrap();
+        assert!(b.adopt_opening(5 * S));
+        assert!(b.is_open(S) && b.open_until_us() == 5 * S);
+        assert_eq!(
+            b.try_acquire(S).unwrap_err(),
+            Refused::Open {
+                half_open_in_us: 4 * S
+            }
+        );
+        // An opening that ends earlier than the one held changes nothing.
+        assert!(!b.adopt_opening(3 * S));
+        assert_eq!(b.open_until_us(), 5 * S);
+        // A call admitted before the opening reports into nothing.
+        assert_eq!(b.report(in_flight, Outcome::Failure, MS, S), None);
+        let trials: Vec<Permit> = (0..3).map(|_| b.try_acquire(5 * S).unwrap()).collect();
+        assert!(trials.iter().all(Permit::is_trial));
+        assert_eq!(b.try_acquire(5 * S).unwrap_err(), Refused::HalfOpenFull);
+        // A later opening said while half-open discards the trial calls and waits again.
+        assert!(b.adopt_opening(9 * S));
+        for trial in trials {
+            assert_eq!(b.report(trial, Outcome::Success, MS, 6 * S), None);
+        }
+        assert_eq!(b.state(8 * S), BreakerState::Open);
+        for _ in 0..3 {
+            call(&b, Outcome::Success, 9 * S);
+        }
+        assert_eq!(b.state(9 * S), BreakerState::Closed);
     }
 
     #[test]

@@ -89,17 +89,26 @@ impl CellLoad {
         self.store.may_probe(now_s, lease_s)
     }
 
-    /// Whether some worker's breaker for this cell opened and still waits at `now_us` (this
-    /// worker's own breaker is asked separately); how long until it ends.
-    #[inline]
-    pub fn opened_elsewhere(&self, now_us: u64) -> Option<u64> {
-        let until = self.store.open_until_us(self.index);
-        (until > now_us).then(|| until - now_us)
-    }
-
     /// Says that this worker's breaker for the cell opened until `until_us`.
     pub fn opened_until(&self, until_us: u64) {
         self.store.opened_until(self.index, until_us);
+    }
+}
+
+impl Cell {
+    /// How long until the opening some other worker said ends, if one holds at `now_us`; this
+    /// worker's breaker takes it as its own the first time it is seen (so that it, too, goes
+    /// half-open when the opening ends).
+    #[inline]
+    pub fn opened_elsewhere(&self, now_us: u64) -> Option<u64> {
+        let until_us = self.load.store.open_until_us(self.load.index);
+        if until_us <= now_us {
+            return None;
+        }
+        if until_us > self.breaker.open_until_us() {
+            self.breaker.adopt_opening(until_us);
+        }
+        Some(until_us - now_us)
     }
 }
 

@@ -411,10 +411,7 @@ impl Router {
     pub fn reroute_to(&self, route: &Route) -> Result<Route, Refusal> {
         let now_us = self.clock.now_us();
         let cell = route.cell().clone();
-        let shared_open = cell
-            .load
-            .opened_elsewhere(now_us)
-            .map_or(Ok(()), |_| Err(()));
+        let shared_open = cell.opened_elsewhere(now_us).map_or(Ok(()), |_| Err(()));
         let permit = shared_open.and_then(|()| cell.breaker.try_acquire(now_us).map_err(|_| ()));
         let permit = permit.map_err(|()| {
             Refusal::new(

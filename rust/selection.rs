@@ -193,7 +193,7 @@ impl Selector {
         if !cell.load.healthy() {
             return Some(Exclusion::Unhealthy);
         }
-        let elsewhere_us = cell.load.opened_elsewhere(request.now_us);
+        let elsewhere_us = cell.opened_elsewhere(request.now_us);
         if elsewhere_us.is_some() || cell.breaker.is_open(request.now_us) {
             let own_us = match cell.breaker.is_open(request.now_us) {
                 true => cell.breaker.snapshot(request.now_us).half_open_in_us,
@@ -236,9 +236,7 @@ impl Selector {
         excluded: &[usize],
     ) -> Result<Chosen, Refusal> {
         self.pick(request, cells, compliance, |cell| {
-            if excluded.contains(&cell.index)
-                || cell.load.opened_elsewhere(request.now_us).is_some()
-            {
+            if excluded.contains(&cell.index) || cell.opened_elsewhere(request.now_us).is_some() {
                 return None;
             }
             // The slot first: a permit is only taken where a slot is held (a slot dropped

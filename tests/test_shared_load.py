@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cellgate.demo.launch import demo_token
 from harness import (
+    ADMIN,
     US_EAST,
     Gateway,
     burst_through_slow_cells,
@@ -119,6 +120,7 @@ def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
     demo_config: Path, tmp_path: Path, own_retail_cell: tuple[int, str]
 ):
     port, text = own_retail_cell
+    text = text.replace("wait_in_open_ms = 30000", f"wait_in_open_ms = {WAIT_IN_OPEN_S * 1000:.0f}")
     gateway = start_gateway(demo_variant(demo_config, tmp_path / "breaker", text), "--workers", "2")
     headers = {"Authorization": f"Bearer {demo_token('c-retail-us')}"}
     try:
@@ -137,7 +139,26 @@ def test_a_breaker_opened_through_one_worker_refuses_on_the_other(
             http_json(gateway.port, "GET", "/api/accounts", headers)[2]["cell"] for _ in range(30)
         )
         assert cells == Counter({"retail-us-east-2": 30}), cells
-        states = {cell["id"]: cell["breaker"] for cell in gateway.cells()}
-        assert states["retail-us-east-1"] == "open"
+        # Every worker says so, and takes the opening as its own breaker's: when it ends, each
+        # lets a few trial calls through (half-open), none the whole flood (closed).
+        assert _breaker_by_worker(gateway, "retail-us-east-1") == {"open"}
+        time.sleep(WAIT_IN_OPEN_S)
+        assert _breaker_by_worker(gateway, "retail-us-east-1") == {"half_open"}
     finally:
         gateway.stop()
+
+
+WAIT_IN_OPEN_S = 3.0
+
+
+def _breaker_by_worker(gateway: Gateway, cell_id: str) -> set[str]:
+    """The cell's breaker state as each worker reports it, asking until every worker has."""
+    states: dict[int, str] = {}
+    deadline = time.monotonic() + 10
+    while len(states) < len(gateway.workers()) and time.monotonic() < deadline:
+        status, _, answer = http_json(gateway.port, "GET", "/_cellgate/cells", ADMIN)
+        assert status == 200, answer
+        cell = next(cell for cell in answer["cells"] if cell["id"] == cell_id)
+        states[answer["worker_pid"]] = cell["breaker"]
+    assert len(states) == 2, states
+    return set(states.values())

@@ -129,7 +129,9 @@ class AdminApi:
             }
             return 200, _JSON, orjson.dumps(state)
         if path == ADMIN_PREFIX + "cells" and method == "GET":
-            return 200, _JSON, orjson.dumps({"cells": self._router.cells()})
+            # Breakers are each worker's own: the answer names the worker.
+            cells = {"worker_pid": os.getpid(), "cells": self._router.cells()}
+            return 200, _JSON, orjson.dumps(cells)
         if path == ADMIN_PREFIX + "revocations":
             if method == "GET":
                 return 200, _JSON, self._revocations()

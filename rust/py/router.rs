@@ -696,7 +696,7 @@ impl PyRouter {
                 d.set_item("healthy", cell.load.healthy())?;
                 d.set_item("max_in_flight", cell.max_in_flight)?;
                 let now_us = self.core.clock().now_us();
-                let state = match cell.load.opened_elsewhere(now_us) {
+                let state = match cell.opened_elsewhere(now_us) {
                     Some(_) => "open",
                     None => cell.breaker.snapshot(now_us).state.as_str(),
                 };

@@ -418,7 +418,9 @@ class ReferenceRouter:
             f"{cell.id}: "
             + (
                 self.exclusion(cell, profile, now_us, same_tier=False)
-                or "refused a permit (half-open, all trial calls taken)"
+                # The core's words, which also cover a slot taken by another worker at once.
+                or "refused a slot or a permit (its last slot or trial call taken at the same"
+                " moment)"
             )
             for cell in self.group(None, region)
         ]
