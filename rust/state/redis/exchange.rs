@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
 const MERGE_CUTOFF: &str = include_str!("merge_cutoff.lua");
+const LIFT_CUTOFF: &str = include_str!("lift_cutoff.lua");
 
 /// A change of shared state, as published (and as the revocation log writes revocations).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,7 +112,17 @@ struct Ledger {
 struct Names {
     tokens: String,
     cutoffs: String,
+    /// Each lifted cut-off, until it refuses nothing any more: a node that was cut off while
+    /// the lift happened neither writes it back nor keeps refusing by it.
+    lifted: String,
     channel: String,
+}
+
+/// Whether a cut-off written to Redis was just made here, or is written back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Fresh,
+    Known,
 }
 
 /// The worker's side of the exchange.
@@ -147,6 +158,7 @@ impl Exchange {
             names: Names {
                 tokens: format!("{prefix}:revoked:tokens"),
                 cutoffs: format!("{prefix}:revoked:customers"),
+                lifted: format!("{prefix}:revoked:lifted"),
                 channel: format!("{prefix}:events"),
             },
             revocations: local.revocations.clone(),
@@ -363,7 +375,7 @@ impl Exchange {
     async fn send(&self, connection: &mut ConnectionManager, change: Change) -> Result<(), String> {
         let mut pipe = redis::pipe();
         if let Change::Revocation(revocation) = &change {
-            self.write(&mut pipe, revocation);
+            self.write(&mut pipe, revocation, Written::Fresh);
         }
         pipe.cmd("PUBLISH")
             .arg(&self.names.channel)
@@ -397,8 +409,8 @@ impl Exchange {
     }
 
     /// Adds the commands that store `revocation` in Redis to `pipe`: a token's forget time and a
-    /// cut-off only ever move later.
-    fn write(&self, pipe: &mut redis::Pipeline, revocation: &SharedRevocation) {
+    /// cut-off only ever move later, and a cut-off written back does not undo a lift.
+    fn write(&self, pipe: &mut redis::Pipeline, revocation: &SharedRevocation, written: Written) {
         match revocation {
             SharedRevocation::RevokeToken {
                 jti,
@@ -415,17 +427,26 @@ impl Exchange {
                 customer_id,
                 issued_before_s,
             } => {
+                let written = match written {
+                    Written::Fresh => "fresh",
+                    Written::Known => "known",
+                };
                 pipe.cmd("EVAL")
                     .arg(MERGE_CUTOFF)
-                    .arg(1)
+                    .arg(2)
                     .arg(&self.names.cutoffs)
+                    .arg(&self.names.lifted)
                     .arg(customer_id)
                     .arg(issued_before_s.to_string())
+                    .arg(written)
                     .ignore();
             }
             SharedRevocation::LiftCustomer { customer_id } => {
-                pipe.cmd("HDEL")
+                pipe.cmd("EVAL")
+                    .arg(LIFT_CUTOFF)
+                    .arg(2)
                     .arg(&self.names.cutoffs)
+                    .arg(&self.names.lifted)
                     .arg(customer_id)
                     .ignore();
             }
@@ -461,17 +482,41 @@ impl Exchange {
         connection: &mut ConnectionManager,
     ) -> Result<(), String> {
         let now_s = self.clock.now_us() / 1_000_000;
-        let outlived = self.prune_ledger(now_s);
+        let cutoffs_outlived = self.prune_ledger(now_s);
+        let mut lifts_outlived = Vec::new();
+        if let Some(lifetime_s) = self.max_token_lifetime_s {
+            let lifted: HashMap<String, f64> = self
+                .link
+                .run_within(
+                    BULK_TIMEOUT,
+                    redis::cmd("HGETALL")
+                        .arg(&self.names.lifted)
+                        .query_async(connection),
+                )
+                .await?;
+            lifts_outlived.extend(
+                lifted
+                    .into_iter()
+                    .filter(|(_, before_s)| outlived(*before_s, lifetime_s, now_s))
+                    .map(|(customer, _)| customer),
+            );
+        }
         let mut pipe = redis::pipe();
+        if !lifts_outlived.is_empty() {
+            pipe.cmd("HDEL")
+                .arg(&self.names.lifted)
+                .arg(&lifts_outlived)
+                .ignore();
+        }
         pipe.cmd("ZREMRANGEBYSCORE")
             .arg(&self.names.tokens)
             .arg("-inf")
             .arg(now_s)
             .ignore();
-        if !outlived.is_empty() {
+        if !cutoffs_outlived.is_empty() {
             pipe.cmd("HDEL")
                 .arg(&self.names.cutoffs)
-                .arg(&outlived)
+                .arg(&cutoffs_outlived)
                 .ignore();
         }
         self.link
@@ -494,6 +539,7 @@ impl Exchange {
                         jti: jti.clone(),
                         forget_after_s: *forget_after_s,
                     },
+                    Written::Known,
                 );
             }
             for (customer_id, issued_before_s) in &ledger.cutoffs {
@@ -503,6 +549,7 @@ impl Exchange {
                         customer_id: customer_id.clone(),
                         issued_before_s: *issued_before_s,
                     },
+                    Written::Known,
                 );
             }
         }
@@ -527,9 +574,15 @@ impl Exchange {
             .arg("BYSCORE")
             .arg("WITHSCORES")
             .cmd("HGETALL")
-            .arg(&self.names.cutoffs);
-        type Held = (Vec<(String, f64)>, HashMap<String, f64>);
-        let (tokens, cutoffs) = self
+            .arg(&self.names.cutoffs)
+            .cmd("HGETALL")
+            .arg(&self.names.lifted);
+        type Held = (
+            Vec<(String, f64)>,
+            HashMap<String, f64>,
+            HashMap<String, f64>,
+        );
+        let (tokens, cutoffs, lifted) = self
             .link
             .run_within(BULK_TIMEOUT, pipe.query_async::<Held>(connection))
             .await?;
@@ -548,6 +601,14 @@ impl Exchange {
                     customer_id,
                     issued_before_s,
                 });
+            }
+        }
+        // A lift made while this worker did not hear: the cut-off it lifted (or an older one)
+        // is lifted here too; a later one, made since, stands.
+        for (customer_id, lifted_before_s) in lifted {
+            let known = lock(&self.ledger).cutoffs.get(&customer_id).copied();
+            if known.is_some_and(|before_s| before_s <= lifted_before_s) {
+                self.apply_heard(SharedRevocation::LiftCustomer { customer_id });
             }
         }
         Ok(())

@@ -186,6 +186,84 @@ fn a_redis_restarted_empty_gets_back_every_revocation_and_one_made_meanwhile_rea
     });
 }
 
+/// Runs one command on `server` as its default user.
+fn command(server: &Server, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut con).unwrap()
+}
+
+fn cutoff_in_redis(server: &Server, customer: &str) -> bool {
+    let held = command(server, &["HEXISTS", "cellgate:revoked:customers", customer]);
+    held == redis::Value::Int(1)
+}
+
+#[test]
+fn a_lift_made_while_a_node_was_cut_off_is_neither_undone_by_it_nor_missed() {
+    let server = Server::start("lift-cut-off");
+    // Node a connects as a user of its own, so that it alone can be cut off.
+    command(
+        &server,
+        &[
+            "ACL",
+            "SETUSER",
+            "a",
+            "on",
+            ">a-secret",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    let clock = Clock::manual(1_000 * S);
+    let mut fast = settings(&server.url());
+    fast.retry_ms = 100;
+    let mut as_a = fast.clone();
+    as_a.url = format!("{}?user=a&pass=a-secret", server.url());
+    let (a, b) = (node(&as_a, &clock), node(&fast, &clock));
+    subscribed(&[&a, &b]);
+    let old = token("carol", None, Some(800.0));
+    a.revocations.revoke_customer("carol", 900.0, 1_000);
+    wait_until("the cut-off reaches b", || {
+        b.revocations.check(&old).is_err()
+    });
+
+    command(&server, &["ACL", "SETUSER", "a", "off"]);
+    command(&server, &["CLIENT", "KILL", "USER", "a"]);
+    wait_until("a is cut off", || !a.exchange.subscribed());
+    assert!(b.revocations.lift_customer("carol", 1_000));
+    wait_until("the lift reaches Redis", || {
+        !cutoff_in_redis(&server, "carol")
+    });
+    assert!(a.revocations.check(&old).is_err(), "a did not hear it");
+
+    command(&server, &["ACL", "SETUSER", "a", "on"]);
+    wait_until("a is back", || a.exchange.subscribed());
+    // a wrote back what it knew and reloaded: the lifted cut-off stays lifted everywhere.
+    assert!(
+        !cutoff_in_redis(&server, "carol"),
+        "a wrote the lifted cut-off back"
+    );
+    wait_until("a learns the lift", || a.revocations.check(&old).is_ok());
+    assert!(b.revocations.check(&old).is_ok());
+    assert!(a
+        .exchange
+        .take_heard()
+        .contains(&SharedRevocation::LiftCustomer {
+            customer_id: "carol".into()
+        }));
+    // A cut-off made after the lift, even an earlier one, stands on every node.
+    b.revocations.revoke_customer("carol", 850.0, 1_000);
+    wait_until("the new cut-off reaches a", || {
+        a.revocations.check(&old).is_err()
+    });
+    assert!(cutoff_in_redis(&server, "carol"));
+}
+
 #[test]
 fn what_refuses_nothing_any_more_leaves_redis_while_a_session_lasts() {
     let server = Server::start("housekeeping");
@@ -209,14 +287,28 @@ fn what_refuses_nothing_any_more_leaves_redis_while_a_session_lasts() {
             .unwrap();
         (tokens, cutoffs)
     };
-    wait_until("all four in Redis", || counts(&mut con) == (2, 2));
-    // At 3000 s the short token is past its forget time and the old cut-off past 1000 + 600.
+    a.revocations.revoke_customer("lifted-old", 1_000.0, 1_000);
+    a.revocations.revoke_customer("lifted-new", 2_500.0, 1_000);
+    assert!(a.revocations.lift_customer("lifted-old", 1_000));
+    assert!(a.revocations.lift_customer("lifted-new", 1_000));
+    let lifted = |con: &mut redis::Connection| -> u64 {
+        redis::cmd("HLEN")
+            .arg("cellgate:revoked:lifted")
+            .query(con)
+            .unwrap()
+    };
+    wait_until("all four in Redis, and both lifts", || {
+        counts(&mut con) == (2, 2) && lifted(&mut con) == 2
+    });
+    // At 3000 s the short token is past its forget time and the old cut-off (and the old
+    // lifted one) past 1000 + 600.
     clock.set_us(3_000 * S);
     let exchange = &a.exchange;
     runtime()
         .block_on(exchange.forget_expired(&mut exchange.link.bulk_connection()))
         .unwrap();
     assert_eq!(counts(&mut con), (1, 1));
+    assert_eq!(lifted(&mut con), 1);
 }
 
 #[test]
