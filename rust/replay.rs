@@ -6,7 +6,8 @@
 //! decided again at the record's time: the profile (tier, region, flags), the risk score, level
 //! and factors, step-up at HIGH, and each cell's tier, region and compliance. What was live state
 //! then (health, breakers, in-flight counts, the customer's quota) is taken from the record, and
-//! least-loaded placement is not repeated: the recorded cell must still be eligible.
+//! least-loaded placement is not repeated: the recorded cell must still be eligible. With no
+//! cell of the customer's tier eligible, the region's other cells are, as the fallback stage.
 
 use crate::reason::Reason;
 use crate::risk::Level;
@@ -257,10 +258,9 @@ fn decide_today(
                 .map(|r| (id.as_str(), r))
         })
         .collect();
-    let mut cells = Vec::new();
-    let mut eligible = Vec::new();
-    for cell in router.cells().group(profile.tier, profile.region) {
-        let rule = if router
+    // A cell's rule today: compliance as configured now, live state as recorded then.
+    let rule_of = |cell: &crate::cells::Cell| {
+        if router
             .compliance()
             .first_unmet(cell, request.required)
             .is_some()
@@ -270,18 +270,41 @@ fn decide_today(
             live.iter()
                 .find(|(id, _)| *id == &*cell.id)
                 .map(|(_, rule)| *rule)
-        };
+        }
+    };
+    let mut cells = Vec::new();
+    let mut eligible = Vec::new();
+    for cell in router.cells().group(profile.tier, profile.region) {
+        let rule = rule_of(cell);
         if rule.is_none() {
             eligible.push(cell.clone());
         }
         cells.push(json!([&*cell.id, rule]));
     }
-    // At HIGH risk a maximum-encryption cell is preferred when one is eligible.
+    // At HIGH risk a maximum-encryption cell of the group is preferred when one is eligible.
     let preferred: Vec<_> = eligible
         .iter()
         .filter(|c| high && c.encryption == crate::cells::Encryption::Maximum)
         .cloned()
         .collect();
+    // With none of the group eligible, any eligible cell of the region (the fallback stage).
+    let fallback = eligible.is_empty();
+    if fallback {
+        let in_group = |id: &str| cells.iter().any(|c| c[0] == id);
+        let others: Vec<_> = router
+            .cells()
+            .region(profile.region)
+            .iter()
+            .filter(|cell| !in_group(&cell.id))
+            .collect();
+        for cell in others {
+            let rule = rule_of(cell);
+            if rule.is_none() {
+                eligible.push(cell.clone());
+            }
+            cells.push(json!([&*cell.id, rule]));
+        }
+    }
     let candidates = if preferred.is_empty() {
         &eligible
     } else {
@@ -290,6 +313,7 @@ fn decide_today(
     let recorded_cell = recorded.cell.as_deref();
     let cell_eligible = recorded_cell.is_some_and(|id| candidates.iter().any(|c| &*c.id == id));
     set(&mut today, "cells", cells.into());
+    set(&mut today, "fallback", fallback.into());
     set(&mut today, "cell_eligible", cell_eligible.into());
     match candidates.first() {
         None => {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from audit_trails import audited_config, records
 from cellgate.demo.launch import demo_token
-from harness import http_json, start_gateway
+from harness import demo_variant, http_json, own_demo_cell, start_gateway, stop_cell
 
 
 def replay(config: Path, record: dict, *extra: str) -> subprocess.CompletedProcess:
@@ -71,3 +71,35 @@ def test_replay_agrees_on_an_unchanged_configuration_and_names_a_change(
 
     bad = replay(config, {"nothing": "here"})
     assert bad.returncode == 2 and "not an audit record" in bad.stderr
+
+
+def test_a_request_sent_to_a_fallback_cell_replays_the_same(demo_config: Path, tmp_path: Path):
+    port, cell, text = own_demo_cell(demo_config, "corp-us-east-1")
+    try:
+        pointed = demo_variant(demo_config, tmp_path / "own", text)
+        config = audited_config(pointed, tmp_path / "gw", 'durability = "strict"')
+        gateway = start_gateway(config)
+        corp = {"Authorization": f"Bearer {demo_token('c-corp-us')}"}
+        try:
+            # The corporate tier's one us-east cell fails until its breaker opens; then the
+            # customer's requests go to an eligible cell of the region (the fallback stage).
+            assert http_json(port, "POST", "/_cell/fail?status=500")[0] == 200
+            for _ in range(6):
+                http_json(gateway.port, "GET", "/api/accounts", corp)
+            status, answered, body = http_json(gateway.port, "GET", "/api/accounts", corp)
+        finally:
+            assert gateway.stop() == 0
+    finally:
+        stop_cell(cell)
+    assert status == 200 and body["cell"].startswith("retail-us-east-"), (status, body)
+    found = {r.get("request_id"): r for r in records(tmp_path / "gw" / "trail")}
+    record = found[answered["x-request-id"]]
+    assert ["corp-us-east-1", "breaker"] in record["cells"], record["cells"]
+
+    replayed = replay(config, record, "--json")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    explained = json.loads(replayed.stdout)
+    assert explained["same"] and explained["today"]["cell"] == body["cell"], explained
+    assert explained["today"]["fallback"] is True
+    told = replay(config, record)
+    assert "a cell of the region" in told.stdout, told.stdout

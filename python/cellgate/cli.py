@@ -229,7 +229,11 @@ def _replay(router: object, given: str, as_json: bool) -> int:
         verdict = "the same" if replayed["same"] else "differently"
         print(f"request {replayed['request_id']}: today's configuration decides {verdict}")
         print(f"  then:  {replayed['original']['outcome']} {replayed['original']['reason'] or ''}")
-        print(f"  today: {today['outcome']} {today.get('reason') or ''} (cell {today.get('cell')})")
+        stage = (
+            ", none of the tier's eligible: a cell of the region" if today.get("fallback") else ""
+        )
+        outcome = f"{today['outcome']} {today.get('reason') or ''}"
+        print(f"  today: {outcome} (cell {today.get('cell')}{stage})")
         for difference in replayed["differences"]:
             print(f"  differs: {difference}")
         for missing in replayed["incomplete"]:
