@@ -51,6 +51,17 @@ pub struct Shared {
     pub chain: AtomicU64,
 }
 
+impl Shared {
+    /// Counts a fail-open record that found no room (in the queue, or behind a stalled disk)
+    /// as lost, and releases a strict answer waiting on it.
+    pub fn lose(&self, durable: Option<Durable>) {
+        self.lost.fetch_add(1, Ordering::Relaxed);
+        if let Some(durable) = durable {
+            durable(true);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Queue {
     pub records: Vec<Submitted>,
@@ -81,11 +92,8 @@ impl Ticket {
         };
         // Fail-open past the queue's bound: the record is lost, and counted.
         if !reserved && queue.records.len() >= shared.settings.queue_records {
-            shared.lost.fetch_add(1, Ordering::Relaxed);
             drop(queue);
-            if let Some(durable) = durable {
-                durable(true);
-            }
+            shared.lose(durable);
             return;
         }
         queue.records.push(Submitted {

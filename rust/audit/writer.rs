@@ -204,10 +204,7 @@ impl Writer {
         let bound = self.shared.settings.queue_records;
         for submitted in batch {
             if !submitted.reserved && self.pending.len() >= bound {
-                self.shared.lost.fetch_add(1, Ordering::Relaxed);
-                if let Some(durable) = submitted.durable {
-                    durable(true);
-                }
+                self.shared.lose(submitted.durable);
                 continue;
             }
             self.pending.push(submitted);
