@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +55,29 @@ def http_json(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
     finally:
         conn.close()
+
+
+def keep_requesting(
+    port: int,
+    headers: dict,
+    stop: threading.Event,
+    ok: list[str],
+    failed: list[int] | None = None,
+) -> None:
+    """GET /api/accounts on fresh connections until ``stop`` is set: the request id of each
+    2xx answer goes into ``ok``, any other status (0: the connection failed) into ``failed``."""
+    while not stop.is_set():
+        try:
+            status, answered, _ = http_json(port, "GET", "/api/accounts", headers)
+        except OSError:
+            if failed is not None:
+                failed.append(0)
+            time.sleep(0.01)
+            continue
+        if 200 <= status < 300:
+            ok.append(answered["x-request-id"])
+        elif failed is not None:
+            failed.append(status)
 
 
 def tls_client(ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from audit_trails import audited_config, check_trail, records
 from cellgate.demo.launch import demo_admin_token, demo_token
-from harness import http_json, start_gateway, to_demo_cell
+from harness import http_json, keep_requesting, start_gateway, to_demo_cell
 
 TOKEN = demo_token("c-corp-us")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -176,36 +176,18 @@ def test_buffered_records_reach_disk_in_time_with_hashed_client(demo_config: Pat
     check_trail(tmp_path / "gw" / "trail")
 
 
-def _children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
-
-
-def _load(port: int, stop: threading.Event, ok: list[str], failed: list[int]) -> None:
-    while not stop.is_set():
-        try:
-            status, headers, _ = http_json(port, "GET", "/api/accounts", AUTH)
-        except OSError:
-            failed.append(0)
-            time.sleep(0.01)
-            continue
-        if 200 <= status < 300:
-            ok.append(headers["x-request-id"])
-        else:
-            failed.append(status)
-
-
 def test_a_worker_killed_under_load_loses_no_acknowledged_record(demo_config: Path, tmp_path: Path):
     gateway = start_gateway(audited_config(demo_config, tmp_path / "gw", 'durability = "strict"'))
     stop, ok, failed = threading.Event(), [], []
     clients = [
-        threading.Thread(target=_load, args=(gateway.port, stop, ok, failed)) for _ in range(4)
+        threading.Thread(target=keep_requesting, args=(gateway.port, AUTH, stop, ok, failed))
+        for _ in range(4)
     ]
     try:
         for client in clients:
             client.start()
         time.sleep(1.5)
-        (worker,) = _children(gateway.process.pid)
+        (worker,) = gateway.workers()
         os.kill(worker, signal.SIGKILL)
         # granian replaces the worker; it takes the chain over and resumes it.
         deadline = time.monotonic() + 20

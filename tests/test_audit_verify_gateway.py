@@ -17,7 +17,7 @@ import pytest
 from audit_trails import audited_config
 from cellgate.demo.launch import demo_token
 from cryptography.hazmat.primitives import serialization
-from harness import http_json, start_gateway
+from harness import http_json, keep_requesting, start_gateway
 
 AUTH = {"Authorization": f"Bearer {demo_token('c-corp-us')}"}
 
@@ -42,34 +42,22 @@ def public_key_of(private_pem: Path, out: Path) -> Path:
     return out
 
 
-def _load(port: int, stop: threading.Event, ok: list[str]) -> None:
-    while not stop.is_set():
-        try:
-            status, headers, _ = http_json(port, "GET", "/api/accounts", AUTH)
-        except OSError:
-            time.sleep(0.01)
-            continue
-        if status == 200:
-            ok.append(headers["x-request-id"])
-
-
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 @pytest.mark.timeout(180)
 def test_the_tools_read_what_the_gateway_wrote(demo_config: Path, tmp_path: Path) -> None:
     settings = 'durability = "strict"\nrotate_bytes = 4096\ndigest_every_records = 25'
     config = audited_config(demo_config, tmp_path / "gw", settings)
     gateway = start_gateway(config)
     stop, ok = threading.Event(), []
-    clients = [threading.Thread(target=_load, args=(gateway.port, stop, ok)) for _ in range(3)]
+    clients = [
+        threading.Thread(target=keep_requesting, args=(gateway.port, AUTH, stop, ok))
+        for _ in range(3)
+    ]
     try:
         assert http_json(gateway.port, "GET", "/api/accounts")[0] == 401
         for client in clients:
             client.start()
         time.sleep(1.0)
-        (worker,) = _children(gateway.process.pid)
+        (worker,) = gateway.workers()
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 20
         before = len(ok)
