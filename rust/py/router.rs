@@ -842,6 +842,7 @@ impl PyRouter {
         d.set_item("outages", read(&counters.outages))?;
         d.set_item("local_quota_checks", read(&counters.local_quota_checks))?;
         d.set_item("refused_quota_checks", read(&counters.refused_quota_checks))?;
+        d.set_item("limited_locally", read(&counters.limited_locally))?;
         d.set_item("published", read(&counters.published))?;
         d.set_item("received", read(&counters.received))?;
         d.set_item("resyncs", read(&counters.resyncs))?;

@@ -29,6 +29,8 @@ pub struct LinkCounters {
     pub local_quota_checks: AtomicU64,
     /// Requests refused because their quota could not be checked in Redis.
     pub refused_quota_checks: AtomicU64,
+    /// Requests refused without asking Redis: it had found the customer limited until later.
+    pub limited_locally: AtomicU64,
     /// Events published to the other nodes, and received from them.
     pub published: AtomicU64,
     pub received: AtomicU64,

@@ -6,6 +6,10 @@
 //! `lease_ms`. Redis counted them when the lease was taken, so no more requests are admitted
 //! than the exact rule allows, only some earlier: at any moment a customer can be admitted at
 //! most `(lease - 1)` requests per worker (over every node) beyond what the exact rule would.
+//!
+//! A customer Redis found limited is refused here until the moment Redis said its next
+//! request conforms: the TAT in Redis only moves later until then, so Redis would refuse each
+//! of them too. A client hammering past its limit costs Redis one check a retry-after.
 
 use super::link::Link;
 use super::{QuotaMode, RedisSettings, Unavailable};
@@ -21,8 +25,19 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 const GCRA: &str = include_str!("gcra.lua");
-/// Leases held before expired ones are swept.
+/// Leases (and limited customers) held before expired ones are swept.
 const SWEEP_LEASES_AT: usize = 16_384;
+
+/// A customer Redis found limited, in the router's clock.
+#[derive(Debug, Clone, Copy)]
+struct LimitedUntil {
+    /// When the next request conforms.
+    conforms_at_us: u64,
+    /// When the bucket is full again.
+    tat_us: u64,
+    /// The rule it was limited by (emission and tolerance, µs): another rule asks again.
+    rule: (u64, u64),
+}
 
 /// Requests of a customer's budget this worker took from Redis and has not spent.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +85,7 @@ struct Shared {
     server_clock: bool,
     script: redis::Script,
     leases: Mutex<Leases>,
+    limited: Mutex<HashMap<StateKey, LimitedUntil>>,
 }
 
 /// Each customer's GCRA state, in Redis.
@@ -97,6 +113,7 @@ impl RedisQuotas {
                 server_clock: matches!(clock, Clock::System),
                 script: redis::Script::new(GCRA),
                 leases: Mutex::default(),
+                limited: Mutex::default(),
             }),
         }
     }
@@ -109,6 +126,51 @@ impl Shared {
 
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn limited(&self) -> std::sync::MutexGuard<'_, HashMap<StateKey, LimitedUntil>> {
+        self.limited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The refusal Redis would give `key` now, known from its last answer.
+    fn still_limited(&self, key: StateKey, quota: &Quota, now_us: u64) -> Option<Verdict> {
+        let mut limited = self.limited();
+        let known = *limited.get(&key)?;
+        if now_us >= known.conforms_at_us || known.rule != in_micros(quota) {
+            limited.remove(&key);
+            return None;
+        }
+        drop(limited);
+        self.link.counters.limited_locally.fetch_add(1, Relaxed);
+        Some(Verdict::Limited {
+            limit: quota.burst(),
+            retry_after_s: (known.conforms_at_us - now_us).div_ceil(1_000_000),
+            reset_s: (known.tat_us - now_us).div_ceil(1_000_000),
+        })
+    }
+
+    /// Keeps that Redis found `key` limited at `now_us` with its TAT at `tat_us` at its own
+    /// `redis_now_us`.
+    fn keep_limited(
+        &self,
+        key: StateKey,
+        quota: &Quota,
+        now_us: u64,
+        tat_us: u64,
+        redis_now_us: u64,
+    ) {
+        let rule = in_micros(quota);
+        let ahead = |at_us: u64| now_us.saturating_add(at_us.saturating_sub(redis_now_us));
+        let known = LimitedUntil {
+            conforms_at_us: ahead(tat_us.saturating_sub(rule.1)),
+            tat_us: ahead(tat_us),
+            rule,
+        };
+        let mut limited = self.limited();
+        if limited.len() >= SWEEP_LEASES_AT {
+            limited.retain(|_, known| known.conforms_at_us > now_us);
+        }
+        limited.insert(key, known);
     }
 
     /// Spends one request of a lease held for `key`, if there is one still valid.
@@ -159,6 +221,11 @@ impl Shared {
         if let Some(verdict) = spend(&mut leases.held, customer.key, quota, now_us) {
             return Admission::Now(verdict);
         }
+        drop(leases);
+        if let Some(verdict) = self.still_limited(customer.key, quota, now_us) {
+            return Admission::Now(verdict);
+        }
+        let mut leases = self.leases();
         let (id, key, quota) = (customer.id.to_owned(), customer.key, quota.clone());
         if let Some(answer) = leases.asking.get(&key) {
             let mut answer = answer.clone();
@@ -252,6 +319,9 @@ impl Shared {
             .await;
         match answer {
             Ok((taken, tat_us, redis_now_us)) => {
+                if taken == 0 {
+                    self.keep_limited(key, &quota, now_us, tat_us, redis_now_us);
+                }
                 let mut verdict = verdict_in_micros(&quota, taken, tat_us, redis_now_us);
                 if let (
                     true,
@@ -333,6 +403,9 @@ impl QuotaStore for RedisQuotas {
         }
         if shared.mode == QuotaMode::Leased {
             return shared.admit_leased(customer, quota, now_us, moves_money);
+        }
+        if let Some(verdict) = shared.still_limited(customer.key, quota, now_us) {
+            return Admission::Now(verdict);
         }
         started(shared.clone().ask(
             customer.id.to_owned(),

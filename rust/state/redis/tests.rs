@@ -371,6 +371,42 @@ fn a_lease_spends_locally_and_admits_at_most_a_lease_per_node_beyond_the_exact_r
 }
 
 #[test]
+fn a_customer_redis_found_limited_is_refused_locally_until_its_next_request_conforms() {
+    let server = Server::start("limited-locally");
+    let clock = Clock::manual(T0);
+    let a = node(&settings(&server.url()), &clock);
+    let q = quota(60, 60, 2);
+    let erin = Customer::new("erin");
+    let asked = |now_us: u64| match a.quotas.admit(erin, &q, now_us, true) {
+        Admission::Later(later) => runtime().block_on(later).unwrap(),
+        Admission::Now(_) | Admission::Refused(_) => panic!("Redis is asked"),
+    };
+    assert!(asked(T0).is_allowed() && asked(T0).is_allowed());
+    let Verdict::Limited { retry_after_s, .. } = asked(T0) else {
+        panic!("the burst of 2 is spent");
+    };
+    assert_eq!(retry_after_s, 1);
+    // Until 1 s has passed, Redis would refuse: the worker does, without asking.
+    for now_us in [T0, T0 + S / 2, T0 + S - 1] {
+        let Admission::Now(Verdict::Limited { retry_after_s, .. }) =
+            a.quotas.admit(erin, &q, now_us, true)
+        else {
+            panic!("refused locally at {now_us}");
+        };
+        assert_eq!(retry_after_s, 1);
+    }
+    assert_eq!(a.exchange.link.counters.limited_locally.load(Relaxed), 3);
+    // Another rule for the customer (a configuration reloaded) asks Redis again.
+    let other = quota(120, 60, 2);
+    assert!(matches!(
+        a.quotas.admit(erin, &other, T0 + S / 2, true),
+        Admission::Later(_)
+    ));
+    // Once the next request conforms, Redis decides again.
+    assert!(asked(T0 + 2 * S).is_allowed());
+}
+
+#[test]
 fn requests_arriving_together_share_one_lease_instead_of_each_taking_one() {
     let server = Server::start("lease-together");
     let clock = Clock::manual(T0);
