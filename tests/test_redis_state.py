@@ -132,7 +132,7 @@ def test_a_customers_burst_holds_exactly_across_two_nodes(nodes: Nodes):
     # Past its first 429 from Redis a node refuses the flood itself until the retry-after.
     states = [http_json(node.port, "GET", "/_cellgate/state", ADMIN)[2] for node in nodes.both()]
     assert sum(state["redis"]["limited_locally"] for state in states) > 0, states
-    status, answered, _ = http_json(nodes.a.port, "GET", "/api/accounts", token)
+    status, answered, _ = http_json(nodes.b.port, "GET", "/api/accounts", token)
     assert status == 429 and int(answered["retry-after"]) >= 1
     # Each answer is recorded; a request Redis found over the quota went to no cell.
     trail = nodes.a.config_path.parent / "trail"

@@ -846,6 +846,7 @@ impl PyRouter {
         d.set_item("published", read(&counters.published))?;
         d.set_item("received", read(&counters.received))?;
         d.set_item("resyncs", read(&counters.resyncs))?;
+        d.set_item("reloads", read(&counters.reloads))?;
         Ok(Some(d))
     }
 

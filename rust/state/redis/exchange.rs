@@ -351,15 +351,31 @@ impl Exchange {
         let mut messages = pubsub.into_on_message();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
         housekeeping.tick().await;
+        // When Redis comes back every worker of every node resyncs at once: the reloads they
+        // ask for are taken together, one per RELOAD_COALESCE, not one per request.
+        let mut reload_at: Option<tokio::time::Instant> = None;
         loop {
+            let reload_due = async {
+                match reload_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = housekeeping.tick() => self.forget_expired(&mut connection).await?,
+                () = reload_due => {
+                    reload_at = None;
+                    self.reload(&mut connection).await?;
+                    link.counters.reloads.fetch_add(1, Relaxed);
+                }
                 message = messages.next() => {
                     let Some(message) = message else {
                         return Err("the subscription was closed".into());
                     };
                     if self.hear(message.get_payload_bytes()) {
-                        self.reload(&mut connection).await?;
+                        reload_at.get_or_insert_with(|| {
+                            tokio::time::Instant::now() + RELOAD_COALESCE
+                        });
                     }
                 }
                 change = pending.recv() => {
@@ -614,6 +630,9 @@ impl Exchange {
         Ok(())
     }
 }
+
+/// How long a reload another node asked for waits for the others asking with it.
+const RELOAD_COALESCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How often a session drops from the ledger and from Redis what refuses nothing any more.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);

@@ -36,6 +36,8 @@ pub struct LinkCounters {
     pub received: AtomicU64,
     /// Times this node wrote back what it knows and reloaded the shared revocations.
     pub resyncs: AtomicU64,
+    /// Reloads of the shared revocations other nodes asked for (several asks at once: one).
+    pub reloads: AtomicU64,
 }
 
 /// The connection and its health.

@@ -265,6 +265,33 @@ fn a_lift_made_while_a_node_was_cut_off_is_neither_undone_by_it_nor_missed() {
 }
 
 #[test]
+fn a_storm_of_resyncs_is_answered_by_a_few_reloads_that_still_find_what_was_written() {
+    let server = Server::start("resync-storm");
+    let clock = Clock::manual(1_000 * S);
+    let b = node(&settings(&server.url()), &clock);
+    subscribed(&[&b]);
+    // What a node wrote back while resyncing, and then its ask (and a hundred others' at once).
+    command(
+        &server,
+        &["ZADD", "cellgate:revoked:tokens", "9000", "written-back"],
+    );
+    for n in 0..100 {
+        let resync = format!(r#"{{"node": "storm-{n}", "op": "resync"}}"#);
+        command(&server, &["PUBLISH", "cellgate:events", &resync]);
+    }
+    let revoked = token("x", Some("written-back"), None);
+    wait_until("the reload finds it", || {
+        b.revocations.check(&revoked).is_err()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let reloads = b.exchange.link.counters.reloads.load(Relaxed);
+    assert!(
+        (1..=3).contains(&reloads),
+        "{reloads} reloads for 100 resyncs"
+    );
+}
+
+#[test]
 fn what_refuses_nothing_any_more_leaves_redis_while_a_session_lasts() {
     let server = Server::start("housekeeping");
     let clock = Clock::manual(1_000 * S);
