@@ -95,23 +95,6 @@ impl CellLoad {
     }
 }
 
-impl Cell {
-    /// How long until the opening some other worker said ends, if one holds at `now_us`; this
-    /// worker's breaker takes it as its own the first time it is seen (so that it, too, goes
-    /// half-open when the opening ends).
-    #[inline]
-    pub fn opened_elsewhere(&self, now_us: u64) -> Option<u64> {
-        let until_us = self.load.store.open_until_us(self.load.index);
-        if until_us <= now_us {
-            return None;
-        }
-        if until_us > self.breaker.open_until_us() {
-            self.breaker.adopt_opening(until_us);
-        }
-        Some(until_us - now_us)
-    }
-}
-
 /// One cell: what it serves, where it is, and its live load.
 #[derive(Debug)]
 pub struct Cell {
@@ -146,6 +129,23 @@ pub struct Cell {
     pub load: CellLoad,
     /// The cell's circuit breaker, fed by the outcome of every request it takes.
     pub breaker: Breaker,
+}
+
+impl Cell {
+    /// How long until the opening said on the node (by any worker's breaker, or another
+    /// node's through Redis) ends, if one holds at `now_us`; this worker's breaker takes it as
+    /// its own the first time it is seen, so that it, too, goes half-open when it ends.
+    #[inline]
+    pub fn opened_elsewhere(&self, now_us: u64) -> Option<u64> {
+        let until_us = self.load.store.open_until_us(self.load.index);
+        if until_us <= now_us {
+            return None;
+        }
+        if until_us > self.breaker.open_until_us() {
+            self.breaker.adopt_opening(until_us);
+        }
+        Some(until_us - now_us)
+    }
 }
 
 /// The timeouts of forwards to one cell: `[forward]`'s, or the cell's own.
