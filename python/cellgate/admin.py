@@ -26,6 +26,7 @@ record the action is refused 503 ``audit_unavailable`` and nothing changes.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Annotated
 
 import jwt
@@ -36,9 +37,11 @@ from cellgate import _core
 from cellgate.problems import Response, problem
 from cellgate.state import RevocationLog
 
-__all__ = ["ADMIN_AUDIENCE", "ADMIN_PREFIX", "AdminApi"]
+__all__ = ["ADMIN_AUDIENCE", "ADMIN_PREFIX", "CHANGING_METHODS", "AdminApi"]
 
 ADMIN_PREFIX = "/_cellgate/"
+#: The methods of the admin requests that change state (and are recorded).
+CHANGING_METHODS = ("POST", "DELETE")
 ADMIN_AUDIENCE = "cellgate-admin"
 _JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
 
@@ -52,6 +55,8 @@ class AdminApi:
         self._router = router
         self._secret = secret
         self._log = log
+        # Changes are made one at a time, so the log keeps them in the order they took effect.
+        self._changing = threading.Lock()
 
     def keep(self, entries: list[dict]) -> bool:
         """Appends revocations heard from other nodes to the revocation log, so that a restart
@@ -104,14 +109,21 @@ class AdminApi:
     def handle(
         self, method: str, path: str, authorization: str | None, body: bytes = b""
     ) -> Response:
-        """The answer to an admin request."""
+        """The answer to an admin request. One that changes state (``CHANGING_METHODS``) waits
+        for its audit record, on disk with a strict trail: call it off the event loop."""
+        if method in CHANGING_METHODS:
+            with self._changing:
+                return self._answer(method, path, authorization, body)
+        return self._answer(method, path, authorization, body)
+
+    def _answer(self, method: str, path: str, authorization: str | None, body: bytes) -> Response:
         if path == ADMIN_PREFIX + "health":
             if self._router.draining:
                 # Load balancers take the node out while it finishes what is in flight.
                 return 503, [*_JSON, ("connection", "close")], b'{"status":"draining"}'
             return 200, _JSON, b'{"status":"ok"}'
         refusal, admin = self._authorize(authorization)
-        changes = method in ("POST", "DELETE")
+        changes = method in CHANGING_METHODS
         if refusal is not None:
             if changes and refusal[0] == 401:
                 target = {"method": method, "path": path}

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from cellgate import _core
-from cellgate.admin import ADMIN_PREFIX, AdminApi
+from cellgate.admin import ADMIN_PREFIX, CHANGING_METHODS, AdminApi
 from cellgate.body import BodyCutShort, BodyTimeout, BodyTooLarge, read_body
 from cellgate.config import admin_secret, build_router, load_config
 from cellgate.state import ZONE_ENV, revocation_log
@@ -86,9 +86,15 @@ class Gateway:
         path = scope.path
         if path.startswith(ADMIN_PREFIX):
             body = b"" if scope.method in ("GET", "HEAD", "DELETE") else await proto()
-            proto.response_bytes(
-                *self.admin.handle(scope.method, path, headers.get("authorization"), body)
-            )
+            asked = (scope.method, path, headers.get("authorization"), body)
+            if scope.method in CHANGING_METHODS:
+                # It waits for its audit record (an fsync, or a stalled disk's 10 s): on a
+                # thread, so that the requests this worker's loop serves meanwhile do not.
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(None, self.admin.handle, *asked)
+            else:
+                answer = self.admin.handle(*asked)
+            proto.response_bytes(*answer)
             return
         # HTTP/1 carries an authority in the scope only for an absolute-form target.
         absolute_form = scope.authority is not None and scope.http_version[0] == "1"
