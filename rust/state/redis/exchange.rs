@@ -137,6 +137,8 @@ pub struct Exchange {
     max_token_lifetime_s: Option<u64>,
     ledger: Mutex<Ledger>,
     heard: Mutex<Vec<SharedRevocation>>,
+    /// The cut-offs this worker lifted whose lifts are not yet in Redis.
+    lifting: Mutex<HashMap<String, f64>>,
     /// Revocations and lifts that failed to reach Redis, sent first in the next session.
     unsent: Mutex<Vec<Change>>,
     outbox: mpsc::UnboundedSender<Change>,
@@ -168,6 +170,7 @@ impl Exchange {
             max_token_lifetime_s: local.max_token_lifetime_s,
             ledger: Mutex::default(),
             heard: Mutex::default(),
+            lifting: Mutex::default(),
             unsent: Mutex::default(),
             outbox,
             pending: Mutex::new(Some(pending)),
@@ -195,6 +198,16 @@ impl Exchange {
 
     /// Notes a revocation or lift made on this worker, and publishes it.
     pub fn made(&self, revocation: SharedRevocation) {
+        if let SharedRevocation::LiftCustomer { customer_id } = &revocation {
+            // What this worker lifts, for the lift's mark: Redis may not hold it (restarted
+            // empty while the lift was made, nothing written back yet).
+            let known_s = lock(&self.ledger).cutoffs.get(customer_id).copied();
+            if let Some(before_s) = known_s {
+                let mut lifting = lock(&self.lifting);
+                let known = lifting.entry(customer_id.clone()).or_insert(before_s);
+                *known = known.max(before_s);
+            }
+        }
         self.learn(&revocation);
         let _ = self.outbox.send(Change::Revocation(revocation));
     }
@@ -404,6 +417,10 @@ impl Exchange {
         {
             Ok(()) => {
                 self.link.counters.published.fetch_add(1, Relaxed);
+                if let Change::Revocation(SharedRevocation::LiftCustomer { customer_id }) = &change
+                {
+                    lock(&self.lifting).remove(customer_id);
+                }
                 Ok(())
             }
             Err(why) => {
@@ -458,12 +475,14 @@ impl Exchange {
                     .ignore();
             }
             SharedRevocation::LiftCustomer { customer_id } => {
+                let lifted = lock(&self.lifting).get(customer_id).map(f64::to_string);
                 pipe.cmd("EVAL")
                     .arg(LIFT_CUTOFF)
                     .arg(2)
                     .arg(&self.names.cutoffs)
                     .arg(&self.names.lifted)
                     .arg(customer_id)
+                    .arg(lifted.unwrap_or_default())
                     .ignore();
             }
         }

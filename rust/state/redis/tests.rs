@@ -265,6 +265,45 @@ fn a_lift_made_while_a_node_was_cut_off_is_neither_undone_by_it_nor_missed() {
 }
 
 #[test]
+fn a_lift_made_while_redis_was_away_and_came_back_empty_is_not_undone_by_a_write_back() {
+    let mut server = Server::start("lift-while-away");
+    let clock = Clock::manual(1_000 * S);
+    let mut fast = settings(&server.url());
+    fast.retry_ms = 100;
+    let (a, b) = (node(&fast, &clock), node(&fast, &clock));
+    subscribed(&[&a, &b]);
+    let old = token("dan", None, Some(800.0));
+    a.revocations.revoke_customer("dan", 900.0, 1_000);
+    wait_until("the cut-off reaches b", || {
+        b.revocations.check(&old).is_err()
+    });
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    wait_until("both see Redis gone", || {
+        !a.exchange.subscribed() && !b.exchange.subscribed()
+    });
+    assert!(b.revocations.lift_customer("dan", 1_000));
+    server.child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(server.dir.join("redis.sock"))
+        .arg("--dir")
+        .arg(&server.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("both are back", || {
+        a.exchange.subscribed() && b.exchange.subscribed()
+    });
+    // However the two sessions interleave, the lift b made stands on both nodes.
+    wait_until("a learns the lift", || a.revocations.check(&old).is_ok());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(a.revocations.check(&old).is_ok() && b.revocations.check(&old).is_ok());
+    assert!(!cutoff_in_redis(&server, "dan"));
+}
+
+#[test]
 fn a_storm_of_resyncs_is_answered_by_a_few_reloads_that_still_find_what_was_written() {
     let server = Server::start("resync-storm");
     let clock = Clock::manual(1_000 * S);
