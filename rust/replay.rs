@@ -290,14 +290,8 @@ fn decide_today(
     // With none of the group eligible, any eligible cell of the region (the fallback stage).
     let fallback = eligible.is_empty();
     if fallback {
-        let in_group = |id: &str| cells.iter().any(|c| c[0] == id);
-        let others: Vec<_> = router
-            .cells()
-            .region(profile.region)
-            .iter()
-            .filter(|cell| !in_group(&cell.id))
-            .collect();
-        for cell in others {
+        let others = router.cells().region(profile.region).iter();
+        for cell in others.filter(|cell| cell.tier != profile.tier) {
             let rule = rule_of(cell);
             if rule.is_none() {
                 eligible.push(cell.clone());

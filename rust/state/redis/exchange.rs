@@ -662,8 +662,8 @@ fn outlived(before_s: f64, lifetime_s: u64, now_s: u64) -> bool {
     cutoff_forget_after_s(before_s, Some(lifetime_s)) <= now_s
 }
 
-/// This worker's name on the channel (its own messages come back to it): host, pid and a
-/// random part, so a pid reused on another host or later is another node.
+/// This worker's name on the channel (its own messages come back to it): its pid and a random
+/// part, so a pid reused on another host or later is another node.
 fn node_id() -> String {
     let mut random = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);

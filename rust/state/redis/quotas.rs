@@ -221,11 +221,6 @@ impl Shared {
         if let Some(verdict) = spend(&mut leases.held, customer.key, quota, now_us) {
             return Admission::Now(verdict);
         }
-        drop(leases);
-        if let Some(verdict) = self.still_limited(customer.key, quota, now_us) {
-            return Admission::Now(verdict);
-        }
-        let mut leases = self.leases();
         let (id, key, quota) = (customer.id.to_owned(), customer.key, quota.clone());
         if let Some(answer) = leases.asking.get(&key) {
             let mut answer = answer.clone();
@@ -401,11 +396,13 @@ impl QuotaStore for RedisQuotas {
                 Err(refusal) => Admission::Refused(refusal),
             };
         }
-        if shared.mode == QuotaMode::Leased {
-            return shared.admit_leased(customer, quota, now_us, moves_money);
-        }
+        // Before any lease: a worker asks Redis only once its lease is spent, so a customer
+        // found limited holds none here (and refusing one would only be early, never over).
         if let Some(verdict) = shared.still_limited(customer.key, quota, now_us) {
             return Admission::Now(verdict);
+        }
+        if shared.mode == QuotaMode::Leased {
+            return shared.admit_leased(customer, quota, now_us, moves_money);
         }
         started(shared.clone().ask(
             customer.id.to_owned(),
