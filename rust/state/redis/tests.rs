@@ -29,29 +29,38 @@ impl Server {
             std::env::temp_dir().join(format!("cellgate-redis-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server: install it with `bash scripts/install-test-deps.sh`");
-        let server = Server { child, dir };
+        let mut server = Server {
+            child: spawn(&dir),
+            dir,
+        };
+        server.answering();
+        server
+    }
+
+    /// Kills the server: Redis is gone, and everything it held with it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same socket, empty.
+    fn restart(&mut self) {
+        self.child = spawn(&self.dir);
+        self.answering();
+    }
+
+    fn answering(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let ping = redis::Client::open(server.url().as_str())
+            let ping = redis::Client::open(self.url().as_str())
                 .and_then(|client| client.get_connection())
                 .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con));
             if ping.is_ok() {
-                return server;
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer on {}", socket.display());
+        panic!("redis-server did not answer in {}", self.dir.display());
     }
 
     fn url(&self) -> String {
@@ -59,10 +68,23 @@ impl Server {
     }
 }
 
+/// A redis-server that keeps nothing on disk, on a Unix socket in `dir`.
+fn spawn(dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server: install it with `bash scripts/install-test-deps.sh`")
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -146,8 +168,7 @@ fn a_redis_restarted_empty_gets_back_every_revocation_and_one_made_meanwhile_rea
             .is_err()
     });
 
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.kill();
     wait_until("both see Redis gone", || {
         !a.exchange.subscribed() && !b.exchange.subscribed()
     });
@@ -158,18 +179,7 @@ fn a_redis_restarted_empty_gets_back_every_revocation_and_one_made_meanwhile_rea
         .check(&token("x", Some("before"), None))
         .is_err());
 
-    let dir = server.dir.clone();
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no"])
-        .arg("--unixsocket")
-        .arg(dir.join("redis.sock"))
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    server.child = child;
+    server.restart();
     wait_until("meanwhile reaches b", || {
         b.revocations
             .check(&token("x", Some("meanwhile"), None))
@@ -277,22 +287,12 @@ fn a_lift_made_while_redis_was_away_and_came_back_empty_is_not_undone_by_a_write
     wait_until("the cut-off reaches b", || {
         b.revocations.check(&old).is_err()
     });
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.kill();
     wait_until("both see Redis gone", || {
         !a.exchange.subscribed() && !b.exchange.subscribed()
     });
     assert!(b.revocations.lift_customer("dan", 1_000));
-    server.child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no"])
-        .arg("--unixsocket")
-        .arg(server.dir.join("redis.sock"))
-        .arg("--dir")
-        .arg(&server.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    server.restart();
     wait_until("both are back", || {
         a.exchange.subscribed() && b.exchange.subscribed()
     });
