@@ -168,15 +168,16 @@ class Gateway:
         return self.process.returncode
 
 
-def limited_demo_text(demo_config: Path) -> str:
-    """The demo configuration with every cell limited to 2 forwards at once, and no quota in
-    the way."""
+def start_limited_gateway(demo_config: Path, directory: Path, *extra: str) -> Gateway:
+    """`cellgate serve` (with ``extra`` arguments) on the demo with every cell limited to 2
+    forwards at once, and no quota in the way; its configuration in ``directory``."""
     text = re.sub(
         r"rate_limit = \{[^}]*\}",
         "rate_limit = { requests = 6000000, period_s = 60, burst = 1000000 }",
         demo_config.read_text(),
     )
-    return text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
+    text = text.replace("capacity = ", "max_in_flight = 2\ncapacity = ")
+    return start_gateway(demo_variant(demo_config, directory, text), *extra)
 
 
 def demo_variant(demo_config: Path, directory: Path, text: str) -> Path:

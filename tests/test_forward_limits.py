@@ -15,19 +15,15 @@ from harness import (
     US_EAST,
     Gateway,
     burst_through_slow_cells,
-    demo_variant,
     http_json,
-    limited_demo_text,
-    start_gateway,
+    start_limited_gateway,
 )
 
 
 @pytest.fixture(scope="module")
 def limited(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """The demo with every cell limited to 2 forwards at once, and no quota in the way."""
-    directory = tmp_path_factory.mktemp("limited")
-    text = limited_demo_text(demo_config)
-    gateway = start_gateway(demo_variant(demo_config, directory, text))
+    gateway = start_limited_gateway(demo_config, tmp_path_factory.mktemp("limited"))
     yield gateway
     gateway.stop()
 

@@ -21,8 +21,8 @@ from harness import (
     burst_through_slow_cells,
     demo_variant,
     http_json,
-    limited_demo_text,
     start_gateway,
+    start_limited_gateway,
 )
 
 
@@ -30,8 +30,7 @@ from harness import (
 def limited_pair(demo_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """Two workers, every cell limited to 2 forwards at once, and no quota in the way."""
     directory = tmp_path_factory.mktemp("limited-pair")
-    text = limited_demo_text(demo_config)
-    gateway = start_gateway(demo_variant(demo_config, directory, text), "--workers", "2")
+    gateway = start_limited_gateway(demo_config, directory, "--workers", "2")
     yield gateway
     gateway.stop()
 
