@@ -93,6 +93,14 @@ fn settings(url: &str) -> RedisSettings {
     serde_json::from_value(serde_json::json!({ "url": url })).unwrap()
 }
 
+/// Settings that try Redis again 100 ms after losing it, for tests that take it away.
+fn retrying_fast(url: &str) -> RedisSettings {
+    RedisSettings {
+        retry_ms: 100,
+        ..settings(url)
+    }
+}
+
 /// A node: in-process stores shared through Redis, on a manual clock.
 fn node(settings: &RedisSettings, clock: &Clock) -> Cluster {
     node_with_lifetime(settings, clock, None)
@@ -157,8 +165,7 @@ fn two_nodes_sharing_redis_pass_the_suite() {
 fn a_redis_restarted_empty_gets_back_every_revocation_and_one_made_meanwhile_reaches_the_others() {
     let mut server = Server::start("restart");
     let clock = Clock::manual(1_000 * S);
-    let mut fast = settings(&server.url());
-    fast.retry_ms = 100;
+    let fast = retrying_fast(&server.url());
     let (a, b) = (node(&fast, &clock), node(&fast, &clock));
     subscribed(&[&a, &b]);
     a.revocations.revoke_token("before", 9_000, 1_000);
@@ -230,8 +237,7 @@ fn a_lift_made_while_a_node_was_cut_off_is_neither_undone_by_it_nor_missed() {
         ],
     );
     let clock = Clock::manual(1_000 * S);
-    let mut fast = settings(&server.url());
-    fast.retry_ms = 100;
+    let fast = retrying_fast(&server.url());
     let mut as_a = fast.clone();
     as_a.url = format!("{}?user=a&pass=a-secret", server.url());
     let (a, b) = (node(&as_a, &clock), node(&fast, &clock));
@@ -278,8 +284,7 @@ fn a_lift_made_while_a_node_was_cut_off_is_neither_undone_by_it_nor_missed() {
 fn a_lift_made_while_redis_was_away_and_came_back_empty_is_not_undone_by_a_write_back() {
     let mut server = Server::start("lift-while-away");
     let clock = Clock::manual(1_000 * S);
-    let mut fast = settings(&server.url());
-    fast.retry_ms = 100;
+    let fast = retrying_fast(&server.url());
     let (a, b) = (node(&fast, &clock), node(&fast, &clock));
     subscribed(&[&a, &b]);
     let old = token("dan", None, Some(800.0));
